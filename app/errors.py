@@ -1,0 +1,74 @@
+"""Typed failures. Each carries its exit code and a stable reason; cli.py turns them into the exit status."""
+
+from __future__ import annotations
+
+from app.exit_codes import ExitCode
+
+
+class CanaryError(Exception):
+    """A failure the canary understands. `retryable` failures may pass with another attempt."""
+
+    exit_code = ExitCode.INTERNAL_ERROR
+    reason = "internal_error"
+    retryable = False
+
+    def __init__(self, message: str, *, progress_message: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.progress_message = progress_message
+
+
+class ConfigError(CanaryError):
+    exit_code = ExitCode.CONFIGURATION
+    reason = "configuration"
+
+
+class PermissionDenied(CanaryError):
+    exit_code = ExitCode.PERMISSION
+    reason = "permission"
+
+
+class KubernetesUnavailable(CanaryError):
+    exit_code = ExitCode.KUBERNETES_UNAVAILABLE
+    reason = "kubernetes_unavailable"
+
+
+class HubUnavailable(CanaryError):
+    exit_code = ExitCode.HUB_UNAVAILABLE
+    reason = "hub_unavailable"
+    retryable = True
+
+
+class SpawnFailed(CanaryError):
+    exit_code = ExitCode.SPAWN_FAILED
+    reason = "spawn_failed"
+    retryable = True
+
+
+class SpawnTimeout(CanaryError):
+    exit_code = ExitCode.SPAWN_TIMEOUT
+    reason = "spawn_timeout"
+    retryable = True
+
+
+class ServerUnreachable(CanaryError):
+    exit_code = ExitCode.SERVER_UNREACHABLE
+    reason = "server_unreachable"
+    retryable = True
+
+
+class StopFailed(CanaryError):
+    exit_code = ExitCode.STOP_FAILED
+    reason = "stop_failed"
+
+
+class Interrupted(BaseException):
+    """Raised in the main thread by SIGTERM/SIGINT. A BaseException so that no `except Exception` swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.SIGINT if self.signum == 2 else ExitCode.SIGTERM

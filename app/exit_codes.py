@@ -1,0 +1,37 @@
+"""The process exit codes: a contract that the chart, alerts and users rely on."""
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    INTERNAL_ERROR = 1
+    SPAWN_FAILED = 10
+    SPAWN_TIMEOUT = 11
+    SERVER_UNREACHABLE = 12
+    STOP_FAILED = 13
+    HUB_UNAVAILABLE = 20
+    KUBERNETES_UNAVAILABLE = 21
+    PERMISSION = 77
+    CONFIGURATION = 78
+    SIGINT = 130
+    SIGTERM = 143
+
+
+MEANING = {
+    ExitCode.OK: "healthy: spawned, verified, stopped",
+    ExitCode.INTERNAL_ERROR: "internal error (a bug in the canary)",
+    ExitCode.SPAWN_FAILED: "spawn failed (the hub or spawner reported failure)",
+    ExitCode.SPAWN_TIMEOUT: "spawn timed out",
+    ExitCode.SERVER_UNREACHABLE: "server unreachable (ready per the hub, but api/status failed)",
+    ExitCode.STOP_FAILED: "stop failed: server left running",
+    ExitCode.HUB_UNAVAILABLE: "hub unavailable (connection errors, 5xx, 429 after retries)",
+    ExitCode.KUBERNETES_UNAVAILABLE: "Kubernetes API unreachable while reading the token Secret",
+    ExitCode.PERMISSION: "permission: token rejected by the hub, or Kubernetes forbids reading the Secret",
+    ExitCode.CONFIGURATION: "configuration: bad flag or variable, invalid options, no token, Secret or key missing",
+    ExitCode.SIGINT: "interrupted by SIGINT, after cleanup",
+    ExitCode.SIGTERM: "interrupted by SIGTERM, after cleanup",
+}
+
+# Failures that say nothing about the hub's health: re-running the Job cannot fix them.
+NOT_RETRYABLE = (ExitCode.PERMISSION, ExitCode.CONFIGURATION)
