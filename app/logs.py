@@ -1,0 +1,87 @@
+"""Structured logging: one JSON object per line on stdout (or a console rendering for humans).
+
+Secrets are never passed to the logger; as a second line of defence every configured secret value
+is masked wherever it would appear in a rendered event, tracebacks included.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+REDACTED = "[REDACTED]"
+
+_secrets: set[str] = set()
+
+
+def add_secret(value: str) -> None:
+    """Mask `value` in every log line from now on."""
+    if value:
+        _secrets.add(value)
+
+
+def mask(text: str) -> str:
+    for secret in _secrets:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def _mask_values(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {k: _mask_values(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_mask_values(v) for v in value]
+    return value
+
+
+def _redact(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    return _mask_values(event) if _secrets else event
+
+
+def _lead_with_basics(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Put timestamp, level and event first: easier to read, and stable for line-oriented tools."""
+    lead = {key: event.pop(key) for key in ("timestamp", "level", "event") if key in event}
+    return {**lead, **event}
+
+
+def configure(log_format: str = "json", level: str = "info", stream: TextIO | None = None) -> None:
+    """(Re)configure structlog; called once per `main()` so tests may call main() repeatedly."""
+    _secrets.clear()
+    structlog.contextvars.clear_contextvars()
+    renderer: Any
+    if log_format == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    else:
+        renderer = structlog.processors.JSONRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            # Tracebacks become text before masking, in both formats.
+            structlog.processors.format_exc_info,
+            _redact,
+            _lead_with_basics,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+
+
+# Context bound for a block, e.g. `with logs.bound(attempt=2):`.
+bound = structlog.contextvars.bound_contextvars
+
+
+def bind(**context: Any) -> None:
+    structlog.contextvars.bind_contextvars(**context)
+
+
+def get_logger() -> Any:
+    return structlog.get_logger()

@@ -1,0 +1,155 @@
+"""Bad input: exit 78 with a message naming the flag or variable; good input: a typed Config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app import secret
+from app.cli import main
+from app.config import RUN_OPTIONS, EnvToken, FileToken, SecretToken, build_run_config
+from app.errors import ConfigError
+from app.exit_codes import ExitCode
+from tests.runner import run_main
+
+BASE = ["--hub-url", "http://127.0.0.1:9/", "--user", "canary"]
+TOKEN_ENV = {"JUPYTERHUB_API_TOKEN": "t0ken-for-config-tests"}
+
+
+@pytest.fixture(autouse=True)
+def no_serviceaccount(tmp_path, monkeypatch):
+    monkeypatch.setattr(secret, "SERVICEACCOUNT_DIR", tmp_path / "no-serviceaccount")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "culprit"),
+    [
+        (["--hub-url", "ftp://hub", "--user", "u"], TOKEN_ENV, "--hub-url"),
+        (["--hub-url", "hub.example.org", "--user", "u"], TOKEN_ENV, "--hub-url"),
+        (["--hub-url", "http://h:99999/", "--user", "u"], TOKEN_ENV, "--hub-url"),
+        (["--hub-url", "http://h/?x=1", "--user", "u"], TOKEN_ENV, "--hub-url"),
+        (["--user", "u"], TOKEN_ENV, "--hub-url"),
+        (["--hub-url", "http://h/"], TOKEN_ENV, "--user"),
+        (["--hub-url", "http://h/", "--user", " "], TOKEN_ENV, "--user"),
+        ([*BASE, "--spawn-timeout", "soon"], TOKEN_ENV, "--spawn-timeout"),
+        ([*BASE, "--spawn-timeout", "-5"], TOKEN_ENV, "--spawn-timeout"),
+        ([*BASE, "--stop-timeout", "0"], TOKEN_ENV, "--stop-timeout"),
+        ([*BASE, "--request-timeout", "nan"], TOKEN_ENV, "--request-timeout"),
+        ([*BASE, "--attempts", "0"], TOKEN_ENV, "--attempts"),
+        ([*BASE, "--attempts", "2.5"], TOKEN_ENV, "--attempts"),
+        ([*BASE, "--deadline", "inf"], TOKEN_ENV, "--deadline"),
+        ([*BASE, "--deadline", "60", "--stop-timeout", "120"], TOKEN_ENV, "--deadline"),
+        ([*BASE, "--user-options", "{not json"], TOKEN_ENV, "--user-options"),
+        ([*BASE, "--user-options", "[1, 2]"], TOKEN_ENV, "--user-options"),
+        ([*BASE, "--user-options-file", "/nonexistent/options.json"], TOKEN_ENV, "--user-options-file"),
+        ([*BASE, "--token-file", "/nonexistent/token"], {}, "--token-file"),
+        ([*BASE, "--ca-bundle", "/nonexistent/ca.pem"], TOKEN_ENV, "--ca-bundle"),
+        ([*BASE, "--log-format", "xml"], TOKEN_ENV, "--log-format"),
+        ([*BASE, "--log-level", "loud"], TOKEN_ENV, "--log-level"),
+        ([*BASE, "--no-such-flag"], TOKEN_ENV, "--no-such-flag"),
+        ([*BASE, "--attempts"], TOKEN_ENV, "--attempts"),
+        (["bogus-command"], TOKEN_ENV, "bogus-command"),
+        (BASE, {}, "JUPYTERHUB_API_TOKEN"),
+        (BASE, {"JUPYTERHUB_API_TOKEN": "   \n"}, "JUPYTERHUB_API_TOKEN"),
+        (BASE, {**TOKEN_ENV, "CANARY_SPAWN_TIMEOUT": "abc"}, "CANARY_SPAWN_TIMEOUT"),
+        (BASE, {**TOKEN_ENV, "CANARY_ATTEMPTS": "-1"}, "CANARY_ATTEMPTS"),
+        (BASE, {**TOKEN_ENV, "CANARY_INSECURE_SKIP_TLS_VERIFY": "maybe"}, "CANARY_INSECURE_SKIP_TLS_VERIFY"),
+        (BASE, {**TOKEN_ENV, "CANARY_USER_OPTIONS": "{"}, "CANARY_USER_OPTIONS"),
+        (["--user", "u"], {**TOKEN_ENV, "CANARY_HUB_URL": "nope"}, "CANARY_HUB_URL"),
+    ],
+)
+def test_invalid_input_exits_78_naming_the_culprit(args, env, culprit, tmp_path):
+    run = run_main([*args, "--termination-log", str(tmp_path / "term")], env=env)
+    assert run.exit_code == ExitCode.CONFIGURATION == 78, run.output
+    result = run.result
+    assert result["reason"] == "configuration"
+    assert culprit in result["message"], result["message"]
+    assert json.loads((tmp_path / "term").read_text())["exit_code"] == 78
+
+
+def test_contradicting_tls_flags(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    run = run_main([*BASE, "--ca-bundle", str(ca), "--insecure-skip-tls-verify"], env=TOKEN_ENV)
+    assert run.exit_code == 78 and "--insecure-skip-tls-verify" in run.result["message"]
+
+
+def test_both_option_sources_are_refused(tmp_path):
+    options = tmp_path / "o.json"
+    options.write_text("{}")
+    run = run_main([*BASE, "--user-options", "{}", "--user-options-file", str(options)], env=TOKEN_ENV)
+    assert run.exit_code == 78 and "--user-options-file" in run.result["message"]
+
+
+def test_empty_token_file_is_a_configuration_error(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("\n")
+    run = run_main([*BASE, "--token-file", str(token)], env={})
+    assert run.exit_code == 78 and "empty" in run.result["message"] and str(token) in run.result["message"]
+
+
+def test_help_and_version_exit_0(capsys):
+    assert main(["--help"], env={}) == 0
+    assert "exit codes" in capsys.readouterr().out
+    assert main(["run", "--help"], env={}) == 0
+    help_text = capsys.readouterr().out
+    for option in RUN_OPTIONS:
+        assert option.flag in help_text and option.env in help_text
+    assert main(["--version"], env={}) == 0
+
+
+def test_flag_wins_over_variable_and_variables_are_parsed():
+    env = {
+        **TOKEN_ENV,
+        "CANARY_HUB_URL": "https://hub.example.org/jhub",
+        "CANARY_USER": "from-env",
+        "CANARY_SPAWN_TIMEOUT": "42.5",
+        "CANARY_ATTEMPTS": "5",
+        "CANARY_INSECURE_SKIP_TLS_VERIFY": "true",
+        "CANARY_USER_OPTIONS": '{"account": ["x"]}',
+    }
+    config = build_run_config({"user": "from-flag"}, env)
+    assert config.user == "from-flag"
+    assert config.hub_url == "https://hub.example.org/jhub/"
+    assert config.spawn_timeout == 42.5 and config.attempts == 5
+    assert config.insecure_skip_tls_verify and config.tls_verify is False
+    assert config.user_options == {"account": ["x"]}
+    assert isinstance(config.token_source, EnvToken) and "t0ken" not in repr(config)
+
+
+def test_token_sources_first_configured_wins(tmp_path, monkeypatch):
+    token_file = tmp_path / "token"
+    token_file.write_text("abc\n")
+    given = {"hub_url": "http://h/", "user": "u", "token_file": str(token_file)}
+    assert isinstance(build_run_config(given, TOKEN_ENV).token_source, FileToken)
+    source = build_run_config({**given, "token_secret": "canary-token"}, TOKEN_ENV).token_source
+    assert source == SecretToken("canary-token", "token", "default")
+
+    serviceaccount = tmp_path / "sa"
+    serviceaccount.mkdir()
+    (serviceaccount / "namespace").write_text("jhub\n")
+    monkeypatch.setattr(secret, "SERVICEACCOUNT_DIR", serviceaccount)
+    source = build_run_config({**given, "token_secret": "canary-token"}, TOKEN_ENV).token_source
+    assert source.namespace == "jhub", "the pod's own namespace is the default"
+
+
+def test_env_names_follow_the_flags():
+    for option in RUN_OPTIONS:
+        assert option.env == "CANARY_" + option.flag.removeprefix("--").replace("-", "_").upper()
+
+
+def test_config_error_carries_the_exit_code():
+    with pytest.raises(ConfigError) as caught:
+        build_run_config({"hub_url": "http://h/", "user": "u"}, {})
+    assert caught.value.exit_code == 78
+
+
+def test_default_termination_log_only_when_writable(monkeypatch, tmp_path):
+    from app import config as config_module
+
+    monkeypatch.setattr(config_module, "DEFAULT_TERMINATION_LOG", str(tmp_path / "dev" / "termination-log"))
+    assert config_module.default_termination_log() is None  # its folder does not exist
+    (tmp_path / "dev").mkdir()
+    assert config_module.default_termination_log() == Path(tmp_path / "dev" / "termination-log")

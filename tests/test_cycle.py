@@ -1,0 +1,202 @@
+"""The cycle against a real JupyterHub: every scenario asserts the exit code, the canary_result,
+that no server is left running, and that the token never shows in the output."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from app.exit_codes import ExitCode
+from tests.faultproxy import FaultProxy
+from tests.runner import finish_process, run_main, start_process
+
+pytestmark = pytest.mark.hub
+
+
+def canary(hub, user, token, tmp_path, *extra, env=None):
+    args = ["--hub-url", hub.url, "--user", user, "--termination-log", str(tmp_path / "termination-log"), *extra]
+    run = run_main(args, env={"JUPYTERHUB_API_TOKEN": token, **(env or {})})
+    run.assert_no_secret(token, hub.admin_token)
+    return run
+
+
+def new_account(hub, name):
+    hub.create_user(name)
+    return name, hub.new_token(name)
+
+
+def assert_nothing_running(hub, user):
+    assert hub.servers(user) == {}, f"a server was left running: {hub.servers(user)}"
+
+
+def test_success_when_the_hub_answers_201(hub, hub_user, tmp_path):
+    user, token = new_account(hub, hub_user())
+    run = canary(hub, user, token, tmp_path)
+    assert run.exit_code == ExitCode.OK, run.output
+    assert run.named("spawn_requested")[0]["status"] == 201
+    result = run.result
+    assert result["outcome"] == "ok" and result["exit_code"] == 0 and result["attempts"] == 1
+    assert result["hub_version"] == hub.version
+    assert set(result["phases_ms"]) == {"spawn_request", "ready_wait", "verify", "stop"}
+    assert all(isinstance(ms, int) and ms >= 0 for ms in result["phases_ms"].values())
+    assert run.named("server_verified")
+    assert_nothing_running(hub, user)
+    summary = json.loads((tmp_path / "termination-log").read_text())
+    assert summary["outcome"] == "ok" and summary["exit_code"] == 0 and summary["timestamp"]
+
+
+def test_success_when_the_hub_answers_202_follows_progress(hub_202, hub_user, tmp_path):
+    user, token = new_account(hub_202, hub_user())
+    run = canary(hub_202, user, token, tmp_path)
+    assert run.exit_code == ExitCode.OK, run.output
+    assert run.named("spawn_requested")[0]["status"] == 202
+    progress = run.named("spawn_progress")
+    assert progress and progress[-1]["progress"] == 100, run.output
+    assert not run.named("progress_stream_unavailable"), run.output
+    assert run.result["outcome"] == "ok"
+    assert_nothing_running(hub_202, user)
+
+
+def test_slow_spawn_is_waited_for(hub_202, hub_user, tmp_path):
+    user, token = new_account(hub_202, hub_user("slow4-"))
+    run = canary(hub_202, user, token, tmp_path)
+    assert run.exit_code == ExitCode.OK, run.output
+    assert run.result["phases_ms"]["ready_wait"] >= 4000
+    assert_nothing_running(hub_202, user)
+
+
+def test_spawn_failure_reports_the_spawners_message(hub_202, hub_user, tmp_path):
+    user, token = new_account(hub_202, hub_user("failexit-"))
+    run = canary(hub_202, user, token, tmp_path, "--attempts", "2")
+    assert run.exit_code == ExitCode.SPAWN_FAILED, run.output
+    result = run.result
+    assert result["reason"] == "spawn_failed" and result["attempts"] == 2
+    assert result["last_progress_message"], run.output
+    assert "Spawn failed" in result["last_progress_message"] or "fail" in result["last_progress_message"].lower()
+    assert len(run.named("attempt_failed")) == 1
+    assert_nothing_running(hub_202, user)
+
+
+def test_spawn_refused_at_once_is_a_spawn_failure(hub, hub_user, tmp_path):
+    user, token = new_account(hub, hub_user("failmissing-"))
+    run = canary(hub, user, token, tmp_path, "--attempts", "1")
+    assert run.exit_code == ExitCode.SPAWN_FAILED, run.output
+    assert run.result["reason"] == "spawn_failed"
+    assert "500" in run.result["message"] or "fail" in run.result["message"].lower()
+    assert_nothing_running(hub, user)
+
+
+def test_spawn_timeout_cleans_up(hub_202, hub_user, tmp_path):
+    user, token = new_account(hub_202, hub_user("slow60-"))
+    started = time.monotonic()
+    run = canary(hub_202, user, token, tmp_path, "--spawn-timeout", "2", "--attempts", "1")
+    assert run.exit_code == ExitCode.SPAWN_TIMEOUT, run.output
+    assert run.result["reason"] == "spawn_timeout"
+    assert run.named("server_stopped"), run.output
+    assert time.monotonic() - started < 30
+    assert_nothing_running(hub_202, user)
+
+
+def test_leftover_server_is_stopped_first(hub, hub_user, tmp_path):
+    user, token = new_account(hub, hub_user())
+    hub.start_server(user)
+    assert hub.servers(user)[""]["ready"]
+    run = canary(hub, user, token, tmp_path)
+    assert run.exit_code == ExitCode.OK, run.output
+    assert run.named("stale_server_stopped"), run.output
+    assert run.named("stale_server_stopped")[0]["level"] == "warning"
+    assert_nothing_running(hub, user)
+
+
+def test_bad_token_is_a_permission_error_without_retries(hub, hub_user, tmp_path):
+    user, _ = new_account(hub, hub_user())
+    bad = "0123456789abcdef0123456789abcdef"
+    run = canary(hub, user, bad, tmp_path, "--attempts", "3")
+    assert run.exit_code == ExitCode.PERMISSION, run.output
+    assert run.result["reason"] == "permission" and run.result["attempts"] == 1
+    assert "rejected the token" in run.result["message"]
+    assert not run.named("attempt_failed") and not run.named("request_retry")
+    assert_nothing_running(hub, user)
+
+
+def test_named_server(hub, hub_user, tmp_path):
+    user, token = new_account(hub, hub_user())
+    run = canary(hub, user, token, tmp_path, "--server-name", "canary")
+    assert run.exit_code == ExitCode.OK, run.output
+    records = hub.spawn_records(user)
+    assert [r["server_name"] for r in records] == ["canary"]
+    assert_nothing_running(hub, user)
+
+
+def test_user_options_reach_the_spawner(hub, hub_user, tmp_path):
+    user, token = new_account(hub, hub_user())
+    options = {"reservation": [""], "account": ["test-group"], "runtime": ["00:05:00"]}
+    options_file = tmp_path / "options.json"
+    options_file.write_text(json.dumps(options))
+    run = canary(hub, user, token, tmp_path, "--user-options-file", str(options_file))
+    assert run.exit_code == ExitCode.OK, run.output
+    assert hub.spawn_records(user)[-1]["user_options"] == options
+    assert_nothing_running(hub, user)
+
+
+def test_sigterm_during_spawn_stops_the_server(hub_202, hub_user, tmp_path):
+    user, token = new_account(hub_202, hub_user("slow30-"))
+    process = start_process(
+        ["--hub-url", hub_202.url, "--user", user, "--termination-log", str(tmp_path / "term")],
+        env={"JUPYTERHUB_API_TOKEN": token},
+    )
+    seen = []
+    try:
+        # Wait until the spawn is underway (the first progress event), then terminate.
+        for line in process.stdout:
+            seen.append(line)
+            if '"spawn_progress"' in line:
+                break
+        process.send_signal(signal.SIGTERM)
+        run = finish_process(process, timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    run.output = "".join(seen) + run.output
+    assert run.exit_code == ExitCode.SIGTERM, run.output
+    assert token not in run.output
+    results = [e for e in run.events if e["event"] == "canary_result"]
+    assert len(results) == 1 and results[0]["outcome"] == "interrupted"
+    assert any(e["event"] == "server_stopped" for e in run.events), run.output
+    assert_nothing_running(hub_202, user)
+    assert json.loads((tmp_path / "term").read_text())["exit_code"] == 143
+
+
+def test_hub_down_is_hub_unavailable_within_the_deadline(tmp_path, free_port):
+    started = time.monotonic()
+    run = run_main(
+        ["--hub-url", f"http://127.0.0.1:{free_port}/", "--user", "nobody", "--deadline", "12", "--stop-timeout", "2"],
+        env={"JUPYTERHUB_API_TOKEN": "x" * 32},
+    )
+    elapsed = time.monotonic() - started
+    assert run.exit_code == ExitCode.HUB_UNAVAILABLE, run.output
+    assert run.result["reason"] == "hub_unavailable"
+    assert run.named("request_retry"), "connection errors should be retried"
+    assert elapsed < 12 + 2, f"took {elapsed:.1f}s, beyond the 12s deadline"
+
+
+def test_transient_503_and_429_are_retried(hub, hub_user, tmp_path):
+    user, token = new_account(hub, hub_user())
+    with FaultProxy(hub.url) as proxy:
+        proxy.fail_next(2, 503, path_contains="/hub/api/user")
+        proxy.fail_next(1, 429, retry_after=2, path_contains=f"/hub/api/users/{user}/server", method="POST")
+        args = ["--hub-url", proxy.url, "--user", user, "--termination-log", str(tmp_path / "t")]
+        run = run_main(args, env={"JUPYTERHUB_API_TOKEN": token})
+        seen = list(proxy.requests_seen)
+    run.assert_no_secret(token)
+    assert run.exit_code == ExitCode.OK, run.output
+    statuses = [status for _, _, _, status in seen]
+    assert statuses.count(503) == 2 and statuses.count(429) == 1
+    posts = [(t, status) for t, method, path, status in seen if method == "POST" and "/server" in path]
+    assert posts[0][1] == 429 and posts[1][1] in (201, 202)
+    assert posts[1][0] - posts[0][0] >= 2.0, "Retry-After was not honoured"
+    assert len(run.named("request_retry")) == 3
+    assert_nothing_running(hub, user)

@@ -1,0 +1,100 @@
+"""What the canary reports: JSON log lines, the termination message, masking of secrets, exit 1 for bugs."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from app import logs, termination
+from app.cycle import Canary
+from app.hub import retry_after_seconds
+from tests.runner import run_main
+
+TOKEN = "s3cr3t-t0ken-value-0123456789"
+ARGS = ["--hub-url", "http://127.0.0.1:9/", "--user", "canary"]
+
+
+def test_log_lines_are_json_with_the_basics_first():
+    out = io.StringIO()
+    logs.configure("json", "info", stream=out)
+    logs.bind(hub="http://h/", user="u")
+    logs.get_logger().info("something_happened", answer=42)
+    logs.get_logger().debug("not_shown")
+    (line,) = out.getvalue().splitlines()
+    event = json.loads(line)
+    assert list(event)[:3] == ["timestamp", "level", "event"]
+    assert event["event"] == "something_happened" and event["level"] == "info" and event["answer"] == 42
+    assert event["hub"] == "http://h/" and event["user"] == "u"
+    assert event["timestamp"].endswith("Z") and "T" in event["timestamp"]
+
+
+def test_secrets_are_masked_everywhere_even_in_tracebacks():
+    out = io.StringIO()
+    for log_format in ("json", "console"):
+        logs.configure(log_format, "debug", stream=out)
+        logs.add_secret(TOKEN)
+        try:
+            raise RuntimeError(f"boom with {TOKEN}")
+        except RuntimeError:
+            logs.get_logger().exception("failed", nested={"list": [TOKEN]}, header=f"token {TOKEN}")
+    text = out.getvalue()
+    assert TOKEN not in text
+    assert text.count(logs.REDACTED) >= 6
+
+
+def test_an_unexpected_exception_is_exit_1_with_a_masked_traceback(monkeypatch, tmp_path):
+    def explode(self):
+        raise RuntimeError(f"bug near {TOKEN}")
+
+    monkeypatch.setattr(Canary, "run", explode)
+    run = run_main([*ARGS, "--termination-log", str(tmp_path / "t")], env={"JUPYTERHUB_API_TOKEN": TOKEN})
+    assert run.exit_code == 1
+    assert run.result["reason"] == "internal_error"
+    assert "Traceback" in run.named("internal_error")[0]["exception"]
+    run.assert_no_secret(TOKEN)
+    assert TOKEN not in (tmp_path / "t").read_text()
+
+
+def test_console_format_renders_the_same_events(tmp_path):
+    run = run_main([*ARGS, "--log-format", "console", "--deadline", "x"], env={}, json_lines=False)
+    assert run.exit_code == 78
+    assert "canary_result" in run.output and "--deadline" in run.output
+
+
+def test_termination_summary_is_one_short_json_line():
+    line = termination.summary("failed", 10, "x" * 10_000)
+    assert "\n" not in line and len(line.encode()) < termination.MAX_BYTES
+    record = json.loads(line)
+    assert record["exit_code"] == 10 and record["outcome"] == "failed" and record["timestamp"]
+
+
+def test_unwritable_termination_log_is_a_warning_not_a_failure(tmp_path):
+    run = run_main([*ARGS, "--termination-log", str(tmp_path / "missing-dir" / "t")], env={})
+    assert run.exit_code == 78  # the configuration error, not a crash while reporting it
+    assert run.named("termination_log_not_written")
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("30", 30.0), ("0", 0.0), ("-4", 0.0), ("soon", None), (None, None)],
+)
+def test_retry_after_header(header, expected):
+    import requests
+
+    response = requests.Response()
+    if header is not None:
+        response.headers["Retry-After"] = header
+    assert retry_after_seconds(response) == expected
+
+
+def test_retry_after_http_date():
+    import email.utils
+    import time
+
+    import requests
+
+    response = requests.Response()
+    response.headers["Retry-After"] = email.utils.formatdate(time.time() + 20, usegmt=True)
+    assert 15 <= retry_after_seconds(response) <= 20
