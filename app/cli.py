@@ -19,7 +19,7 @@ from app.errors import CanaryError, ConfigError, Interrupted
 from app.exit_codes import MEANING, ExitCode
 from app.hub import HubClient
 from app.signals import SignalGuard
-from app.token import read_token
+from app.token_source import read_token
 
 COMMANDS = ("run",)
 log = logs.get_logger()

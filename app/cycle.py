@@ -83,7 +83,7 @@ class Canary:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(retryable),
             stop=tenacity.stop_after_attempt(self.config.attempts) | no_time_left,
-            wait=tenacity.wait_exponential_jitter(initial=2, max=30, jitter=2),
+            wait=tenacity.wait_exponential_jitter(multiplier=2, max=30, jitter=2),
             sleep=self._sleep,
             before_sleep=before_sleep,
             reraise=True,

@@ -86,7 +86,7 @@ class HubClient:
     # --- requests with retries ---
 
     def _wait(self, deadline: Deadline) -> Callable[[tenacity.RetryCallState], float]:
-        backoff = tenacity.wait_exponential_jitter(initial=0.5, max=8, jitter=0.5)
+        backoff = tenacity.wait_exponential_jitter(multiplier=0.5, max=8, jitter=0.5)
 
         def wait(state: tenacity.RetryCallState) -> float:
             seconds = backoff(state)
