@@ -12,16 +12,29 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from app import __version__, logs, termination
-from app.config import RUN_OPTIONS, TOKEN_ENV, Config, Option, build_run_config, default_termination_log, resolve
+from app.config import (
+    ADMIN_TOKEN_ENV,
+    RUN_OPTIONS,
+    TOKEN_COMMAND_OPTIONS,
+    TOKEN_ENV,
+    Config,
+    Option,
+    TokenCommandConfig,
+    build_run_config,
+    build_token_config,
+    default_termination_log,
+    resolve,
+)
 from app.cycle import PHASES, Canary
 from app.deadline import elapsed_ms
 from app.errors import CanaryError, ConfigError, Interrupted
 from app.exit_codes import MEANING, ExitCode
 from app.hub import HubClient
 from app.signals import SignalGuard
+from app.token_command import TokenCommand
 from app.token_source import read_token
 
-COMMANDS = ("run",)
+COMMANDS = ("run", "token")
 log = logs.get_logger()
 
 
@@ -64,6 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"exit codes:\n{exit_codes}",
     )
     _add_options(run, RUN_OPTIONS)
+    token = commands.add_parser(
+        "token",
+        help="mint the service account's token into a Secret, or rotate it",
+        description=(
+            "mint (the default): create the user if asked, mint a token with the least scopes the canary "
+            "needs, store it in a Kubernetes Secret (or print it). rotate: mint a new token, update the "
+            "Secret, then revoke the old token. The admin token comes from --admin-token-secret, else "
+            f"--admin-token-file, else ${ADMIN_TOKEN_ENV} - never from the command line. Logs go to stderr."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"exit codes:\n{exit_codes}",
+    )
+    token.add_argument("action", nargs="?", choices=("mint", "rotate"), default="mint")
+    _add_options(token, TOKEN_COMMAND_OPTIONS)
     return parser
 
 
@@ -78,30 +105,59 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     env = os.environ if env is None else env
     args = list(sys.argv[1:] if argv is None else argv)
     started = time.monotonic()
+    args = _with_default_command(args)
     try:
-        parsed = build_parser().parse_args(_with_default_command(args))
-        config = build_run_config(vars(parsed), env)
+        parsed = vars(build_parser().parse_args(args))
+        if parsed["command"] == "token":
+            token_config = build_token_config(parsed["action"], parsed, env)
+        else:
+            config = build_run_config(parsed, env)
     except SystemExit as exc:  # --help and --version
         return int(exc.code or 0)
     except ConfigError as exc:
-        early = _reporting_settings(args, env)
+        if args[0] == "token":
+            early = _reporting_settings(args, env, TOKEN_COMMAND_OPTIONS)
+            logs.configure(early["log_format"], early["log_level"], stream=sys.stderr)
+            return _token_finish(exc.exit_code, "failed", reason=exc.reason, message=str(exc))
+        early = _reporting_settings(args, env, RUN_OPTIONS)
         logs.configure(early["log_format"], early["log_level"])
         return _finish(
             exc.exit_code, "failed", started, early["termination_log"], reason=exc.reason, message=str(exc)
         )
+    if parsed["command"] == "token":
+        logs.configure(token_config.log_format, token_config.log_level, stream=sys.stderr)
+        return _token(token_config)
     logs.configure(config.log_format, config.log_level)
     return _run(config, started)
+
+
+def _token(config: TokenCommandConfig) -> int:
+    logs.bind(hub=config.hub_url, user=config.user, action=config.action)
+    try:
+        TokenCommand(config).run()
+    except CanaryError as exc:
+        return _token_finish(exc.exit_code, "failed", reason=exc.reason, message=str(exc))
+    except Exception as exc:  # a bug
+        log.exception("internal_error")
+        return _token_finish(ExitCode.INTERNAL_ERROR, "failed", reason="internal_error", message=f"internal error: {exc!r}")
+    return _token_finish(ExitCode.OK, "ok", message=f"token {config.action} done")
+
+
+def _token_finish(exit_code: int, outcome: str, *, message: str, reason: str | None = None) -> int:
+    level = log.info if exit_code == ExitCode.OK else log.error
+    level("token_result", outcome=outcome, exit_code=int(exit_code), message=message, **({"reason": reason} if reason else {}))
+    return int(exit_code)
 
 
 REPORTING = ("log_format", "log_level", "termination_log")
 
 
-def _reporting_settings(args: list[str], env: Mapping[str, str]) -> dict[str, Any]:
+def _reporting_settings(args: list[str], env: Mapping[str, str], command_options: Sequence[Option]) -> dict[str, Any]:
     """How to report a configuration error: each reporting option that is itself valid, else its default.
 
     The full parser may have failed on any flag, so only these options are picked out of argv.
     """
-    options = tuple(o for o in RUN_OPTIONS if o.dest in REPORTING)
+    options = tuple(o for o in command_options if o.dest in REPORTING)
     lenient = _Parser(add_help=False)
     _add_options(lenient, options)
     try:
@@ -114,7 +170,8 @@ def _reporting_settings(args: list[str], env: Mapping[str, str]) -> dict[str, An
             settings[option.dest] = resolve((option,), given, env)[option.dest][0] or option.default
         except ConfigError:
             pass
-    settings["termination_log"] = settings["termination_log"] or default_termination_log()
+    if "termination_log" in settings:
+        settings["termination_log"] = settings["termination_log"] or default_termination_log()
     return settings
 
 

@@ -21,6 +21,8 @@ DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 TOKEN_ENV = "JUPYTERHUB_API_TOKEN"
+ADMIN_TOKEN_ENV = "JUPYTERHUB_ADMIN_TOKEN"
+TOKEN_NOTE = "jupyterhub-canary"
 
 
 # --- parsers: str -> value, raising ValueError with a message that omits the value's source ---
@@ -139,6 +141,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("--token-secret-key", _text, "token", "the key of the token in that Secret", "KEY"),
     Option("--token-secret-namespace", _text, None, "the Secret's namespace (default: the pod's own, else 'default')", "NS"),
     Option("--token-file", _existing_file, None, f"read the API token from this file (after the Secret, before ${TOKEN_ENV})", "PATH"),
+    Option("--token-expiry-warning", _positive_seconds, 7 * 86400.0, "warn when the token expires within this many seconds", "S"),
     Option("--spawn-timeout", _positive_seconds, 300.0, "seconds from the spawn request until the server must be ready", "S"),
     Option("--stop-timeout", _positive_seconds, 120.0, "seconds the server may take to stop", "S"),
     Option("--request-timeout", _positive_seconds, 30.0, "seconds for one HTTP request", "S"),
@@ -149,6 +152,38 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("--log-format", _choice(*LOG_FORMATS), "json", "json (one object per line) or console", "FORMAT"),
     Option("--log-level", _choice(*LOG_LEVELS), "info", "the least severe level logged", "LEVEL"),
     Option("--termination-log", _path, None, f"where to write the one-line summary (default {DEFAULT_TERMINATION_LOG} when writable)", "PATH"),
+)
+
+
+def _shared(*flags: str) -> tuple[Option, ...]:
+    by_flag = {o.flag: o for o in RUN_OPTIONS}
+    return tuple(by_flag[f] for f in flags)
+
+
+def _scope_list(raw: str) -> tuple[str, ...]:
+    scopes = tuple(part for part in raw.replace(",", " ").split() if part)
+    if not scopes:
+        raise ValueError("must name at least one scope (or use --inherit-scopes)")
+    return scopes
+
+
+TOKEN_COMMAND_OPTIONS: tuple[Option, ...] = (
+    *_shared("--hub-url", "--user"),
+    Option("--admin-token-secret", _text, None, "read the admin token from this Kubernetes Secret", "NAME"),
+    Option("--admin-token-secret-key", _text, "token", "the key of the admin token in that Secret", "KEY"),
+    Option("--admin-token-secret-namespace", _text, None, "that Secret's namespace (default: the pod's own, else 'default')", "NS"),
+    Option("--admin-token-file", _existing_file, None, f"read the admin token from this file (after the Secret, before ${ADMIN_TOKEN_ENV})", "PATH"),
+    Option("--create-user", _switch, False, "create the user if it does not exist", switch=True),
+    Option("--scopes", _scope_list, None, "the token's scopes, comma-separated (default: the least the canary needs)", "SCOPES"),
+    Option("--inherit-scopes", _switch, False, "give the token all of the user's own permissions", switch=True),
+    Option("--expires-in", _positive_int, None, "seconds until the token expires (default: never)", "S"),
+    Option("--note", _text, TOKEN_NOTE, "the token's note, shown in the hub's token page", "TEXT"),
+    Option("--secret", _text, None, "store the token in this Kubernetes Secret (created or updated)", "NAME"),
+    Option("--namespace", _text, None, "the Secret's namespace (default: the pod's own, else 'default')", "NS"),
+    Option("--key", _text, "token", "the key of the token in the Secret", "KEY"),
+    Option("--dry-run", _switch, False, "change nothing; print the Secret that would be written, token redacted", switch=True),
+    Option("--print", _switch, False, "write the bare token to stdout (only when asked)", switch=True),
+    *_shared("--request-timeout", "--ca-bundle", "--insecure-skip-tls-verify", "--log-format", "--log-level"),
 )
 
 
@@ -173,9 +208,10 @@ class FileToken:
 @dataclass(frozen=True)
 class EnvToken:
     value: str = field(repr=False)
+    variable: str = TOKEN_ENV
 
     def describe(self) -> str:
-        return f"variable {TOKEN_ENV}"
+        return f"variable {self.variable}"
 
 
 TokenSource = SecretToken | FileToken | EnvToken
@@ -192,6 +228,7 @@ class Config:
     stop_timeout: float
     request_timeout: float
     attempts: int
+    token_expiry_warning: float
     deadline: float
     ca_bundle: Path | None
     insecure_skip_tls_verify: bool
@@ -201,10 +238,39 @@ class Config:
 
     @property
     def tls_verify(self) -> bool | str:
-        """The `verify` argument for requests."""
-        if self.insecure_skip_tls_verify:
-            return False
-        return str(self.ca_bundle) if self.ca_bundle else True
+        return _tls_verify(self.ca_bundle, self.insecure_skip_tls_verify)
+
+
+def _tls_verify(ca_bundle: Path | None, insecure: bool) -> bool | str:
+    """The `verify` argument for requests."""
+    if insecure:
+        return False
+    return str(ca_bundle) if ca_bundle else True
+
+
+@dataclass(frozen=True)
+class TokenCommandConfig:
+    action: str  # "mint" or "rotate"
+    hub_url: str
+    user: str
+    admin_token_source: TokenSource
+    create_user: bool
+    scopes: tuple[str, ...] | None  # None: the least the canary needs on that hub's version
+    inherit_scopes: bool
+    expires_in: int | None
+    note: str
+    secret: SecretToken | None  # where to store the token
+    dry_run: bool
+    print_token: bool
+    request_timeout: float
+    ca_bundle: Path | None
+    insecure_skip_tls_verify: bool
+    log_format: str
+    log_level: str
+
+    @property
+    def tls_verify(self) -> bool | str:
+        return _tls_verify(self.ca_bundle, self.insecure_skip_tls_verify)
 
 
 def resolve(options: tuple[Option, ...], given: Mapping[str, str | None], env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
@@ -227,17 +293,22 @@ def resolve(options: tuple[Option, ...], given: Mapping[str, str | None], env: M
     return values
 
 
-def _token_source(values: dict[str, tuple[Any, str]], env: Mapping[str, str]) -> TokenSource:
-    secret_name = values["token_secret"][0]
+def _token_source(
+    values: dict[str, tuple[Any, str]], env: Mapping[str, str], prefix: str = "token", variable: str = TOKEN_ENV
+) -> TokenSource:
+    """The first configured of --<prefix>-secret, --<prefix>-file and the variable."""
+    secret_name = values[f"{prefix}_secret"][0]
     if secret_name:
-        namespace = values["token_secret_namespace"][0] or secret.own_namespace() or "default"
-        return SecretToken(secret_name, values["token_secret_key"][0], namespace)
-    if values["token_file"][0]:
-        return FileToken(values["token_file"][0])
-    if env.get(TOKEN_ENV, "").strip():
-        return EnvToken(env[TOKEN_ENV].strip())
+        namespace = values[f"{prefix}_secret_namespace"][0] or secret.own_namespace() or "default"
+        return SecretToken(secret_name, values[f"{prefix}_secret_key"][0], namespace)
+    if values[f"{prefix}_file"][0]:
+        return FileToken(values[f"{prefix}_file"][0])
+    if env.get(variable, "").strip():
+        return EnvToken(env[variable].strip(), variable)
+    flag = "--" + prefix.replace("_", "-")
     raise ConfigError(
-        f"no token: set --token-secret (CANARY_TOKEN_SECRET), --token-file (CANARY_TOKEN_FILE) or {TOKEN_ENV}"
+        f"no {prefix.replace('_', ' ')}: set {flag}-secret (CANARY_{prefix.upper()}_SECRET), "
+        f"{flag}-file (CANARY_{prefix.upper()}_FILE) or {variable}"
     )
 
 
@@ -260,19 +331,27 @@ def default_termination_log() -> Path | None:
     return path if writable else None
 
 
-def build_run_config(given: Mapping[str, str | None], env: Mapping[str, str]) -> Config:
-    """Validate the `run` command's flags (raw strings from argparse) and variables into a Config."""
-    values = resolve(RUN_OPTIONS, given, env)
+def _resolve_common(
+    options: tuple[Option, ...], given: Mapping[str, str | None], env: Mapping[str, str]
+) -> dict[str, tuple[Any, str]]:
+    """Resolve the options and check what every command needs: a hub, a user, one TLS choice."""
+    values = resolve(options, given, env)
     for dest in ("hub_url", "user"):
         if values[dest][0] is None:
-            option = next(o for o in RUN_OPTIONS if o.dest == dest)
+            option = next(o for o in options if o.dest == dest)
             raise ConfigError(f"{option.flag} (or {option.env}) is required")
+    if values["insecure_skip_tls_verify"][0] and values["ca_bundle"][0]:
+        raise ConfigError("--ca-bundle and --insecure-skip-tls-verify contradict each other: give one")
+    return values
+
+
+def build_run_config(given: Mapping[str, str | None], env: Mapping[str, str]) -> Config:
+    """Validate the `run` command's flags (raw strings from argparse) and variables into a Config."""
+    values = _resolve_common(RUN_OPTIONS, given, env)
 
     def value(dest: str) -> Any:
         return values[dest][0]
 
-    if value("insecure_skip_tls_verify") and value("ca_bundle"):
-        raise ConfigError("--ca-bundle and --insecure-skip-tls-verify contradict each other: give one")
     if value("deadline") <= value("stop_timeout"):
         raise ConfigError(
             f"--deadline ({value('deadline'):g}s) must exceed --stop-timeout ({value('stop_timeout'):g}s): "
@@ -288,10 +367,49 @@ def build_run_config(given: Mapping[str, str | None], env: Mapping[str, str]) ->
         stop_timeout=value("stop_timeout"),
         request_timeout=value("request_timeout"),
         attempts=value("attempts"),
+        token_expiry_warning=value("token_expiry_warning"),
         deadline=value("deadline"),
         ca_bundle=value("ca_bundle"),
         insecure_skip_tls_verify=value("insecure_skip_tls_verify"),
         log_format=value("log_format"),
         log_level=value("log_level"),
         termination_log=value("termination_log") or default_termination_log(),
+    )
+
+
+def build_token_config(action: str, given: Mapping[str, str | None], env: Mapping[str, str]) -> TokenCommandConfig:
+    """Validate the `token` command's flags and variables."""
+    values = _resolve_common(TOKEN_COMMAND_OPTIONS, given, env)
+
+    def value(dest: str) -> Any:
+        return values[dest][0]
+
+    if value("scopes") and value("inherit_scopes"):
+        raise ConfigError("--scopes and --inherit-scopes contradict each other: give one")
+    secret_ref = None
+    if value("secret"):
+        namespace = value("namespace") or secret.own_namespace() or "default"
+        secret_ref = SecretToken(value("secret"), value("key"), namespace)
+    if action == "rotate" and secret_ref is None:
+        raise ConfigError("token rotate needs --secret (CANARY_SECRET): the Secret that holds the current token")
+    if action == "mint" and secret_ref is None and not value("print") and not value("dry_run"):
+        raise ConfigError("nowhere to put the token: give --secret NAME (or CANARY_SECRET), or --print")
+    return TokenCommandConfig(
+        action=action,
+        hub_url=value("hub_url"),
+        user=value("user"),
+        admin_token_source=_token_source(values, env, prefix="admin_token", variable=ADMIN_TOKEN_ENV),
+        create_user=value("create_user"),
+        scopes=value("scopes"),
+        inherit_scopes=value("inherit_scopes"),
+        expires_in=value("expires_in"),
+        note=value("note"),
+        secret=secret_ref,
+        dry_run=value("dry_run"),
+        print_token=value("print"),
+        request_timeout=value("request_timeout"),
+        ca_bundle=value("ca_bundle"),
+        insecure_skip_tls_verify=value("insecure_skip_tls_verify"),
+        log_format=value("log_format"),
+        log_level=value("log_level"),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from datetime import datetime, timezone
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,7 @@ class Canary:
         interrupted: Callable[[], None] = lambda: None,
         clock: Clock = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        utcnow: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ):
         self.config = config
         self.client = client
@@ -52,6 +54,7 @@ class Canary:
         self._raise_if_interrupted = interrupted
         self._clock = clock
         self._sleep = sleep
+        self._utcnow = utcnow
         self.deadline = Deadline(config.deadline, clock)
         # What the result reports, kept up to date as the run goes.
         self.attempts = 0
@@ -141,6 +144,26 @@ class Canary:
         log.info("token_valid", owner=owner.get("name"), owner_kind=owner.get("kind"), scopes=owner.get("scopes"))
         if owner.get("kind") == "user" and owner.get("name") != self.user:
             log.warning("token_owner_differs", owner=owner.get("name"), hint="the token of --user needs no extra scopes")
+        self.check_token_expiry(owner, budget)
+
+    def check_token_expiry(self, owner: dict[str, Any], deadline: Deadline) -> None:
+        """Log when the token expires, and warn in time: an expired token fails every run (77)."""
+        token_id = owner.get("token_id")  # JupyterHub 5+
+        if not token_id or owner.get("kind") != "user":
+            log.debug("token_expiry_unknown", reason="the hub does not say which token this is")
+            return
+        expires_at = self.client.token_expiry(owner["name"], token_id, deadline)
+        if expires_at is False:
+            log.info("token_expiry_unknown", reason="the token may not read itself (scope read:tokens)")
+            return
+        if expires_at is None:
+            log.info("token_expiry", token_expires_in_s=None, expires_at="never")
+            return
+        seconds = round((expires_at - self._utcnow()).total_seconds())
+        if seconds < self.config.token_expiry_warning:
+            log.warning("token_expires_soon", token_expires_in_s=seconds, expires_at=expires_at.isoformat())
+        else:
+            log.info("token_expiry", token_expires_in_s=seconds, expires_at=expires_at.isoformat())
 
     def clear_stale_server(self) -> None:
         deadline = Deadline(self.config.stop_timeout, self._clock)

@@ -11,6 +11,7 @@ import email.utils
 import json
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -195,6 +196,19 @@ class HubClient:
         if response.status_code != 200:
             raise HubUnavailable(f"GET /hub/api/user answered {response.status_code} {hub_message(response)}")
         return self.json(response)
+
+    def token_expiry(self, user: str, token_id: str, deadline: Deadline) -> datetime | None | bool:
+        """When the token expires: a datetime, None for never, False when the token may not read itself."""
+        response = self.api("GET", f"{self.user_path(user)}/tokens/{quote(token_id, safe='')}", deadline)
+        if response.status_code != 200:
+            return False
+        expires_at = self.json(response).get("expires_at")
+        if not expires_at:
+            return None
+        try:
+            return datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
+        except ValueError:
+            return False
 
     @staticmethod
     def user_path(user: str) -> str:

@@ -1,0 +1,241 @@
+"""`jupyterhub-canary token [mint|rotate]`: the service account's API token, minted with an admin token.
+
+mint:   (create the user,) mint a token with the least scopes the canary needs on this hub's version,
+        and store it in a Kubernetes Secret (or print it, when asked).
+rotate: mint a new token, update the Secret, then revoke the previous one — in that order, so the
+        canary is never left without a valid token.
+
+Neither the admin token nor the minted one is ever logged; logs go to stderr, stdout carries only
+what was asked for (the token with --print, the manifest with --dry-run).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from app import __version__, logs
+from app.config import TokenCommandConfig
+from app.deadline import Deadline
+from app.errors import ConfigError, HubUnavailable, PermissionDenied
+from app.hub import HubClient, hub_message
+from app.token_source import read_token
+
+log = logs.get_logger()
+
+BUDGET = 120.0  # seconds for the whole command
+LABELS = {"app.kubernetes.io/managed-by": "jupyterhub-canary", "app.kubernetes.io/component": "api-token"}
+ANNOTATION = "jupyterhub-canary.jupyter.org/"  # prefix of what the Secret records about its token
+
+
+def least_scopes(hub_version: str, user: str) -> list[str]:
+    """The fewest scopes with which the canary's cycle works for `user` on a hub of this version.
+
+    Start and stop the one server, read its model, reach it through the proxy, and read the token's
+    own expiry. JupyterHub 6 splits `servers` into start/delete/read.
+    """
+    major = _major(hub_version)
+    server_scopes = ["start:servers", "delete:servers", "read:servers"] if major >= 6 else ["servers"]
+    return [f"{scope}!user={user}" for scope in (*server_scopes, "access:servers", "read:tokens")]
+
+
+def _major(version: str) -> int:
+    try:
+        return int(version.split(".")[0])
+    except ValueError:
+        return 0
+
+
+class TokenCommand:
+    def __init__(self, config: TokenCommandConfig, out: TextIO | None = None):
+        self.config = config
+        self.user = config.user
+        self.out = out or sys.stdout
+        self.deadline = Deadline(BUDGET)
+        self.client: HubClient | None = None
+
+    # --- the two actions ---
+
+    def run(self) -> None:
+        admin_token = read_token(self.config.admin_token_source, self.config.request_timeout)
+        logs.add_secret(admin_token)
+        self.client = HubClient(
+            self.config.hub_url, admin_token, request_timeout=self.config.request_timeout, verify=self.config.tls_verify
+        )
+        try:
+            version = self.client.version(self.deadline)
+            admin = self.client.whoami(self.deadline)
+            log.info("admin_token_valid", hub_version=version, owner=admin.get("name"), owner_kind=admin.get("kind"))
+            self.ensure_user()
+            scopes = self.scopes(version)
+            if self.config.action == "rotate":
+                self.rotate(scopes)
+            else:
+                self.mint_and_store(scopes)
+        finally:
+            self.client.close()
+
+    def mint_and_store(self, scopes: list[str] | None) -> dict[str, Any] | None:
+        if self.config.dry_run:
+            self.print_manifest(scopes)
+            return None
+        minted = self.mint(scopes)
+        if self.config.secret:
+            try:
+                self.store(minted)
+            except BaseException:
+                # A token nobody holds is a credential lying around: take it back.
+                self.revoke(minted["id"], why="the Secret could not be written")
+                raise
+        if self.config.print_token:
+            print(minted["token"], file=self.out, flush=True)
+        return minted
+
+    def rotate(self, scopes: list[str] | None) -> None:
+        from app.secret import SecretStore
+
+        ref = self.config.secret
+        assert ref is not None  # config guarantees it
+        with SecretStore(ref.name, ref.namespace, self.config.request_timeout) as store:
+            current = store.read()
+            old_token = store.read_key(ref.key)
+        logs.add_secret(old_token)
+        recorded_id = ((current.metadata.annotations or {}).get(ANNOTATION + "token-id")) or None
+        old_id = self.token_id_of(old_token) or recorded_id
+        if self.config.dry_run:
+            log.info("rotation_planned", old_token_id=old_id)
+            self.print_manifest(scopes)
+            return
+        minted = self.mint_and_store(scopes)
+        assert minted is not None
+        if old_id is None:
+            log.warning("old_token_not_revoked", reason="the previous token is already invalid, or its id is unknown")
+        elif old_id == minted["id"]:  # pragma: no cover - the hub never reuses ids
+            raise ConfigError("the new token has the id of the old one: refusing to revoke it")
+        else:
+            self.revoke(old_id, why="rotated")
+        log.info("token_rotated", old_token_id=old_id, new_token_id=minted["id"])
+
+    # --- steps ---
+
+    def ensure_user(self) -> None:
+        assert self.client is not None
+        path = self.client.user_path(self.user)
+        if self.config.create_user and not self.config.dry_run:
+            response = self.client.api("POST", path, self.deadline)
+            self.client.raise_for_auth(response, f"creating user {self.user!r}")
+            if response.status_code == 201:
+                log.info("user_created")
+                return
+            if response.status_code == 409:
+                log.info("user_exists")
+                return
+            raise ConfigError(f"creating user {self.user!r}: the hub answered {response.status_code} {hub_message(response)}")
+        response = self.client.api("GET", path, self.deadline)
+        self.client.raise_for_auth(response, f"reading user {self.user!r}")
+        if response.status_code == 404:
+            if self.config.create_user:  # dry run
+                log.info("user_would_be_created")
+                return
+            raise ConfigError(f"--user {self.user!r} does not exist on the hub: create it with --create-user")
+        if response.status_code != 200:
+            raise HubUnavailable(f"reading user {self.user!r}: {response.status_code} {hub_message(response)}")
+
+    def scopes(self, hub_version: str) -> list[str] | None:
+        """The scopes to ask for; None asks the hub for the user's own permissions (inherit)."""
+        if self.config.inherit_scopes:
+            return None
+        return list(self.config.scopes) if self.config.scopes else least_scopes(hub_version, self.user)
+
+    def mint(self, scopes: list[str] | None) -> dict[str, Any]:
+        assert self.client is not None
+        body: dict[str, Any] = {"note": self.config.note}
+        if scopes is not None:
+            body["scopes"] = scopes
+        if self.config.expires_in:
+            body["expires_in"] = self.config.expires_in
+        response = self.client.api("POST", f"{self.client.user_path(self.user)}/tokens", self.deadline, json=body)
+        if response.status_code == 400 or (response.status_code == 500 and scopes):
+            raise PermissionDenied(
+                f"the hub refused to mint a token with scopes {', '.join(scopes or ['inherit'])}: "
+                f"{response.status_code} {hub_message(response)}. A token can only carry scopes its user holds: "
+                "give the user a role with them (hub/canary_config.py does), or choose others with --scopes, "
+                "or take the user's own permissions with --inherit-scopes"
+            )
+        if response.status_code == 403:
+            raise PermissionDenied(
+                f"the admin token may not mint tokens for {self.user!r} (403 {hub_message(response)}): "
+                f"it needs the scope tokens!user={self.user} (or admin:users)"
+            )
+        if response.status_code != 201:
+            raise HubUnavailable(f"minting a token answered {response.status_code} {hub_message(response)}")
+        minted = self.client.json(response)
+        logs.add_secret(minted["token"])
+        log.info(
+            "token_minted",
+            token_id=minted.get("id"),
+            scopes=minted.get("scopes"),
+            expires_at=minted.get("expires_at"),
+            note=minted.get("note"),
+        )
+        return minted
+
+    def store(self, minted: dict[str, Any]) -> None:
+        from app.secret import SecretStore
+
+        ref = self.config.secret
+        assert ref is not None
+        with SecretStore(ref.name, ref.namespace, self.config.request_timeout) as store:
+            action = store.write_key(ref.key, minted["token"], LABELS, self.annotations(minted))
+        log.info(f"secret_{action}", secret=ref.name, namespace=ref.namespace, key=ref.key)
+
+    def annotations(self, minted: dict[str, Any]) -> dict[str, str]:
+        return {
+            ANNOTATION + "user": self.user,
+            ANNOTATION + "hub-url": self.config.hub_url,
+            ANNOTATION + "token-id": str(minted.get("id") or ""),
+            ANNOTATION + "expires-at": str(minted.get("expires_at") or "never"),
+            ANNOTATION + "written-by": f"jupyterhub-canary {__version__}",
+        }
+
+    def token_id_of(self, token: str) -> str | None:
+        """The id of a token, asked of the hub with the token itself (JupyterHub 5+); None if it is invalid."""
+        probe = HubClient(
+            self.config.hub_url, token, request_timeout=self.config.request_timeout, verify=self.config.tls_verify
+        )
+        try:
+            response = probe.api("GET", "user", self.deadline)
+        finally:
+            probe.close()
+        if response.status_code != 200:
+            return None
+        return probe.json(response).get("token_id")
+
+    def revoke(self, token_id: str, *, why: str) -> None:
+        assert self.client is not None
+        path = f"{self.client.user_path(self.user)}/tokens/{token_id}"
+        response = self.client.api("DELETE", path, self.deadline)
+        if response.status_code in (204, 404):
+            log.info("token_revoked", token_id=token_id, why=why)
+            return
+        raise PermissionDenied(f"revoking token {token_id} answered {response.status_code} {hub_message(response)}")
+
+    def print_manifest(self, scopes: list[str] | None) -> None:
+        import yaml
+
+        ref = self.config.secret
+        manifest = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": ref.name if ref else "<no --secret given>",
+                "namespace": ref.namespace if ref else "default",
+                "labels": LABELS,
+                "annotations": self.annotations({"id": "<minted>", "expires_at": None}),
+            },
+            "type": "Opaque",
+            "stringData": {(ref.key if ref else "token"): logs.REDACTED},
+        }
+        log.info("dry_run", scopes=scopes or ["inherit"], action=self.config.action)
+        self.out.write(yaml.safe_dump(manifest, sort_keys=False))
+        self.out.flush()
