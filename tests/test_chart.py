@@ -1,0 +1,629 @@
+"""The Helm chart, rendered and checked by real tools: helm, kubernetes-validate and yamllint.
+
+helm comes from `make tools` (.tools/bin/helm) or $HELM. Without it these tests fail: they are part
+of `make test`, and a chart that was never rendered is not a tested chart.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+
+import app
+from app.config import RUN_OPTIONS, TOKEN_ENV
+from app.exit_codes import MEANING, NOT_RETRYABLE
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "chart"
+RELEASE = "hub-canary"
+NAMESPACE = "monitoring"
+FULLNAME = "hub-canary-jupyterhub-canary"
+TOKEN = "tok-3f9a61c0-test-only"
+
+HUB = ("--set", "canary.hubUrl=https://hub.example.org/")
+EXISTING = ("--set", "token.existingSecret=canary-token")
+# The issue's "done when": the default values plus a hub URL and a token.
+DEFAULTS = (*HUB, "--set", f"token.value={TOKEN}")
+
+# Every value set the chart is linted, rendered and validated with.
+VALUE_SETS = {
+    "defaults+token.value": DEFAULTS,
+    "defaults+existingSecret": (*HUB, *EXISTING),
+    **{path.stem: ("-f", str(path)) for path in sorted((CHART / "ci").glob("*-values.yaml"))},
+}
+
+# The chart's own YAML files, for yamllint.
+CHART_YAML = ("values.yaml", "Chart.yaml", "ci")
+
+# CLI variables the chart leaves alone, and why.
+NOT_SET_BY_CHART = {
+    "CANARY_USER_OPTIONS_FILE": "canary.userOptions is rendered inline, to CANARY_USER_OPTIONS",
+    "CANARY_TERMINATION_LOG": "the CLI's default is Kubernetes' /dev/termination-log",
+}
+
+
+# --- fixtures and helpers ---
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    path = Path(os.environ.get("HELM") or ROOT / ".tools" / "bin" / "helm")
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"helm not found at {path}: run `make tools` (or set HELM)", pytrace=False)
+    return str(path)
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def render(helm: str, *args: str, namespace: str = NAMESPACE, release: str = RELEASE) -> list[dict]:
+    done = _run([helm, "template", release, str(CHART), "--namespace", namespace, *args])
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def render_error(helm: str, *args: str) -> str:
+    done = _run([helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args])
+    assert done.returncode != 0, f"rendered although it should not:\n{done.stdout}"
+    return done.stderr
+
+
+def notes(helm: str, *args: str) -> str:
+    done = _run([helm, "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client", *args])
+    assert done.returncode == 0, done.stderr
+    return done.stdout.partition("\nNOTES:\n")[2]
+
+
+def by_kind(docs: list[dict]) -> dict[str, list[dict]]:
+    kinds: dict[str, list[dict]] = {}
+    for doc in docs:
+        kinds.setdefault(doc["kind"], []).append(doc)
+    return kinds
+
+
+def the(docs: list[dict], kind: str) -> dict:
+    found = by_kind(docs).get(kind, [])
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def job_spec(docs: list[dict]) -> dict:
+    return the(docs, "CronJob")["spec"]["jobTemplate"]["spec"]
+
+
+def pod_spec(docs: list[dict]) -> dict:
+    return job_spec(docs)["template"]["spec"]
+
+
+def container(docs: list[dict]) -> dict:
+    (only,) = pod_spec(docs)["containers"]
+    return only
+
+
+def env(docs: list[dict]) -> dict[str, str]:
+    return {item["name"]: item.get("value") for item in container(docs).get("env", [])}
+
+
+def canary_env(docs: list[dict], name: str = "") -> dict[str, str]:
+    """The variables the chart sets itself, without the user's extraEnv of value set `name`."""
+    extra = {item["name"] for item in extra_env(name)}
+    return {key: value for key, value in env(docs).items() if key not in extra}
+
+
+def extra_env(name: str) -> list[dict]:
+    path = CHART / "ci" / f"{name}.yaml"
+    return (yaml.safe_load(path.read_text()).get("extraEnv") or []) if path.exists() else []
+
+
+def values_file(name: str) -> dict:
+    return yaml.safe_load((CHART / "ci" / f"{name}.yaml").read_text())
+
+
+def restricted_violations(spec: dict) -> list[str]:
+    """What breaks the "restricted" Pod Security Standard (baseline included) in a pod spec.
+
+    The checks of kubernetes.io/docs/concepts/security/pod-security-standards, field by field.
+    """
+    problems = []
+    pod = spec.get("securityContext", {})
+    for field in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(field):
+            problems.append(f"{field} is set")
+    allowed_volumes = {
+        "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret",
+    }
+    for volume in spec.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= allowed_volumes:
+            problems.append(f"volume {volume['name']} has type {kinds - allowed_volumes}")
+    if pod.get("sysctls"):
+        problems.append("pod sysctls set")
+    if (pod.get("seccompProfile") or {}).get("type") not in ("RuntimeDefault", "Localhost", None):
+        problems.append("pod seccompProfile not RuntimeDefault/Localhost")
+    if pod.get("runAsUser") == 0:
+        problems.append("pod runAsUser is 0")
+    for c in spec.get("containers", []) + spec.get("initContainers", []):
+        sc = c.get("securityContext", {})
+        where = f"container {c['name']}"
+        if sc.get("privileged"):
+            problems.append(f"{where} is privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{where}: allowPrivilegeEscalation is not false")
+        capabilities = sc.get("capabilities", {})
+        if "ALL" not in capabilities.get("drop", []):
+            problems.append(f"{where}: capabilities do not drop ALL")
+        if set(capabilities.get("add", [])) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{where}: adds capabilities {capabilities['add']}")
+        if not sc.get("runAsNonRoot", pod.get("runAsNonRoot")):
+            problems.append(f"{where}: runAsNonRoot is not true")
+        if sc.get("runAsUser", pod.get("runAsUser")) == 0:
+            problems.append(f"{where}: runAsUser is 0")
+        seccomp = sc.get("seccompProfile") or pod.get("seccompProfile") or {}
+        if seccomp.get("type") not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{where}: seccompProfile is not RuntimeDefault or Localhost")
+        if sc.get("procMount", "Default") != "Default":
+            problems.append(f"{where}: procMount is not Default")
+        if any(port.get("hostPort") for port in c.get("ports", [])):
+            problems.append(f"{where}: uses a hostPort")
+        for option in ("seLinuxOptions", "windowsOptions"):
+            if sc.get(option):
+                problems.append(f"{where}: sets {option}")
+    return problems
+
+
+# --- the chart's identity ---
+
+
+def test_chart_metadata_agrees_with_the_package():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert chart["name"] == "jupyterhub-canary"
+    assert chart["appVersion"] == app.__version__
+
+
+def test_image_tag_defaults_to_app_version(helm):
+    assert container(render(helm, *DEFAULTS))["image"] == f"jupyterhub-canary:{app.__version__}"
+
+
+# --- lint and schema ---
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_helm_lint_strict(helm, name):
+    done = _run([helm, "lint", "--strict", str(CHART), "--namespace", NAMESPACE, *VALUE_SETS[name]])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 chart(s) failed" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("setting", "unknown"),
+    [
+        ("canary.spawnTimout=60", "spawnTimout"),
+        ("tokn.value=x", "tokn"),
+        ("job.activeDeadlineSecond=100", "activeDeadlineSecond"),
+        ("networkPolicy.hub.port=80", "port"),
+        ("podSecurityContext=null,securityContxt.runAsUser=1", "securityContxt"),
+    ],
+)
+def test_schema_rejects_a_misspelt_key(helm, setting, unknown):
+    error = render_error(helm, *DEFAULTS, "--set", setting)
+    assert "don't meet the specifications of the schema" in error
+    # helm 4: "additional properties 'x' not allowed"; helm 3: "Additional property x is not allowed"
+    assert re.search(rf"additional propert(y|ies) '?{unknown}'? (is )?not allowed", error, re.IGNORECASE), error
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["canary.attempts=0", "canary.logLevel=verbose", "cronjob.startingDeadlineSeconds=5", "image.pullPolicy=Sometimes"],
+)
+def test_schema_rejects_a_bad_value(helm, setting):
+    assert "don't meet the specifications of the schema" in render_error(helm, *DEFAULTS, "--set", setting)
+
+
+def _set(*settings: str) -> tuple[str, ...]:
+    return tuple(arg for setting in settings for arg in ("--set", setting))
+
+
+# Each `fail` of templates/_helpers.tpl: the values that trigger it, and (part of) its message.
+FAILS = {
+    "no hub URL": ((*EXISTING,), "canary.hubUrl is required"),
+    "hub URL not http(s)": (
+        (*_set("canary.hubUrl=hub.example.org"), *EXISTING),
+        "canary.hubUrl must be an http(s) URL",
+    ),
+    "no token source": ((*HUB,), "a token source is required: set token.existingSecret"),
+    "two token sources": ((*DEFAULTS, *EXISTING), "token.value and token.existingSecret are mutually exclusive"),
+    "token.value in another namespace": (
+        (*DEFAULTS, *_set("token.namespace=jhub")),
+        "token.namespace applies to token.existingSecret only",
+    ),
+    "mount from another namespace": (
+        (*HUB, *EXISTING, *_set("token.namespace=jhub", "token.mount=true")),
+        "token.mount=true needs the Secret in the release namespace",
+    ),
+    "activeDeadlineSeconds below the canary deadline": (
+        (*DEFAULTS, *_set("job.activeDeadlineSeconds=900")),
+        "job.activeDeadlineSeconds (900) must be at least canary.deadline + job.deadlineGraceSeconds (1020)",
+    ),
+    "activeDeadlineSeconds without room for grace": (
+        (*DEFAULTS, *_set("canary.deadline=2000", "job.activeDeadlineSeconds=2100")),
+        "must be at least canary.deadline + job.deadlineGraceSeconds (2120)",
+    ),
+    "grace period below the stop timeout": (
+        (*DEFAULTS, *_set("job.terminationGracePeriodSeconds=30")),
+        "job.terminationGracePeriodSeconds (30) must be at least canary.stopTimeout (120)",
+    ),
+    "deadline not above the stop timeout": (
+        (*DEFAULTS, *_set("canary.deadline=100")),
+        "canary.deadline (100) must exceed canary.stopTimeout (120)",
+    ),
+    "two CA bundles": (
+        (*DEFAULTS, *_set("canary.caBundle.configMap=a", "canary.caBundle.secret=b")),
+        "canary.caBundle.configMap and canary.caBundle.secret are mutually exclusive",
+    ),
+    "CA bundle and no TLS verification": (
+        (*DEFAULTS, *_set("canary.caBundle.configMap=a", "canary.insecureSkipTlsVerify=true")),
+        "canary.insecureSkipTlsVerify and canary.caBundle contradict each other",
+    ),
+}
+
+
+@pytest.mark.parametrize(("args", "message"), FAILS.values(), ids=FAILS.keys())
+def test_fail_fires_with_its_message(helm, args, message):
+    error = render_error(helm, *args)
+    assert message in error
+    # The same message from every template, so `helm template --show-only` cannot get past it.
+    assert message in render_error(helm, *args, "--show-only", "templates/networkpolicy.yaml")
+
+
+def test_kubernetes_older_than_1_29_is_refused(helm):
+    assert "kubeVersion" in render_error(helm, *DEFAULTS, "--kube-version", "1.28.0")
+
+
+# --- what is rendered ---
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_pod_meets_the_restricted_pod_security_standard(helm, name):
+    docs = render(helm, *VALUE_SETS[name])
+    spec = pod_spec(docs)
+    assert restricted_violations(spec) == []
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert isinstance(spec["securityContext"]["runAsUser"], int) and spec["securityContext"]["runAsUser"] > 0
+    sc = container(docs)["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    tmp = next(v for v in spec["volumes"] if v["name"] == "tmp")
+    assert "emptyDir" in tmp
+    assert {"name": "tmp", "mountPath": "/tmp"} in container(docs)["volumeMounts"]
+
+
+def test_restricted_check_catches_violations():
+    """The checker above finds what it looks for (so that an empty list means something)."""
+    bad = {
+        "hostNetwork": True,
+        "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+        "containers": [{"name": "c", "securityContext": {"runAsUser": 0, "capabilities": {"add": ["SYS_ADMIN"]}}}],
+    }
+    assert len(restricted_violations(bad)) >= 7
+
+
+def test_cronjob_and_job_fields(helm):
+    docs = render(helm, *DEFAULTS)
+    cronjob = the(docs, "CronJob")["spec"]
+    assert cronjob["schedule"] == "*/10 * * * *"
+    assert cronjob["concurrencyPolicy"] == "Forbid"
+    assert cronjob["startingDeadlineSeconds"] >= 10
+    assert cronjob["suspend"] is False
+    assert {"timeZone", "successfulJobsHistoryLimit", "failedJobsHistoryLimit"} <= set(cronjob)
+    job = job_spec(docs)
+    assert {"backoffLimit", "activeDeadlineSeconds", "ttlSecondsAfterFinished"} <= set(job)
+    assert job["template"]["spec"]["restartPolicy"] == "Never"
+    assert container(docs)["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_full_value_set_reaches_the_manifests(helm):
+    values = values_file("full-values")
+    docs = render(helm, "-f", str(CHART / "ci" / "full-values.yaml"))
+    cronjob = the(docs, "CronJob")
+    assert cronjob["metadata"]["name"] == values["fullnameOverride"]
+    assert cronjob["spec"]["schedule"] == values["cronjob"]["schedule"]
+    assert cronjob["spec"]["timeZone"] == values["cronjob"]["timeZone"]
+    assert cronjob["spec"]["suspend"] is True
+    job = job_spec(docs)
+    assert job["backoffLimit"] == values["job"]["backoffLimit"]
+    assert job["activeDeadlineSeconds"] == values["job"]["activeDeadlineSeconds"]
+    assert job["ttlSecondsAfterFinished"] == values["job"]["ttlSecondsAfterFinished"]
+    pod = job["template"]
+    assert pod["metadata"]["labels"]["team"] == "ops"
+    assert pod["metadata"]["annotations"] == values["podAnnotations"]
+    spec = pod["spec"]
+    assert spec["terminationGracePeriodSeconds"] == values["job"]["terminationGracePeriodSeconds"]
+    for key in ("nodeSelector", "tolerations", "affinity", "imagePullSecrets"):
+        assert spec[key] == values[key]
+    c = container(docs)
+    assert c["image"] == f"{values['image']['repository']}:{values['image']['tag']}"
+    assert c["imagePullPolicy"] == "Always"
+    assert c["resources"] == values["resources"]
+    assert {"name": "TZ", "value": "Europe/Zurich"} in c["env"]
+    variables = env(docs)
+    assert json.loads(variables["CANARY_USER_OPTIONS"]) == values["canary"]["userOptions"]
+    assert variables["CANARY_SERVER_NAME"] == "probe"
+    assert variables["CANARY_STOP_TIMEOUT"] == "90.5"
+    # The CA bundle from a Secret, mounted where CANARY_CA_BUNDLE points.
+    ca = next(v for v in spec["volumes"] if v["name"] == "ca-bundle")
+    assert ca["secret"]["secretName"] == "hub-ca"
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "ca-bundle")
+    assert variables["CANARY_CA_BUNDLE"] == f"{mount['mountPath']}/bundle.pem"
+    assert the(docs, "ServiceAccount")["metadata"]["annotations"] == values["serviceAccount"]["annotations"]
+
+
+def test_ca_bundle_from_a_configmap(helm):
+    docs = render(helm, "-f", str(CHART / "ci" / "mount-values.yaml"))
+    ca = next(v for v in pod_spec(docs)["volumes"] if v["name"] == "ca-bundle")
+    assert ca["configMap"]["name"] == "hub-ca"
+    mount = next(m for m in container(docs)["volumeMounts"] if m["name"] == "ca-bundle")
+    assert env(docs)["CANARY_CA_BUNDLE"] == f"{mount['mountPath']}/ca.crt"
+
+
+def test_pod_failure_policy_uses_the_canary_exit_codes(helm):
+    docs = render(helm, *DEFAULTS)
+    fail_job, ignore = job_spec(docs)["podFailurePolicy"]["rules"]
+    assert fail_job["action"] == "FailJob"
+    assert fail_job["onExitCodes"]["operator"] == "In"
+    assert fail_job["onExitCodes"]["containerName"] == container(docs)["name"]
+    assert sorted(fail_job["onExitCodes"]["values"]) == sorted(int(code) for code in NOT_RETRYABLE)
+    assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+
+
+@pytest.mark.parametrize(
+    ("args", "active_deadline", "grace_period"),
+    [
+        ((), 900 + 120, 120 + 30),
+        (("--set", "canary.deadline=1500", "--set-json", "canary.stopTimeout=200.5"), 1500 + 120, 201 + 30),
+        (("--set", "job.deadlineGraceSeconds=60"), 900 + 60, 150),
+        (("--set", "job.activeDeadlineSeconds=3600", "--set", "job.terminationGracePeriodSeconds=600"), 3600, 600),
+    ],
+)
+def test_deadlines_are_consistent(helm, args, active_deadline, grace_period):
+    docs = render(helm, *DEFAULTS, *args)
+    variables = env(docs)
+    spec = job_spec(docs)
+    assert spec["activeDeadlineSeconds"] == active_deadline
+    assert spec["activeDeadlineSeconds"] > float(variables["CANARY_DEADLINE"])
+    assert pod_spec(docs)["terminationGracePeriodSeconds"] == grace_period
+    assert pod_spec(docs)["terminationGracePeriodSeconds"] >= float(variables["CANARY_STOP_TIMEOUT"])
+
+
+def test_token_appears_only_in_the_secret(helm):
+    encoded = base64.b64encode(TOKEN.encode()).decode()
+    for args in (DEFAULTS, (*DEFAULTS, "--set", "token.mount=true", "--set", "networkPolicy.enabled=true")):
+        docs = render(helm, *args)
+        secret = the(docs, "Secret")
+        assert base64.b64decode(secret["data"]["token"]).decode() == TOKEN
+        for doc in docs:
+            if doc is not secret:
+                text = json.dumps(doc)
+                assert TOKEN not in text and encoded not in text, f"token in {doc['kind']}"
+        assert TOKEN not in notes(helm, *args)
+
+
+def test_api_mode_reads_one_secret_with_a_dedicated_service_account(helm):
+    docs = render(helm, *HUB, *EXISTING, "--set", "token.namespace=jhub", "--set", "token.key=api-token")
+    account = the(docs, "ServiceAccount")
+    role = the(docs, "Role")
+    binding = the(docs, "RoleBinding")
+    assert "ClusterRole" not in by_kind(docs) and "ClusterRoleBinding" not in by_kind(docs)
+    assert role["metadata"]["namespace"] == "jhub"
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["canary-token"], "verbs": ["get"]},
+    ]
+    assert binding["metadata"]["namespace"] == "jhub"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE},
+    ]
+    spec = pod_spec(docs)
+    assert spec["serviceAccountName"] == account["metadata"]["name"]
+    assert spec["automountServiceAccountToken"] is True
+    variables = env(docs)
+    assert variables["CANARY_TOKEN_SECRET"] == "canary-token"
+    assert variables["CANARY_TOKEN_SECRET_KEY"] == "api-token"
+    assert variables["CANARY_TOKEN_SECRET_NAMESPACE"] == "jhub"
+    assert "CANARY_TOKEN_FILE" not in variables
+    assert "Secret" not in by_kind(docs)
+
+
+def test_api_mode_with_token_value_reads_the_chart_secret(helm):
+    docs = render(helm, *DEFAULTS)
+    secret_name = the(docs, "Secret")["metadata"]["name"]
+    assert the(docs, "Role")["rules"][0]["resourceNames"] == [secret_name]
+    assert the(docs, "Role")["metadata"]["namespace"] == NAMESPACE
+    assert env(docs)["CANARY_TOKEN_SECRET"] == secret_name
+
+
+def test_mount_mode_has_no_rbac_and_no_api_token(helm):
+    docs = render(helm, *HUB, *EXISTING, "--set", "token.mount=true", "--set", "token.key=api-token")
+    kinds = set(by_kind(docs))
+    assert kinds.isdisjoint({"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"})
+    spec = pod_spec(docs)
+    assert spec["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in spec
+    volume = next(v for v in spec["volumes"] if v["name"] == "token")
+    assert volume["secret"]["secretName"] == "canary-token"
+    mount = next(m for m in container(docs)["volumeMounts"] if m["name"] == "token")
+    assert mount["readOnly"] is True
+    variables = env(docs)
+    assert variables["CANARY_TOKEN_FILE"] == f"{mount['mountPath']}/api-token"
+    assert not any(name.startswith("CANARY_TOKEN_SECRET") for name in variables)
+
+
+def test_network_policy(helm):
+    assert "NetworkPolicy" not in by_kind(render(helm, *DEFAULTS))
+
+    api = the(render(helm, *DEFAULTS, "--set", "networkPolicy.enabled=true"), "NetworkPolicy")["spec"]
+    assert api["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in api
+    dns, hub, api_server = api["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53}
+    assert hub == {"ports": [{"port": 443, "protocol": "TCP"}]}
+    assert {p["port"] for p in api_server["ports"]} == {443, 6443}
+
+    mounted = render(
+        helm, "--set", "canary.hubUrl=http://hub.example.org:8081/base/", *EXISTING,
+        "--set", "token.mount=true", "--set", "networkPolicy.enabled=true",
+    )
+    policy = the(mounted, "NetworkPolicy")["spec"]
+    assert len(policy["egress"]) == 2, "no API server rule when the Secret is mounted"
+    assert policy["egress"][1]["ports"] == [{"port": 8081, "protocol": "TCP"}]
+    labels = job_spec(mounted)["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+
+
+def test_standard_labels_on_every_resource(helm):
+    chart_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
+    for doc in render(helm, *DEFAULTS, "--set", "networkPolicy.enabled=true"):
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "jupyterhub-canary"
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+        assert labels["app.kubernetes.io/version"] == app.__version__
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["helm.sh/chart"] == f"jupyterhub-canary-{chart_version}"
+
+
+def test_names_fit_the_cronjob_limit(helm):
+    docs = render(helm, *DEFAULTS, release="a-release-name-as-long-as-helm-allows-for-the-hub-canary"[:53])
+    assert len(the(docs, "CronJob")["metadata"]["name"]) <= 52
+
+
+# --- the chart against the CLI ---
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_every_variable_is_one_the_cli_accepts(helm, name):
+    variables = canary_env(render(helm, *VALUE_SETS[name]), name)
+    accepted = {option.env for option in RUN_OPTIONS} | {TOKEN_ENV}
+    assert set(variables) <= accepted
+    # Each value is one the CLI parses (paths to mounted files are checked by the tests above).
+    options = {option.env: option for option in RUN_OPTIONS}
+    for variable, value in variables.items():
+        if variable not in ("CANARY_TOKEN_FILE", "CANARY_CA_BUNDLE"):
+            options[variable].parse(value)
+
+
+def test_the_chart_covers_every_cli_option(helm):
+    """A new flag of `run` must be wired into the chart, or listed in NOT_SET_BY_CHART with a reason."""
+    seen: set[str] = set()
+    for name, args in VALUE_SETS.items():
+        seen |= set(canary_env(render(helm, *args), name))
+    seen |= set(canary_env(render(helm, *DEFAULTS, "--set", "token.mount=true")))
+    assert seen | set(NOT_SET_BY_CHART) == {option.env for option in RUN_OPTIONS}
+
+
+def test_default_values_equal_the_cli_defaults(helm):
+    """The chart's defaults restate the CLI's, so that `kubectl describe` shows what runs."""
+    options = {option.env: option for option in RUN_OPTIONS}
+    for variable, value in canary_env(render(helm, *DEFAULTS)).items():
+        option = options[variable]
+        if option.default is not None:
+            assert option.parse(value) == option.default, variable
+
+
+# --- offline validation of every manifest ---
+
+
+def test_manifests_validate_strictly_for_every_kubernetes_version(helm, tmp_path):
+    """kubernetes-validate --strict, for Kubernetes 1.29 up to the newest schemas it bundles."""
+    try:
+        from kubernetes_validate import utils
+    except ImportError:
+        pytest.fail("kubernetes-validate is not installed: run `make tools`", pytrace=False)
+    from packaging.version import Version
+
+    versions = [v for v in utils.all_versions() if Version(v) >= Version("1.29")]
+    assert versions, "kubernetes-validate bundles no schema for 1.29 or newer"
+    resources = 0
+    for name, args in VALUE_SETS.items():
+        out = tmp_path / re.sub(r"[^a-z0-9]+", "-", name)
+        done = _run([helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--output-dir", str(out), *args])
+        assert done.returncode == 0, done.stderr
+        for path in out.rglob("*.yaml"):
+            resources += sum(1 for doc in yaml.safe_load_all(path.read_text()) if doc)
+    files = sorted(str(path) for path in tmp_path.rglob("*.yaml"))
+    validator = Path(sys.executable).parent / "kubernetes-validate"
+
+    def validate(version: str) -> subprocess.CompletedProcess:
+        return _run([str(validator), "--strict", "--kubernetes-version", version, *files])
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        results = dict(zip(versions, pool.map(validate, versions)))
+    for version, done in results.items():
+        problems = [line for line in done.stdout.splitlines() if not line.startswith("INFO ")]
+        assert done.returncode == 0 and not problems, f"Kubernetes {version}:\n" + "\n".join(problems) + done.stderr
+        # Every resource was validated (a kind without a schema is only a warning).
+        assert done.stdout.count(" passed for resource ") == resources, done.stdout
+
+
+def test_rendered_yaml_and_values_pass_yamllint(helm, tmp_path):
+    for name, args in VALUE_SETS.items():
+        out = tmp_path / re.sub(r"[^a-z0-9]+", "-", name)
+        assert _run([helm, "template", RELEASE, str(CHART), "--output-dir", str(out), *args]).returncode == 0
+    yamllint = Path(sys.executable).parent / "yamllint"
+    if not yamllint.exists():
+        pytest.fail("yamllint is not installed: run `make tools`", pytrace=False)
+    config = ROOT / ".yamllint.yaml"
+    done = _run([str(yamllint), "--strict", "-c", str(config), str(tmp_path), *(str(CHART / p) for p in CHART_YAML)])
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- documentation ---
+
+
+def test_notes_show_the_operator_commands_and_every_exit_code(helm):
+    text = notes(helm, *DEFAULTS)
+    assert f"kubectl -n {NAMESPACE} create job --from=cronjob/{FULLNAME} {FULLNAME}-manual" in text
+    assert f"logs job/{FULLNAME}-manual" in text
+    assert "--watch" in text
+    assert "{.items[0].status.containerStatuses[0].state.terminated.message}" in text
+    table = dict(re.findall(r"^  (\d+) +(.+)$", text.partition("Exit codes")[2], flags=re.MULTILINE))
+    assert table == {str(int(code)): meaning for code, meaning in MEANING.items()}
+    fails_at_once = re.search(r"Exit codes \(([\d and,]+) fail the Job at once", text)
+    assert fails_at_once, text
+    assert sorted(map(int, re.findall(r"\d+", fails_at_once.group(1)))) == sorted(int(c) for c in NOT_RETRYABLE)
+
+
+def _values_table_module():
+    spec = importlib.util.spec_from_file_location("chart_values_table", ROOT / "scripts" / "chart_values_table.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_value_is_documented_and_the_readme_table_is_current():
+    table = _values_table_module()
+    values_yaml = (CHART / "values.yaml").read_text()
+    rows, undocumented = table.parse(values_yaml)
+    assert undocumented == []
+    assert all(row.description for row in rows)
+    readme = (CHART / "README.md").read_text()
+    assert table.render_readme(readme, values_yaml) == readme, "run `make chart-docs`"
+
+
+def test_readme_has_install_example_and_hub_side_setup():
+    readme = (CHART / "README.md").read_text()
+    assert "helm install" in readme
+    assert "## Hub-side setup" in readme
+    assert "access:servers!user=canary" in readme
