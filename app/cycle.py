@@ -196,7 +196,24 @@ class Canary:
             # Our own request, retried after being lost in flight, or a spawn that raced ours: follow it.
             log.warning("spawn_already_underway", message=message)
             return False
+        if status >= 500:
+            # The hub's answer is generic ("Internal Server Error"); the spawner's reason is in the
+            # progress stream, which still holds the `failed` event.
+            reason = self._failure_from_progress(deadline)
+            if reason:
+                raise SpawnFailed(f"the spawn failed ({status}): {reason}", progress_message=reason)
         raise SpawnFailed(f"the hub refused the spawn: {status} {message}")
+
+    def _failure_from_progress(self, deadline: Deadline) -> str | None:
+        try:
+            for event in self.client.progress_events(self.user, self.server_name, deadline.within(5.0)):
+                log.info("spawn_progress", progress=event.get("progress"), message=event.get("message"))
+                if event.get("failed") and event.get("message"):
+                    self.last_progress_message = str(event["message"])
+                    return self.last_progress_message
+        except StreamUnavailable:
+            pass
+        return None
 
     def wait_until_ready(self, deadline: Deadline, ready_already: bool) -> None:
         if ready_already and self._is_ready(deadline):
