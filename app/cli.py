@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
 import time
@@ -30,7 +31,7 @@ from app.deadline import elapsed_ms
 from app.errors import CanaryError, ConfigError, Interrupted
 from app.exit_codes import MEANING, ExitCode
 from app.hub import HubClient
-from app.signals import SignalGuard
+from app.signals import NoSignals, SignalGuard
 from app.token_command import TokenCommand
 from app.token_source import read_token
 
@@ -179,60 +180,50 @@ def _run(config: Config, started: float) -> int:
     logs.bind(hub=config.hub_url, user=config.user, server=config.server_name)
     if config.insecure_skip_tls_verify:
         log.warning("tls_verification_disabled", hint="--insecure-skip-tls-verify: the hub's identity is not checked")
-    canary: Canary | None = None
-    guard = SignalGuard()
     in_main_thread = threading.current_thread() is threading.main_thread()
-    try:
-        with guard if in_main_thread else _NoSignals():
-            token = read_token(config.token_source, config.request_timeout)
-            logs.add_secret(token)
-            log.info("token_loaded", source=config.token_source.describe())
-            client = HubClient(
-                config.hub_url, token, request_timeout=config.request_timeout, verify=config.tls_verify
-            )
-            try:
+    with SignalGuard() if in_main_thread else NoSignals() as guard:
+        canary: Canary | None = None
+        try:
+            with guard.armed():
+                token = read_token(config.token_source, config.request_timeout)
+                logs.add_secret(token)
+                log.info("token_loaded", source=config.token_source.describe())
+                client = HubClient(
+                    config.hub_url, token, request_timeout=config.request_timeout, verify=config.tls_verify
+                )
                 canary = Canary(config, client, shield=guard.shield, interrupted=guard.raise_if_received)
                 canary.run()
-                guard.raise_if_received()
-            finally:
-                client.close()
-    except Interrupted as exc:
-        return _finish(
-            exc.exit_code, "interrupted", started, config.termination_log, canary, reason="interrupted", message=str(exc)
-        )
-    except CanaryError as exc:
-        return _finish(
-            exc.exit_code,
-            "failed",
-            started,
-            config.termination_log,
-            canary,
-            reason=exc.reason,
-            message=str(exc),
-            last_progress_message=exc.progress_message or (canary and canary.last_progress_message),
-        )
-    except Exception as exc:  # a bug: say so, with the traceback, and exit 1
-        log.exception("internal_error")
-        return _finish(
-            ExitCode.INTERNAL_ERROR,
-            "failed",
-            started,
-            config.termination_log,
-            canary,
-            reason="internal_error",
-            message=f"internal error: {exc!r}",
-        )
+            guard.raise_if_received()
+        except Interrupted as exc:
+            log.warning("signal_received", signal=signal.Signals(exc.signum).name, during_cleanup=guard.during_cleanup)
+            try:
+                if canary is not None:
+                    canary.cleanup()  # a no-op unless the signal came before the attempt's own cleanup
+            except CanaryError as stop_failed:  # 13 wins over the interruption
+                return _finish(
+                    stop_failed.exit_code, "failed", started, config.termination_log, canary,
+                    reason=stop_failed.reason, message=str(stop_failed),
+                )
+            return _finish(
+                exc.exit_code, "interrupted", started, config.termination_log, canary,
+                reason="interrupted", message=str(exc),
+            )
+        except CanaryError as exc:
+            return _finish(
+                exc.exit_code, "failed", started, config.termination_log, canary,
+                reason=exc.reason, message=str(exc),
+                last_progress_message=exc.progress_message or (canary and canary.last_progress_message),
+            )
+        except Exception as exc:  # a bug: say so, with the traceback, and exit 1
+            log.exception("internal_error")
+            return _finish(
+                ExitCode.INTERNAL_ERROR, "failed", started, config.termination_log, canary,
+                reason="internal_error", message=f"internal error: {exc!r}",
+            )
+        finally:
+            if canary is not None:
+                canary.client.close()
     return _finish(ExitCode.OK, "ok", started, config.termination_log, canary, message="spawned, verified and stopped")
-
-
-class _NoSignals:
-    """Signal handlers can only be installed in the main thread; elsewhere run without them."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _finish(
@@ -252,7 +243,9 @@ def _finish(
         "exit_code": int(exit_code),
         "attempts": canary.attempts if canary else 0,
         "duration_ms": elapsed_ms(started),
-        "phases_ms": {phase: (canary.phases_ms.get(phase) if canary else None) for phase in PHASES},
+        "phases_ms": {phase: canary.phases_ms.get(phase) for phase in canary.phases}
+        if canary
+        else dict.fromkeys(PHASES),
         "hub_version": canary.hub_version if canary else None,
         "message": message,
     }

@@ -1,4 +1,5 @@
-"""The canary's cycle: preflight -> clear a stale server -> spawn -> wait until ready -> verify -> stop.
+"""The canary's cycle: preflight -> clear a stale server -> spawn -> wait until ready -> verify
+[-> kernel] -> stop.
 
 Attempts are repeated (tenacity) for failures that may be transient, never beyond the deadline.
 Whatever happens after the spawn request — failure, timeout, exception, SIGTERM or SIGINT — the
@@ -22,6 +23,7 @@ from app.errors import CanaryError, HubUnavailable, PermissionDenied, ServerUnre
 from app.hub import HubClient, StreamUnavailable, hub_message
 
 PHASES = ("spawn_request", "ready_wait", "verify", "stop")
+KERNEL_PHASE = "kernel"  # only with --check-kernel, between verify and stop
 POLL_INTERVAL = 1.0  # polling the user model when the progress stream is not available
 STOP_POLL_INTERVAL = 0.5
 
@@ -61,6 +63,7 @@ class Canary:
         self.hub_version: str | None = None
         self.phases_ms: dict[str, int] = {}
         self.last_progress_message: str | None = None
+        self.server_may_be_running = False
 
     # --- the run: attempts with retries ---
 
@@ -109,8 +112,9 @@ class Canary:
             if spawn_budget <= 0:
                 raise SpawnTimeout("no time left within --deadline to spawn and still stop the server")
             spawn_deadline = Deadline(min(self.config.spawn_timeout, spawn_budget), self._clock)
+            # A request lost in flight may still start a server: from here on, always stop.
+            self.server_may_be_running = True
             try:
-                # A request lost in flight may still start a server: from here on, always stop.
                 try:
                     ready = self.timed("spawn_request", self.request_spawn, spawn_deadline)
                     self.timed("ready_wait", self.wait_until_ready, spawn_deadline, ready)
@@ -123,10 +127,22 @@ class Canary:
                         progress_message=self.last_progress_message,
                     ) from None
                 self.timed("verify", self.verify)
+                if self.config.check_kernel:
+                    self.timed(KERNEL_PHASE, self.check_kernel)
             finally:
-                with self._shield():
-                    self.timed("stop", self.stop_server, stale=False)
+                self.cleanup()
             log.info("attempt_passed", phases_ms=self.phases_ms)
+
+    def cleanup(self) -> None:
+        """Stop the server this attempt may have started, with signals held off. Idempotent.
+
+        cli.py calls it once more if a signal slipped in before the `finally:` above took over.
+        """
+        if not self.server_may_be_running:
+            return
+        with self._shield():
+            self.timed("stop", self.stop_server, stale=False)
+            self.server_may_be_running = False
 
     def timed(self, phase: str, step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         started = self._clock()
@@ -287,6 +303,26 @@ class Canary:
             connections=status.get("connections"),
             started=status.get("started"),
         )
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        """The phases this configuration runs, in order (the result lists each, null when not reached)."""
+        if self.config.check_kernel:
+            return (*PHASES[:-1], KERNEL_PHASE, PHASES[-1])
+        return PHASES
+
+    def check_kernel(self) -> None:
+        from app.kernel import KernelCheck
+
+        KernelCheck(
+            self.client,
+            self.user,
+            self.server_name,
+            kernel_name=self.config.kernel_name,
+            timeout=self.config.kernel_timeout,
+            # Whatever the kernel takes, the stop keeps its budget.
+            deadline=self.deadline.within(max(1.0, self.deadline.remaining() - self.config.stop_timeout)),
+        ).run()
 
     def stop_server(self, *, stale: bool) -> None:
         """DELETE the server and wait until it has left the user model; StopFailed if it will not."""

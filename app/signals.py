@@ -1,6 +1,9 @@
 """SIGTERM and SIGINT become an exception in the main thread, so `finally:` blocks stop the server.
 
-While the server is being stopped (`shield()`), a signal is only remembered: the stop must finish.
+A signal interrupts only while the guard is `armed()` (the cycle runs) and not `shield()`ed (the
+server is being stopped); otherwise it is only remembered: a stop must finish, and a result that
+is being reported must be reported. `raise_if_received()` turns a remembered signal into the
+interruption at a safe point.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ import signal
 from collections.abc import Iterator
 from types import FrameType
 
-from app import logs
 from app.errors import Interrupted
 
 HANDLED = (signal.SIGTERM, signal.SIGINT)
@@ -19,18 +21,28 @@ HANDLED = (signal.SIGTERM, signal.SIGINT)
 class SignalGuard:
     def __init__(self) -> None:
         self.received: int | None = None
+        self.during_cleanup = False
+        self._armed = False
         self._shielded = 0
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        first = self.received is None
-        if first:
-            self.received = signum
-        logs.get_logger().warning(
-            "signal_received", signal=signal.Signals(signum).name, during_cleanup=bool(self._shielded)
-        )
-        if first and not self._shielded:
+        # No logging here: the handler runs between any two bytecodes of the main thread, possibly
+        # while it holds the log's lock, and logging would then deadlock the process.
+        if self.received is not None:
+            return
+        self.received = signum
+        self.during_cleanup = bool(self._shielded)
+        if self._armed and not self._shielded:
             raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def armed(self) -> Iterator[None]:
+        self._armed = True
+        try:
+            yield
+        finally:
+            self._armed = False
 
     @contextlib.contextmanager
     def shield(self) -> Iterator[None]:
@@ -52,3 +64,13 @@ class SignalGuard:
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+class NoSignals(SignalGuard):
+    """Handlers can only be installed in the main thread; elsewhere (a test's thread) run without them."""
+
+    def __enter__(self) -> "SignalGuard":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None

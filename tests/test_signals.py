@@ -1,0 +1,56 @@
+"""When a signal interrupts and when it is only remembered (real signals sent to this process)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from app.errors import Interrupted
+from app.exit_codes import ExitCode
+from app.signals import SignalGuard
+
+
+def send(signum: int) -> None:
+    os.kill(os.getpid(), signum)
+    time.sleep(0.05)  # the handler runs at the next bytecode boundary of the main thread
+
+
+def test_an_armed_guard_interrupts_with_the_signals_exit_code():
+    with SignalGuard() as guard, pytest.raises(Interrupted) as caught:
+        with guard.armed():
+            send(signal.SIGTERM)
+    assert caught.value.exit_code == ExitCode.SIGTERM == 143
+    with SignalGuard() as guard, pytest.raises(Interrupted) as caught:
+        with guard.armed():
+            send(signal.SIGINT)
+    assert caught.value.exit_code == ExitCode.SIGINT == 130
+
+
+def test_a_signal_during_cleanup_is_remembered_not_raised():
+    with SignalGuard() as guard:
+        with guard.armed(), guard.shield():
+            send(signal.SIGTERM)  # the stop goes on
+            stopped = True
+        assert stopped and guard.received == signal.SIGTERM and guard.during_cleanup
+        with pytest.raises(Interrupted):
+            guard.raise_if_received()
+
+
+def test_unarmed_signals_wait_for_a_safe_point_and_only_the_first_counts():
+    with SignalGuard() as guard:
+        send(signal.SIGTERM)  # e.g. while the result is being reported
+        send(signal.SIGINT)
+        assert guard.received == signal.SIGTERM
+        with pytest.raises(Interrupted) as caught:
+            guard.raise_if_received()
+        assert caught.value.signum == signal.SIGTERM
+
+
+def test_previous_handlers_are_restored():
+    before = signal.getsignal(signal.SIGTERM)
+    with SignalGuard():
+        assert signal.getsignal(signal.SIGTERM) is not before
+    assert signal.getsignal(signal.SIGTERM) is before
