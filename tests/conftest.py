@@ -1,0 +1,99 @@
+"""Shared fixtures. Sections: real JupyterHubs, users, the Kubernetes Secret stub, reporting.
+
+Tests that use a real hub are marked `hub` (`pytestmark = pytest.mark.hub` in their module, or
+the decorator per test) so that `pytest -m hub` (make test-compat) selects them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.k8s_stub import SecretStub
+from tests.localhub import LocalHub
+
+# --- real JupyterHubs: one per kind per session, started on first use ---
+
+
+def _running_hub(tmp_path_factory: pytest.TempPathFactory, name: str, **options) -> Iterator[LocalHub]:
+    hub = LocalHub(tmp_path_factory.mktemp(name), **options).start()
+    try:
+        yield hub
+    finally:
+        hub.stop()
+    leftovers = hub.leftover_processes()
+    assert not leftovers, f"{name} left processes behind: {[p.pid for p in leftovers]}"
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory) -> Iterator[LocalHub]:
+    """A hub with JupyterHub's default slow_spawn_timeout (10 s), as deployed hubs run:
+    a spawn POST that completes within 10 s answers 201, one that fails within 10 s an error."""
+    yield from _running_hub(tmp_path_factory, "hub")
+
+
+@pytest.fixture(scope="session")
+def hub_202(tmp_path_factory) -> Iterator[LocalHub]:
+    """A hub with slow_spawn_timeout=0: every accepted spawn POST answers 202 at once, and
+    success or failure shows only in the progress stream and the server model."""
+    yield from _running_hub(tmp_path_factory, "hub_202", slow_spawn_timeout=0)
+
+
+# --- users ---
+
+_user_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def hub_user() -> Callable[..., str]:
+    """A factory of fresh user names, f"{prefix}canary-{n}", unique in the session.
+
+    It only makes the name (the test creates the user on the hub it uses, with
+    `hub.create_user`). The prefix picks the hub's behaviour: "slow3-", "failexit-", ...
+    (see tests/hub_config.py).
+    """
+
+    def make(prefix: str = "") -> str:
+        return f"{prefix}canary-{next(_user_numbers)}"
+
+    return make
+
+
+# --- the Kubernetes Secret stub ---
+
+
+@pytest.fixture
+def secret_stub(tmp_path) -> Iterator[SecretStub]:
+    """A started HTTPS stub of the Kubernetes Secret endpoint, empty, with its own CA."""
+    with SecretStub(tmp_path / "k8s-stub") as stub:
+        yield stub
+
+
+# --- reporting ---
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Attach the tail of each hub's log to a failed test's report: the hub's view of a spawn
+    (and the single-user server's stderr) is usually what explains the failure."""
+    report = yield
+    if report.failed:
+        for name, value in getattr(item, "funcargs", {}).items():
+            if isinstance(value, LocalHub):
+                report.sections.append((f"{name} log, last 50 lines", value.log_tail(50)))
+    return report
+
+
+# --- ports ---
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released): connections to it are refused."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

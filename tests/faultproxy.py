@@ -1,0 +1,218 @@
+"""A fault-injecting HTTP reverse proxy on 127.0.0.1, to prove the canary's retries.
+
+Put it in front of a LocalHub (`FaultProxy(hub.url)`) and point the canary at `proxy.url`.
+`fail_next(n, status)` makes the next n matching requests answer `status` (optionally with
+Retry-After) without reaching the hub; everything else is forwarded as is, and
+`requests_seen` records every request with its arrival time, so a test can assert how
+often and how far apart the canary retried.
+
+Forwarding is deliberately plain: method, path+query, headers (Authorization included, the
+hop-by-hop ones dropped, Host rewritten to the upstream's) and a Content-Length body go
+upstream; the response status, headers and body come back as they arrive, chunk by chunk,
+so the hub's progress event stream (text/event-stream) is not held back. Responses are
+HTTP/1.0 and close-delimited (one request per connection). Redirects are passed back, never
+followed. Requests with a chunked body are not supported (the canary sends none).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+# RFC 9110 hop-by-hop headers: meaningful for one connection only, never forwarded.
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+}
+UPSTREAM_TIMEOUT = 120  # s without a byte from upstream; the hub's event stream sends a keep-alive every 8 s
+
+
+@dataclass
+class _Fault:
+    remaining: int
+    status: int
+    retry_after: float | None
+    path_contains: str
+    method: str | None
+
+    def matches(self, method: str, path: str) -> bool:
+        return (
+            self.remaining > 0
+            and self.path_contains in path
+            and (self.method is None or self.method.upper() == method)
+        )
+
+
+class FaultProxy:
+    """See the module docstring."""
+
+    def __init__(self, upstream: str):
+        parts = urlsplit(upstream)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"upstream must be an http:// URL, got {upstream!r}")
+        self.upstream_host = parts.hostname
+        self.upstream_port = parts.port or 80
+        self.base_path = parts.path or "/"
+        self.url = ""
+        self.requests_seen: list[tuple[float, str, str, int]] = []
+        self._faults: list[_Fault] = []
+        self._lock = threading.Lock()
+        self._open_upstreams: set[http.client.HTTPConnection] = set()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> FaultProxy:
+        proxy = self
+
+        class Handler(_ProxyHandler):
+            owner = proxy
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}{self.base_path}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="faultproxy", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and cut open upstream connections (a pending event stream included)."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        with self._lock:
+            for conn in self._open_upstreams:
+                _shutdown_socket(conn.sock)
+        self._thread.join(timeout=5)
+        self._server = None
+
+    def __enter__(self) -> FaultProxy:
+        return self.start() if self._server is None else self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def fail_next(
+        self,
+        count: int,
+        status: int = 503,
+        *,
+        retry_after: float | None = None,
+        path_contains: str = "",
+        method: str | None = None,
+    ) -> None:
+        """Answer the next `count` requests whose path contains `path_contains` (and whose
+        method is `method`, if given) with `status` instead of forwarding them.
+
+        `retry_after` adds a Retry-After header in seconds, written as given (`1`, `0.2`):
+        HTTP allows only whole seconds, fractions keep retry tests fast. Rules queue up; a
+        request takes the first rule it matches.
+        """
+        with self._lock:
+            self._faults.append(_Fault(count, status, retry_after, path_contains, method))
+
+    def statuses(self, path_contains: str = "") -> list[int]:
+        """The answered statuses of the requests seen so far whose path contains `path_contains`."""
+        with self._lock:
+            return [status for _, _, path, status in self.requests_seen if path_contains in path]
+
+    # --- used by the handler ---
+
+    def _take_fault(self, method: str, path: str) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.matches(method, path):
+                    fault.remaining -= 1
+                    return fault
+            return None
+
+    def _record(self, arrived: float, method: str, path: str, status: int) -> None:
+        with self._lock:
+            self.requests_seen.append((arrived, method, path, status))
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    owner: FaultProxy
+    protocol_version = "HTTP/1.0"  # close-delimited responses: no re-chunking needed
+
+    def _handle(self) -> None:
+        arrived = time.monotonic()
+        # Read the body even for a fault: closing with unread input makes the kernel send a
+        # reset, and the client may then lose the fault response.
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        fault = self.owner._take_fault(self.command, self.path)
+        if fault is not None:
+            self.owner._record(arrived, self.command, self.path, fault.status)
+            self._answer_fault(fault)
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "host"}
+        conn = http.client.HTTPConnection(self.owner.upstream_host, self.owner.upstream_port, timeout=UPSTREAM_TIMEOUT)
+        with self.owner._lock:
+            self.owner._open_upstreams.add(conn)
+        try:
+            try:
+                conn.request(self.command, self.path, body=body, headers=headers)
+                upstream = conn.getresponse()
+            except OSError as exc:
+                self.owner._record(arrived, self.command, self.path, 502)
+                self._answer(502, {"status": 502, "message": f"faultproxy: upstream unreachable: {exc}"})
+                return
+            self.owner._record(arrived, self.command, self.path, upstream.status)
+            self.send_response_only(upstream.status, upstream.reason)
+            for key, value in upstream.getheaders():
+                if key.lower() not in HOP_BY_HOP:
+                    self.send_header(key, value)
+            self.end_headers()
+            # read1: whatever has arrived (up to 64 KiB), so each event is passed on at once.
+            while chunk := upstream.read1(65536):
+                self.wfile.write(chunk)
+                self.wfile.flush()
+        except (OSError, http.client.HTTPException):
+            pass  # the client or the upstream went away mid-response: nothing left to tell anyone
+        finally:
+            with self.owner._lock:
+                self.owner._open_upstreams.discard(conn)
+            conn.close()
+
+    def _answer_fault(self, fault: _Fault) -> None:
+        extra = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
+        self._answer(fault.status, {"status": fault.status, "message": "faultproxy: injected fault"}, extra)
+
+    def _answer(self, status: int, payload: dict, extra_headers: dict | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (extra_headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+
+    def log_message(self, format, *args) -> None:
+        pass  # requests_seen is the record; stderr noise would hide test output
+
+
+def _shutdown_socket(sock: socket.socket | None) -> None:
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass

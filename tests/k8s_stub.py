@@ -1,0 +1,232 @@
+"""A local HTTPS stand-in for the Kubernetes API's Secret endpoint.
+
+No real kube-apiserver can run on these machines, and the canary only needs one call of it:
+`GET /api/v1/namespaces/{ns}/secrets/{name}`. `SecretStub` answers that call the way the
+real API does (a Secret object with base64 `data`, or a `Status` body with 401/403/404), over
+TLS with a throw-away CA from `trustme`, so the real `kubernetes` client can be pointed at it
+through a kubeconfig or through in-cluster service-account files.
+
+Secrets are kept as whole API objects in a dict keyed by (namespace, name), so that adding
+create/update (POST/PUT/PATCH) later is a matter of adding handlers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import trustme
+
+SECRET_PATH = re.compile(r"^/api/v1/namespaces/(?P<namespace>[^/]+)/secrets/(?P<name>[^/]+)$")
+BEARER = re.compile(r"^[Bb]earer \S+$")  # the Python client sends "bearer <token>" in-cluster
+
+
+def status_body(code: int, reason: str, message: str, details: dict | None = None) -> dict:
+    """A `Status` object as the API server returns it with an error."""
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+    if details is not None:
+        body["details"] = details
+    return body
+
+
+class SecretStub:
+    """See the module docstring. `start()` before use; `stop()` (or `with`) after."""
+
+    def __init__(self, tmpdir: Path):
+        self.tmpdir = Path(tmpdir)
+        self.tmpdir.mkdir(parents=True, exist_ok=True)
+        self._ca = trustme.CA()
+        self.ca_file = self.tmpdir / "stub-ca.pem"
+        self._ca.cert_pem.write_to_path(str(self.ca_file))
+        self._ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._ca.issue_cert("127.0.0.1", "localhost").configure_cert(self._ssl_context)
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.url = ""
+        self.secrets: dict[tuple[str, str], dict] = {}  # (namespace, name) -> Secret object
+        self.forbidden: set[tuple[str, str]] = set()
+        self.requests_seen: list[dict] = []
+        self._resource_version = 0
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ---
+
+    def start(self) -> SecretStub:
+        stub = self
+
+        class Handler(_StubHandler):
+            owner = stub
+
+        self._server = _TLSServer((self.host, 0), Handler, self._ssl_context)
+        self.port = self._server.server_address[1]
+        self.url = f"https://{self.host}:{self.port}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="secretstub", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+        self._server = None
+
+    def __enter__(self) -> SecretStub:
+        return self.start() if self._server is None else self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    # --- content ---
+
+    def put_secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        """Create or replace a Secret; `data` values are plain text, stored base64 like the real API."""
+        with self._lock:
+            self._resource_version += 1
+            self.secrets[(namespace, name)] = {
+                "kind": "Secret",
+                "apiVersion": "v1",
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "resourceVersion": str(self._resource_version),
+                },
+                "type": "Opaque",
+                "data": {k: base64.b64encode(v.encode("utf-8")).decode("ascii") for k, v in data.items()},
+            }
+
+    def forbid(self, namespace: str, name: str) -> None:
+        """Make GET of this Secret answer 403 Forbidden, as with RBAC that lacks `get` on it."""
+        with self._lock:
+            self.forbidden.add((namespace, name))
+
+    # --- client configuration files ---
+
+    def write_kubeconfig(self, path: Path, token: str, namespace: str = "default") -> Path:
+        """A kubeconfig whose current context reaches this stub with `token`.
+
+        Written as JSON, which is YAML too, so no YAML writer is needed.
+        """
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "stub", "cluster": {"server": self.url, "certificate-authority": str(self.ca_file)}}],
+            "users": [{"name": "stub", "user": {"token": token}}],
+            "contexts": [{"name": "stub", "context": {"cluster": "stub", "user": "stub", "namespace": namespace}}],
+            "current-context": "stub",
+        }
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+        return path
+
+    def write_serviceaccount_dir(self, dir: Path, token: str, namespace: str) -> Path:
+        """`token`, `ca.crt` and `namespace` files, like a pod's /var/run/secrets/kubernetes.io/serviceaccount."""
+        dir = Path(dir)
+        dir.mkdir(parents=True, exist_ok=True)
+        (dir / "token").write_text(token, encoding="utf-8")
+        (dir / "ca.crt").write_bytes(self.ca_file.read_bytes())
+        (dir / "namespace").write_text(namespace, encoding="utf-8")
+        return dir
+
+
+class _TLSServer(ThreadingHTTPServer):
+    """Accepts plain TCP and does the TLS handshake in the request's thread, so a client that
+    stalls in the handshake cannot block the accept loop."""
+
+    def __init__(self, address, handler, ssl_context: ssl.SSLContext):
+        self.ssl_context = ssl_context
+        super().__init__(address, handler)
+
+    def get_request(self):
+        sock, addr = self.socket.accept()
+        return self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # e.g. a client that does not trust the CA: its own error says enough
+
+
+class _StubHandler(BaseHTTPRequestHandler):
+    owner: SecretStub
+    protocol_version = "HTTP/1.1"  # the client keeps connections alive; every answer has a length
+
+    def setup(self) -> None:
+        self.request.settimeout(10)
+        self.request.do_handshake()
+        super().setup()
+
+    def do_GET(self) -> None:
+        status, body = self._route()
+        self._record(status)
+        self._send(status, body)
+
+    def _route(self) -> tuple[int, dict]:
+        if not BEARER.match(self.headers.get("Authorization", "")):
+            return 401, status_body(401, "Unauthorized", "Unauthorized")
+        match = SECRET_PATH.match(self.path.split("?", 1)[0])
+        if not match:
+            return 404, status_body(404, "NotFound", "the server could not find the requested resource", {})
+        namespace, name = match["namespace"], match["name"]
+        details = {"name": name, "kind": "secrets"}
+        with self.owner._lock:
+            forbidden = (namespace, name) in self.owner.forbidden
+            secret = self.owner.secrets.get((namespace, name))
+        if forbidden:
+            message = (
+                f'secrets "{name}" is forbidden: User "system:serviceaccount:{namespace}:canary" '
+                f'cannot get resource "secrets" in API group "" in the namespace "{namespace}"'
+            )
+            return 403, status_body(403, "Forbidden", message, details)
+        if secret is None:
+            return 404, status_body(404, "NotFound", f'secrets "{name}" not found', details)
+        return 200, secret
+
+    def _not_allowed(self) -> None:
+        self._record(405)
+        message = "the server does not allow this method on the requested resource"
+        self._send(405, status_body(405, "MethodNotAllowed", message))
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = _not_allowed
+
+    def _record(self, status: int) -> None:
+        with self.owner._lock:
+            self.owner.requests_seen.append(
+                {
+                    "method": self.command,
+                    "path": self.path,
+                    "authorization": self.headers.get("Authorization"),
+                    "status": status,
+                }
+            )
+
+    def _send(self, status: int, body: dict) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)  # drain, to keep the connection usable
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format, *args) -> None:
+        pass  # requests_seen is the record
