@@ -1,13 +1,14 @@
 """A local HTTPS stand-in for the Kubernetes API's Secret endpoint.
 
-No real kube-apiserver can run on these machines, and the canary only needs one call of it:
-`GET /api/v1/namespaces/{ns}/secrets/{name}`. `SecretStub` answers that call the way the
-real API does (a Secret object with base64 `data`, or a `Status` body with 401/403/404), over
+No real kube-apiserver can run on these machines, and the canary needs three calls of it:
+`GET /api/v1/namespaces/{ns}/secrets/{name}` (run), and `POST .../secrets` and
+`PUT .../secrets/{name}` (the token command creates and updates the Secret). `SecretStub`
+answers them the way the real API does (Secret objects with base64 `data`, a `resourceVersion`
+that a PUT must match, `Status` bodies with 401/403/404/409), over
 TLS with a throw-away CA from `trustme`, so the real `kubernetes` client can be pointed at it
 through a kubeconfig or through in-cluster service-account files.
 
-Secrets are kept as whole API objects in a dict keyed by (namespace, name), so that adding
-create/update (POST/PUT/PATCH) later is a matter of adding handlers.
+Secrets are kept as whole API objects in a dict keyed by (namespace, name).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import trustme
 
 SECRET_PATH = re.compile(r"^/api/v1/namespaces/(?P<namespace>[^/]+)/secrets/(?P<name>[^/]+)$")
+SECRETS_PATH = re.compile(r"^/api/v1/namespaces/(?P<namespace>[^/]+)/secrets$")
 BEARER = re.compile(r"^[Bb]earer \S+$")  # the Python client sends "bearer <token>" in-cluster
 
 
@@ -113,6 +115,16 @@ class SecretStub:
                 "data": {k: base64.b64encode(v.encode("utf-8")).decode("ascii") for k, v in data.items()},
             }
 
+    def get_secret(self, namespace: str, name: str) -> dict | None:
+        """A stored Secret with its `data` decoded to text (None if there is none), for assertions."""
+        with self._lock:
+            stored = self.secrets.get((namespace, name))
+            if stored is None:
+                return None
+            stored = json.loads(json.dumps(stored))
+        stored["data"] = {k: base64.b64decode(v).decode("utf-8") for k, v in (stored.get("data") or {}).items()}
+        return stored
+
     def forbid(self, namespace: str, name: str) -> None:
         """Make GET of this Secret answer 403 Forbidden, as with RBAC that lacks `get` on it."""
         with self._lock:
@@ -199,12 +211,63 @@ class _StubHandler(BaseHTTPRequestHandler):
             return 404, status_body(404, "NotFound", f'secrets "{name}" not found', details)
         return 200, secret
 
+    def do_POST(self) -> None:
+        """Create: 201 with the stored object, 409 AlreadyExists."""
+        match = SECRETS_PATH.match(self.path.split("?", 1)[0])
+        if not match:
+            return self._not_allowed()
+        status, body = self._write(match["namespace"], None)
+        self._record(status)
+        self._send(status, body)
+
+    def do_PUT(self) -> None:
+        """Replace: 200, 404 when absent, 409 Conflict when the resourceVersion is not the stored one."""
+        match = SECRET_PATH.match(self.path.split("?", 1)[0])
+        if not match:
+            return self._not_allowed()
+        status, body = self._write(match["namespace"], match["name"])
+        self._record(status)
+        self._send(status, body)
+
+    def _write(self, namespace: str, name: str | None) -> tuple[int, dict]:
+        if not BEARER.match(self.headers.get("Authorization", "")):
+            return 401, status_body(401, "Unauthorized", "Unauthorized")
+        sent = json.loads(self._body() or b"{}")
+        target = name or sent.get("metadata", {}).get("name")
+        verb = "update" if name else "create"
+        details = {"name": target, "kind": "secrets"}
+        with self.owner._lock:
+            if (namespace, target) in self.owner.forbidden:
+                message = f'secrets "{target}" is forbidden: cannot {verb} resource "secrets" in the namespace "{namespace}"'
+                return 403, status_body(403, "Forbidden", message, details)
+            stored = self.owner.secrets.get((namespace, target))
+            if name is None and stored is not None:
+                return 409, status_body(409, "AlreadyExists", f'secrets "{target}" already exists', details)
+            if name is not None and stored is None:
+                return 404, status_body(404, "NotFound", f'secrets "{target}" not found', details)
+            if stored is not None and sent.get("metadata", {}).get("resourceVersion") != stored["metadata"]["resourceVersion"]:
+                message = f'Operation cannot be fulfilled on secrets "{target}": the object has been modified'
+                return 409, status_body(409, "Conflict", message, details)
+            self.owner._resource_version += 1
+            data = dict(sent.get("data") or {})
+            for key, text in (sent.get("stringData") or {}).items():
+                data[key] = base64.b64encode(text.encode("utf-8")).decode("ascii")
+            metadata = {
+                **{k: v for k, v in sent.get("metadata", {}).items() if k in ("labels", "annotations")},
+                "name": target,
+                "namespace": namespace,
+                "resourceVersion": str(self.owner._resource_version),
+            }
+            obj = {"kind": "Secret", "apiVersion": "v1", "metadata": metadata, "type": sent.get("type", "Opaque"), "data": data}
+            self.owner.secrets[(namespace, target)] = obj
+            return (200 if name else 201), json.loads(json.dumps(obj))
+
     def _not_allowed(self) -> None:
         self._record(405)
         message = "the server does not allow this method on the requested resource"
         self._send(405, status_body(405, "MethodNotAllowed", message))
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = _not_allowed
+    do_PATCH = do_DELETE = _not_allowed
 
     def _record(self, status: int) -> None:
         with self.owner._lock:
@@ -217,10 +280,18 @@ class _StubHandler(BaseHTTPRequestHandler):
                 }
             )
 
+    def parse_request(self) -> bool:
+        self._read_body: bytes | None = None  # one handler serves every request of a kept-alive connection
+        return super().parse_request()
+
+    def _body(self) -> bytes:
+        """The request body, read once (an unread body would spoil the kept-alive connection)."""
+        if self._read_body is None:
+            self._read_body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        return self._read_body
+
     def _send(self, status: int, body: dict) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)  # drain, to keep the connection usable
+        self._body()
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

@@ -72,3 +72,30 @@ def start_process(args: list[str], env: dict[str, str] | None = None) -> subproc
 def finish_process(process: subprocess.Popen[str], timeout: float = 120) -> Run:
     output, _ = process.communicate(timeout=timeout)
     return Run(process.returncode, output, parse_events(output))
+
+
+@dataclass
+class TokenRun:
+    """The token command's run: stdout (the product: a token or a manifest) apart from its log (stderr)."""
+
+    exit_code: int
+    stdout: str
+    log: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def result(self) -> dict[str, Any]:
+        results = [e for e in self.events if e.get("event") == "token_result"]
+        assert len(results) == 1, f"expected exactly one token_result, got {len(results)}:\n{self.log}"
+        return results[0]
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("event") == event]
+
+
+def run_token(args: list[str], env: dict[str, str] | None = None) -> TokenRun:
+    """main(["token", ...]) in this process, stdout and stderr captured apart."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["token", *args], env=env if env is not None else {})
+    return TokenRun(code, out.getvalue(), err.getvalue(), parse_events(err.getvalue()))

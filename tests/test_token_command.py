@@ -1,0 +1,193 @@
+"""`jupyterhub-canary token`: minting into a Secret and rotating, against a real JupyterHub and the
+HTTPS stub of the Kubernetes Secret API. Neither the admin token nor a minted one may leak."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from app import secret
+from app.exit_codes import ExitCode
+from app.token_command import ANNOTATION, LABELS, least_scopes
+from tests.runner import run_main, run_token
+
+pytestmark = pytest.mark.hub
+
+NAMESPACE = "jhub"
+SA_TOKEN = "token-writer-serviceaccount-0123456789"
+
+
+@pytest.fixture
+def kube(secret_stub, tmp_path, monkeypatch):
+    """The kubernetes client pointed at the stub through a kubeconfig, as an operator's laptop is."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setattr(secret, "SERVICEACCOUNT_DIR", tmp_path / "not-in-a-pod")
+    monkeypatch.setenv("KUBECONFIG", str(secret_stub.write_kubeconfig(tmp_path / "kubeconfig", SA_TOKEN, NAMESPACE)))
+    return secret_stub
+
+
+def admin_env(hub):
+    return {"JUPYTERHUB_ADMIN_TOKEN": hub.admin_token}
+
+
+def token_works(hub, token):
+    return requests.get(hub.api_url + "user", headers={"Authorization": f"token {token}"}, timeout=10).status_code == 200
+
+
+def assert_clean(run, *secrets):
+    for value in secrets:
+        assert value not in run.log, "a token appeared in the token command's log"
+
+
+def test_mint_creates_the_user_and_prints_a_least_privilege_token_that_runs_a_cycle(hub, hub_user, tmp_path):
+    user = hub_user()
+    run = run_token(["--hub-url", hub.url, "--user", user, "--create-user", "--print"], env=admin_env(hub))
+    assert run.exit_code == 0, run.log
+    token = run.stdout.strip()
+    assert token and "\n" not in token, "--print writes the bare token, one line"
+    assert_clean(run, token, hub.admin_token)
+    assert run.named("user_created") and run.result["outcome"] == "ok"
+    minted = run.named("token_minted")[0]
+    assert sorted(minted["scopes"]) == sorted(
+        set(least_scopes(hub.version, user)) | {f"read:users:name!user={user}", f"read:users:groups!user={user}"}
+    ), "the hub adds only the implied read:users:* scopes"
+    assert minted["note"] == "jupyterhub-canary"
+
+    cycle = run_main(["--hub-url", hub.url, "--user", user, "--termination-log", str(tmp_path / "t")],
+                     env={"JUPYTERHUB_API_TOKEN": token})
+    cycle.assert_no_secret(token)
+    assert cycle.exit_code == ExitCode.OK, cycle.output
+    assert cycle.named("token_expiry")[0]["token_expires_in_s"] is None  # never expires, and it can say so
+    assert hub.servers(user) == {}
+
+
+def test_an_existing_user_is_fine_and_a_missing_one_is_named(hub, hub_user):
+    user = hub_user()
+    hub.create_user(user)
+    again = run_token(["--hub-url", hub.url, "--user", user, "--create-user", "--print"], env=admin_env(hub))
+    assert again.exit_code == 0 and again.named("user_exists"), again.log
+    missing = run_token(["--hub-url", hub.url, "--user", hub_user(), "--print"], env=admin_env(hub))
+    assert missing.exit_code == ExitCode.CONFIGURATION and "--create-user" in missing.result["message"]
+    assert missing.stdout == ""
+
+
+def test_a_scope_the_user_lacks_is_refused_with_a_clear_message(hub, hub_user):
+    user = hub_user()
+    hub.create_user(user)
+    run = run_token(["--hub-url", hub.url, "--user", user, "--scopes", "admin:users", "--print"], env=admin_env(hub))
+    assert run.exit_code == ExitCode.PERMISSION, run.log
+    message = run.result["message"]
+    assert "admin:users" in message and "--inherit-scopes" in message and "--scopes" in message
+    assert run.stdout == "", "no token is printed when none was minted"
+    assert_clean(run, hub.admin_token)
+
+
+def test_an_expiring_token_warns_in_the_canary(hub, hub_user, tmp_path):
+    user = hub_user()
+    run = run_token(
+        ["--hub-url", hub.url, "--user", user, "--create-user", "--print", "--expires-in", "3600"], env=admin_env(hub)
+    )
+    assert run.exit_code == 0, run.log
+    token = run.stdout.strip()
+    cycle = run_main(["--hub-url", hub.url, "--user", user, "--termination-log", str(tmp_path / "t")],
+                     env={"JUPYTERHUB_API_TOKEN": token})
+    assert cycle.exit_code == 0, cycle.output
+    (warning,) = cycle.named("token_expires_soon")
+    assert warning["level"] == "warning" and 3500 < warning["token_expires_in_s"] <= 3600
+
+
+def test_mint_into_a_secret_with_labels_and_annotations(kube, hub, hub_user):
+    user = hub_user()
+    run = run_token(
+        ["--hub-url", hub.url, "--user", user, "--create-user", "--secret", "canary-token", "--namespace", NAMESPACE],
+        env=admin_env(hub),
+    )
+    assert run.exit_code == 0, run.log
+    assert run.stdout == "", "without --print nothing goes to stdout"
+    stored = kube.get_secret(NAMESPACE, "canary-token")
+    token = stored["data"]["token"]
+    assert token_works(hub, token)
+    assert_clean(run, token, hub.admin_token, SA_TOKEN)
+    assert stored["metadata"]["labels"] == LABELS
+    annotations = stored["metadata"]["annotations"]
+    assert annotations[ANNOTATION + "user"] == user
+    assert annotations[ANNOTATION + "token-id"] == run.named("token_minted")[0]["token_id"]
+    assert run.named("secret_created")
+
+
+def test_dry_run_changes_nothing_and_shows_no_token(kube, hub, hub_user):
+    import yaml
+
+    user = hub_user()
+    hub.create_user(user)
+    tokens_before = hub.api("GET", f"users/{user}/tokens").json()["api_tokens"]
+    run = run_token(
+        ["--hub-url", hub.url, "--user", user, "--secret", "canary-token", "--namespace", NAMESPACE, "--dry-run"],
+        env=admin_env(hub),
+    )
+    assert run.exit_code == 0, run.log
+    manifest = yaml.safe_load(run.stdout)
+    assert manifest["kind"] == "Secret" and manifest["metadata"]["name"] == "canary-token"
+    assert manifest["stringData"] == {"token": "[REDACTED]"}
+    assert kube.get_secret(NAMESPACE, "canary-token") is None
+    assert hub.api("GET", f"users/{user}/tokens").json()["api_tokens"] == tokens_before
+    assert_clean(run, hub.admin_token)
+
+
+def test_rotate_writes_a_working_token_then_revokes_the_old_one(kube, hub, hub_user, tmp_path):
+    user = hub_user()
+    args = ["--hub-url", hub.url, "--user", user, "--secret", "canary-token", "--namespace", NAMESPACE]
+    first = run_token([*args, "--create-user"], env=admin_env(hub))
+    assert first.exit_code == 0, first.log
+    old = kube.get_secret(NAMESPACE, "canary-token")["data"]["token"]
+
+    rotated = run_token(["rotate", *args], env=admin_env(hub))
+    assert rotated.exit_code == 0, rotated.log
+    new = kube.get_secret(NAMESPACE, "canary-token")["data"]["token"]
+    assert new != old
+    assert token_works(hub, new)
+    assert requests.get(hub.api_url + "user", headers={"Authorization": f"token {old}"}, timeout=10).status_code == 403
+    assert_clean(rotated, old, new, hub.admin_token, SA_TOKEN)
+    events = [e["event"] for e in rotated.events]
+    assert events.index("secret_updated") < events.index("token_revoked"), "revoke only after the Secret holds the new token"
+
+    # The canary reads the rotated token from the Secret and passes.
+    cycle = run_main(["--hub-url", hub.url, "--user", user, "--token-secret", "canary-token",
+                      "--token-secret-namespace", NAMESPACE, "--termination-log", str(tmp_path / "t")], env={})
+    cycle.assert_no_secret(new, old, SA_TOKEN)
+    assert cycle.exit_code == 0, cycle.output
+
+
+def test_rotate_without_a_secret_to_rotate(kube, hub, hub_user):
+    user = hub_user()
+    hub.create_user(user)
+    run = run_token(["rotate", "--hub-url", hub.url, "--user", user, "--secret", "absent", "--namespace", NAMESPACE],
+                    env=admin_env(hub))
+    assert run.exit_code == ExitCode.CONFIGURATION and "not found" in run.result["message"]
+    assert hub.api("GET", f"users/{user}/tokens").json()["api_tokens"] == [], "nothing minted"
+
+
+def test_a_rejected_admin_token(hub, hub_user):
+    run = run_token(["--hub-url", hub.url, "--user", hub_user(), "--print"],
+                    env={"JUPYTERHUB_ADMIN_TOKEN": "not-an-admin-token-0123456789"})
+    assert run.exit_code == ExitCode.PERMISSION and "rejected the token" in run.result["message"]
+    assert_clean(run, "not-an-admin-token-0123456789")
+
+
+@pytest.mark.parametrize(
+    ("args", "culprit"),
+    [
+        (["--print"], "--admin-token"),
+        ([], "--secret"),
+        (["rotate", "--print"], "--secret"),
+        (["--scopes", "a", "--inherit-scopes", "--print"], "--inherit-scopes"),
+        (["--expires-in", "0", "--print"], "--expires-in"),
+    ],
+)
+def test_token_command_bad_input_is_78(args, culprit):
+    env = {} if culprit == "--admin-token" else {"JUPYTERHUB_ADMIN_TOKEN": "x" * 32}
+    action = [args[0]] if args[:1] == ["rotate"] else []
+    rest = args[1:] if action else args
+    run = run_token([*action, "--hub-url", "http://127.0.0.1:9/", "--user", "u", *rest], env=env)
+    assert run.exit_code == ExitCode.CONFIGURATION, run.log
+    assert culprit in run.result["message"]
