@@ -159,7 +159,7 @@ class TokenCommand:
             raise PermissionDenied(
                 f"the hub refused to mint a token with scopes {', '.join(scopes or ['inherit'])}: "
                 f"{response.status_code} {hub_message(response)}. A token can only carry scopes its user holds: "
-                "give the user a role with them (hub/canary_config.py does), or choose others with --scopes, "
+                "give the user a role with them (hub-config/jupyterhub_canary_config.py does), or choose others with --scopes, "
                 "or take the user's own permissions with --inherit-scopes"
             )
         if response.status_code == 403:
