@@ -151,6 +151,7 @@ def _token_finish(exit_code: int, outcome: str, *, message: str, reason: str | N
 
 
 REPORTING = ("log_format", "log_level", "termination_log")
+PUSH_TIMEOUT = 10.0  # seconds: a slow Pushgateway must not hold up the result
 
 
 def _reporting_settings(args: list[str], env: Mapping[str, str], command_options: Sequence[Option]) -> dict[str, Any]:
@@ -201,29 +202,32 @@ def _run(config: Config, started: float) -> int:
                     canary.cleanup()  # a no-op unless the signal came before the attempt's own cleanup
             except CanaryError as stop_failed:  # 13 wins over the interruption
                 return _finish(
-                    stop_failed.exit_code, "failed", started, config.termination_log, canary,
+                    stop_failed.exit_code, "failed", started, config.termination_log, canary, config=config,
                     reason=stop_failed.reason, message=str(stop_failed),
                 )
             return _finish(
-                exc.exit_code, "interrupted", started, config.termination_log, canary,
+                exc.exit_code, "interrupted", started, config.termination_log, canary, config=config,
                 reason="interrupted", message=str(exc),
             )
         except CanaryError as exc:
             return _finish(
-                exc.exit_code, "failed", started, config.termination_log, canary,
+                exc.exit_code, "failed", started, config.termination_log, canary, config=config,
                 reason=exc.reason, message=str(exc),
                 last_progress_message=exc.progress_message or (canary and canary.last_progress_message),
             )
         except Exception as exc:  # a bug: say so, with the traceback, and exit 1
             log.exception("internal_error")
             return _finish(
-                ExitCode.INTERNAL_ERROR, "failed", started, config.termination_log, canary,
+                ExitCode.INTERNAL_ERROR, "failed", started, config.termination_log, canary, config=config,
                 reason="internal_error", message=f"internal error: {exc!r}",
             )
         finally:
             if canary is not None:
                 canary.client.close()
-    return _finish(ExitCode.OK, "ok", started, config.termination_log, canary, message="spawned, verified and stopped")
+    return _finish(
+        ExitCode.OK, "ok", started, config.termination_log, canary, config=config,
+        message="spawned, verified and stopped",
+    )
 
 
 def _finish(
@@ -236,8 +240,9 @@ def _finish(
     message: str,
     reason: str | None = None,
     last_progress_message: str | None = None,
+    config: Config | None = None,
 ) -> int:
-    """Log the one `canary_result` event and write the termination message."""
+    """Push the metrics (when configured), log the one `canary_result` event, write the termination message."""
     result: dict[str, Any] = {
         "outcome": outcome,
         "exit_code": int(exit_code),
@@ -252,7 +257,28 @@ def _finish(
     if outcome != "ok":
         result["reason"] = reason
         result["last_progress_message"] = last_progress_message
+    if config is not None and config.pushgateway_url:
+        _push_metrics(config, result)
     level = log.info if exit_code == ExitCode.OK else log.error
     level("canary_result", **result)
     termination.write(termination_log, outcome, int(exit_code), message)
     return int(exit_code)
+
+
+def _push_metrics(config: Config, result: dict[str, Any]) -> None:
+    """A failed push is logged by metrics.push and changes nothing here: not the outcome, not the exit code."""
+    from app import metrics
+
+    metrics.push(
+        config.pushgateway_url,
+        config.hub_url,
+        config.user,
+        metrics.RunMetrics(
+            success=result["exit_code"] == ExitCode.OK,
+            exit_code=result["exit_code"],
+            attempts=result["attempts"],
+            duration_seconds=result["duration_ms"] / 1000,
+            phases_ms=result["phases_ms"],
+        ),
+        timeout=min(config.request_timeout, PUSH_TIMEOUT),
+    )

@@ -88,6 +88,11 @@ def _hub_url(raw: str) -> str:
     return value if value.endswith("/") else value + "/"
 
 
+def _pushgateway_url(raw: str) -> str:
+    """The Pushgateway's base URL, e.g. http://pushgateway.monitoring:9091 (no trailing slash)."""
+    return _hub_url(raw).rstrip("/")
+
+
 def _json_object(raw: str) -> dict[str, Any]:
     try:
         value = json.loads(raw)
@@ -145,10 +150,14 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("--spawn-timeout", _positive_seconds, 300.0, "seconds from the spawn request until the server must be ready", "S"),
     Option("--stop-timeout", _positive_seconds, 120.0, "seconds the server may take to stop", "S"),
     Option("--request-timeout", _positive_seconds, 30.0, "seconds for one HTTP request", "S"),
+    Option("--check-kernel", _switch, False, "also start a kernel, run code on it over its websocket, delete it", switch=True),
+    Option("--kernel-name", _text, None, "the kernelspec --check-kernel starts (default: the server's default kernel)", "NAME"),
+    Option("--kernel-timeout", _positive_seconds, 60.0, "seconds for the whole kernel check (start, run, delete)", "S"),
     Option("--attempts", _positive_int, 3, "cycles to try when a failure may be transient", "N"),
     Option("--deadline", _positive_seconds, 900.0, "seconds for all attempts, cleanup included", "S"),
     Option("--ca-bundle", _existing_file, None, "CA certificates (PEM) to verify the hub's TLS certificate", "PATH"),
     Option("--insecure-skip-tls-verify", _switch, False, "do not verify the hub's TLS certificate (logs a warning)", switch=True),
+    Option("--pushgateway-url", _pushgateway_url, None, "push the run's metrics to this Prometheus Pushgateway", "URL"),
     Option("--log-format", _choice(*LOG_FORMATS), "json", "json (one object per line) or console", "FORMAT"),
     Option("--log-level", _choice(*LOG_LEVELS), "info", "the least severe level logged", "LEVEL"),
     Option("--termination-log", _path, None, f"where to write the one-line summary (default {DEFAULT_TERMINATION_LOG} when writable)", "PATH"),
@@ -229,6 +238,10 @@ class Config:
     request_timeout: float
     attempts: int
     token_expiry_warning: float
+    check_kernel: bool
+    kernel_name: str | None
+    kernel_timeout: float
+    pushgateway_url: str | None
     deadline: float
     ca_bundle: Path | None
     insecure_skip_tls_verify: bool
@@ -368,6 +381,10 @@ def build_run_config(given: Mapping[str, str | None], env: Mapping[str, str]) ->
         request_timeout=value("request_timeout"),
         attempts=value("attempts"),
         token_expiry_warning=value("token_expiry_warning"),
+        check_kernel=value("check_kernel"),
+        kernel_name=value("kernel_name"),
+        kernel_timeout=value("kernel_timeout"),
+        pushgateway_url=value("pushgateway_url"),
         deadline=value("deadline"),
         ca_bundle=value("ca_bundle"),
         insecure_skip_tls_verify=value("insecure_skip_tls_verify"),

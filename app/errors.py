@@ -57,6 +57,14 @@ class ServerUnreachable(CanaryError):
     retryable = True
 
 
+class KernelFailed(CanaryError):
+    """The server is up, but a kernel could not be started, reached or made to run code (--check-kernel)."""
+
+    exit_code = ExitCode.KERNEL_FAILED
+    reason = "kernel_failed"
+    retryable = True
+
+
 class StopFailed(CanaryError):
     exit_code = ExitCode.STOP_FAILED
     reason = "stop_failed"

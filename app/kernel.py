@@ -1,0 +1,240 @@
+"""The kernel check (--check-kernel): what a user does after the server answers — run code.
+
+Through the proxy, with the canary's token: POST <server>/api/kernels starts a kernel, its websocket
+<server>/api/kernels/<id>/channels carries one `execute_request` (Jupyter messaging protocol 5.3) of
+`print(6*7)`, the output must be "42", then DELETE <server>/api/kernels/<id> — in a `finally:`, so a
+kernel is never left behind by a failed check. Everything runs within one deadline (--kernel-timeout);
+the DELETE has its own short budget so that it still happens after a timeout.
+
+websocket-client (a dependency of the kubernetes client) is imported only when the check runs. It
+would log the request headers — the token — only with `websocket.enableTrace(True)`, which is never
+called; its logger is also held at WARNING so that a debug-level root logger cannot change that.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import quote
+
+from app import logs
+from app.deadline import Deadline, elapsed_ms
+from app.errors import HubUnavailable, KernelFailed, PermissionDenied
+from app.hub import HubClient, hub_message
+
+CODE = "print(6*7)"
+EXPECTED = "42"
+DELETE_BUDGET = 10.0  # seconds for the DELETE, also after the check's own deadline
+PROTOCOL_VERSION = "5.3"
+
+log = logs.get_logger()
+
+
+class KernelCheck:
+    """One kernel started, used and deleted on the user's (default or named) server, through the proxy."""
+
+    def __init__(
+        self,
+        client: HubClient,
+        user: str,
+        server_name: str,
+        *,
+        kernel_name: str | None,
+        timeout: float,
+        deadline: Deadline,
+    ):
+        self.client = client
+        self.user = user
+        self.server_url = client.server_url(user, server_name)
+        self.kernel_name = kernel_name
+        self.deadline = deadline.within(timeout)
+        self.timeout = timeout
+
+    def run(self) -> dict[str, Any]:
+        """Start, execute, delete. Returns what was seen; raises KernelFailed (or PermissionDenied)."""
+        kernel = self.start()
+        kernel_id = str(kernel["id"])
+        try:
+            return self.execute(kernel_id)
+        finally:
+            self.delete(kernel_id)
+
+    # --- REST: start and delete ---
+
+    def _kernels_url(self, kernel_id: str = "") -> str:
+        return self.server_url + "api/kernels" + (f"/{quote(kernel_id, safe='')}" if kernel_id else "")
+
+    def start(self) -> dict[str, Any]:
+        body = {"name": self.kernel_name} if self.kernel_name else {}
+        try:
+            response = self.client.request("POST", self._kernels_url(), self.deadline, json=body)
+        except HubUnavailable as exc:
+            raise KernelFailed(f"starting a kernel: no answer through the proxy ({exc})") from None
+        if response.status_code == 403:
+            raise PermissionDenied(
+                "the server refused to start a kernel (403): the token needs the scope access:servers!user="
+                + self.user
+            )
+        if response.status_code not in (200, 201):
+            raise KernelFailed(
+                f"the kernel{self._named} did not start: POST api/kernels answered {response.status_code} "
+                f"{hub_message(response)}{_cause(response)}"
+            )
+        try:
+            kernel = response.json()
+            kernel["id"]
+        except (ValueError, KeyError, TypeError):
+            raise KernelFailed("POST api/kernels answered without a kernel model") from None
+        log.info("kernel_started", kernel_id=kernel["id"], kernel_name=kernel.get("name"))
+        return kernel
+
+    @property
+    def _named(self) -> str:
+        return f" {self.kernel_name!r}" if self.kernel_name else ""
+
+    def delete(self, kernel_id: str) -> None:
+        """Delete the kernel; a failure is only logged: stopping the server ends the kernel anyway."""
+        try:
+            response = self.client.request("DELETE", self._kernels_url(kernel_id), Deadline(DELETE_BUDGET))
+        except HubUnavailable as exc:
+            log.warning("kernel_delete_failed", kernel_id=kernel_id, message=str(exc))
+            return
+        if response.status_code in (204, 404):
+            log.info("kernel_deleted", kernel_id=kernel_id)
+        else:
+            log.warning(
+                "kernel_delete_failed", kernel_id=kernel_id, message=f"{response.status_code} {hub_message(response)}"
+            )
+
+    # --- websocket: one execute_request ---
+
+    def _websocket_url(self, kernel_id: str) -> str:
+        url = self._kernels_url(kernel_id) + "/channels"
+        return "ws" + url.removeprefix("http")  # http -> ws, https -> wss
+
+    def _sslopt(self) -> dict[str, Any]:
+        verify = self.client.session.verify
+        if verify is False:
+            return {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
+        if isinstance(verify, str):
+            return {"ca_certs": verify}
+        return {}
+
+    def execute(self, kernel_id: str) -> dict[str, Any]:
+        import websocket  # websocket-client: only when the check runs (start-up time)
+
+        logging.getLogger("websocket").setLevel(logging.WARNING)
+        started = time.monotonic()
+        session = uuid.uuid4().hex
+        try:
+            connection = websocket.create_connection(
+                self._websocket_url(kernel_id),
+                # The session's own headers: the token is not copied anywhere else.
+                header=[f"{name}: {self.client.session.headers[name]}" for name in ("Authorization", "User-Agent")],
+                timeout=max(0.5, self.deadline.remaining()),
+                sslopt=self._sslopt(),
+                # No Origin header: a non-browser client, and a proxy may rewrite the Host header.
+                suppress_origin=True,
+            )
+        except websocket.WebSocketBadStatusException as exc:
+            raise KernelFailed(f"the kernel's websocket was refused: HTTP {exc.status_code}") from None
+        except (OSError, websocket.WebSocketException) as exc:
+            raise KernelFailed(f"the kernel's websocket could not be opened: {type(exc).__name__}: {exc}") from None
+        try:
+            msg_id = uuid.uuid4().hex
+            connection.send(json.dumps(execute_request(msg_id, session)))
+            outcome = self._collect(connection, msg_id, websocket)
+        finally:
+            connection.close()
+        outcome["execute_ms"] = elapsed_ms(started)
+        text = outcome["output"]
+        if outcome["error"]:
+            raise KernelFailed(f"the kernel raised {outcome['error']} running {CODE!r}")
+        if EXPECTED not in text.split():
+            raise KernelFailed(f"the kernel ran {CODE!r} but printed {text.strip()[:100]!r}, not {EXPECTED!r}")
+        log.info("kernel_executed", kernel_id=kernel_id, code=CODE, output=text.strip(), duration_ms=outcome["execute_ms"])
+        return outcome
+
+    def _collect(self, connection: Any, msg_id: str, websocket: Any) -> dict[str, Any]:
+        """Read the kernel's messages for our request until it has replied and gone idle again."""
+        output: list[str] = []
+        error: str | None = None
+        replied = idle = False
+        while not (replied and idle):
+            remaining = self.deadline.remaining()
+            if remaining <= 0:
+                raise KernelFailed(
+                    f"the kernel did not run {CODE!r} within --kernel-timeout {self.timeout:g}s"
+                    + (" (no reply)" if not replied else " (no idle status)")
+                )
+            connection.settimeout(remaining)
+            try:
+                raw = connection.recv()
+            except websocket.WebSocketTimeoutException:
+                continue  # the loop's deadline check reports it
+            except (OSError, websocket.WebSocketException) as exc:
+                raise KernelFailed(f"the kernel's websocket closed: {type(exc).__name__}: {exc}") from None
+            if not isinstance(raw, str) or not raw:
+                continue
+            try:
+                message = json.loads(raw)
+            except ValueError:
+                continue
+            if (message.get("parent_header") or {}).get("msg_id") != msg_id:
+                continue  # e.g. the server's own kernel_info requests
+            kind = (message.get("header") or {}).get("msg_type") or message.get("msg_type")
+            content = message.get("content") or {}
+            if kind == "stream":
+                output.append(str(content.get("text", "")))
+            elif kind in ("execute_result", "display_data"):
+                output.append(str((content.get("data") or {}).get("text/plain", "")))
+            elif kind == "error":
+                error = f"{content.get('ename')}: {content.get('evalue')}"
+            elif kind == "status" and content.get("execution_state") == "idle":
+                idle = True
+            elif kind == "execute_reply":
+                replied = True
+                if content.get("status") != "ok" and not error:
+                    error = f"{content.get('ename', 'error')}: {content.get('evalue', content.get('status'))}"
+        return {"output": "".join(output), "error": error}
+
+
+def _cause(response: Any) -> str:
+    """jupyter_server's 500 says only "Unhandled error"; the last line of its traceback says why."""
+    try:
+        traceback = response.json().get("traceback") or ""
+    except (ValueError, AttributeError):
+        return ""
+    lines = [line.strip() for line in str(traceback).splitlines() if line.strip()]
+    return f" ({lines[-1][:300]})" if lines else ""
+
+
+def execute_request(msg_id: str, session: str, code: str = CODE) -> dict[str, Any]:
+    """An execute_request on the shell channel, as jupyter_server's websocket (JSON) protocol carries it."""
+    return {
+        "header": {
+            "msg_id": msg_id,
+            "session": session,
+            "username": "jupyterhub-canary",
+            "date": datetime.now(timezone.utc).isoformat(),
+            "msg_type": "execute_request",
+            "version": PROTOCOL_VERSION,
+        },
+        "parent_header": {},
+        "metadata": {},
+        "content": {
+            "code": code,
+            "silent": False,
+            "store_history": False,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        },
+        "channel": "shell",
+        "buffers": [],
+    }

@@ -1,0 +1,85 @@
+"""Prometheus metrics of one run, pushed to a Pushgateway (--pushgateway-url), blackbox-exporter style.
+
+Grouping key: job="jupyterhub_canary", hub=<hub URL>, user=<user> — stable across runs, never per pod,
+so each push replaces the previous run's values. The push is a POST (`pushadd_to_gateway`), which
+replaces only the metrics it carries: `jupyterhub_canary_last_success_timestamp_seconds` is sent only
+on success, so a failed run leaves the last success's timestamp in place (a PUT would delete it).
+
+A push that fails is a warning in the log, nothing more: it never changes the outcome or the exit
+code. prometheus_client is imported only here, when a push happens (start-up time of every run).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from app import logs
+
+JOB = "jupyterhub_canary"
+PREFIX = "jupyterhub_canary_"
+
+log = logs.get_logger()
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    success: bool
+    exit_code: int
+    attempts: int
+    duration_seconds: float
+    # The last attempt's phases that ran, in milliseconds (phases that did not run are left out).
+    phases_ms: Mapping[str, int | None] = field(default_factory=dict)
+    finished_at: float = field(default_factory=time.time)
+
+
+def registry_for(metrics: RunMetrics):  # -> prometheus_client.CollectorRegistry
+    from prometheus_client import CollectorRegistry, Gauge
+
+    registry = CollectorRegistry()
+    Gauge(PREFIX + "success", "1 when the last run spawned, verified and stopped a server, else 0", registry=registry).set(
+        1 if metrics.success else 0
+    )
+    Gauge(PREFIX + "exit_code", "the last run's exit code (0 healthy; see the exit-code table)", registry=registry).set(
+        metrics.exit_code
+    )
+    Gauge(PREFIX + "attempts", "attempts the last run made", registry=registry).set(metrics.attempts)
+    duration = Gauge(
+        PREFIX + "duration_seconds",
+        "seconds the last run's last attempt spent per phase; phase=total is the whole run",
+        ["phase"],
+        registry=registry,
+    )
+    for phase, ms in metrics.phases_ms.items():
+        if ms is not None:
+            duration.labels(phase=phase).set(ms / 1000)
+    duration.labels(phase="total").set(metrics.duration_seconds)
+    if metrics.success:
+        Gauge(
+            PREFIX + "last_success_timestamp_seconds",
+            "when the last successful run ended (Unix time); pushed only on success",
+            registry=registry,
+        ).set(metrics.finished_at)
+    return registry
+
+
+def push(url: str, hub: str, user: str, metrics: RunMetrics, *, timeout: float) -> bool:
+    """Push the run's metrics; True when the Pushgateway took them. Never raises."""
+    started = time.monotonic()
+    try:
+        from prometheus_client import pushadd_to_gateway
+
+        pushadd_to_gateway(
+            url, job=JOB, registry=registry_for(metrics), grouping_key={"hub": hub, "user": user}, timeout=timeout
+        )
+    except Exception as exc:  # noqa: BLE001 - any failure to push is only a warning
+        log.warning(
+            "metrics_push_failed",
+            pushgateway=url,
+            error=f"{type(exc).__name__}: {exc}",
+            hint="the outcome and exit code are unaffected",
+        )
+        return False
+    log.info("metrics_pushed", pushgateway=url, duration_ms=round((time.monotonic() - started) * 1000))
+    return True
