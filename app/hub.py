@@ -79,7 +79,8 @@ class HubClient:
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"token {token}"
         self.session.headers["User-Agent"] = f"jupyterhub-canary/{__version__}"
-        self.session.verify = verify
+        # Given with every request: a session-wide setting loses to REQUESTS_CA_BUNDLE in the environment.
+        self.verify = verify
 
     def close(self) -> None:
         self.session.close()
@@ -117,7 +118,9 @@ class HubClient:
 
         def send() -> requests.Response:
             timeout = max(MIN_REQUEST_TIMEOUT, min(self.request_timeout, deadline.remaining()))
-            return self.session.request(method, url, timeout=timeout, stream=stream, allow_redirects=False, **kwargs)
+            return self.session.request(
+                method, url, timeout=timeout, stream=stream, allow_redirects=False, verify=self.verify, **kwargs
+            )
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             outcome = state.outcome
@@ -134,22 +137,28 @@ class HubClient:
             )
 
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(TRANSIENT_ERRORS)
+            retry=tenacity.retry_if_exception(
+                lambda exc: isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, requests.exceptions.SSLError)
+            )
             | tenacity.retry_if_result(lambda r: r.status_code in RETRY_STATUSES),
             wait=self._wait(deadline),
             stop=tenacity.stop_after_attempt(MAX_TRIES) | tenacity.stop_before_delay(deadline.remaining()),
             sleep=self._sleep,
             before_sleep=before_sleep,
-            retry_error_callback=lambda state: state.outcome.result() if not state.outcome.failed else None,
-            reraise=False,
+            reraise=True,
+            # The last answer when the tries are spent, to be judged below like any other.
+            retry_error_callback=lambda state: state.outcome.result(),
         )
         try:
             response = retrying(send)
-        except TRANSIENT_ERRORS as exc:  # pragma: no cover - tenacity hands errors to retry_error_callback
-            raise self._unavailable(method, url, type(exc).__name__) from None
-        if response is None:
-            last = retrying.statistics.get("attempt_number", MAX_TRIES)
-            raise self._unavailable(method, url, f"no answer after {last} tries")
+        except requests.exceptions.SSLError:
+            # Not transient: the certificate will not change on its own. The text names the cause.
+            raise self._unavailable(
+                method, url, "TLS verification failed (set --ca-bundle to the hub's CA, or fix its certificate)"
+            ) from None
+        except TRANSIENT_ERRORS as exc:
+            tries = retrying.statistics.get("attempt_number", MAX_TRIES)
+            raise self._unavailable(method, url, f"{type(exc).__name__} after {tries} tries") from None
         if response.status_code in RETRY_STATUSES:
             raise self._unavailable(method, url, f"HTTP {response.status_code} {hub_message(response)}")
         return response
