@@ -13,7 +13,7 @@ TOKEN = "tls-test-token-0123456789abcdef"
 
 
 def canary(url, *extra):
-    return run_main(["--hub-url", url, "--user", "u", "--deadline", "10", "--stop-timeout", "2", *extra],
+    return run_main(["--hub-url", url, "--user", "u", "--attempts", "1", "--stop-timeout", "2", *extra],
                     env={"JUPYTERHUB_API_TOKEN": TOKEN})
 
 
