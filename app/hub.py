@@ -200,7 +200,9 @@ class HubClient:
         response = self.api("GET", "user", deadline)
         if response.status_code == 403:
             raise PermissionDenied(
-                f"the hub rejected the token (403 {hub_message(response)}): it is invalid, expired or revoked"
+                f"the hub rejected the token (403 {hub_message(response)}): it is invalid, expired or revoked - "
+                "or, on an OAuth hub with auth_state, the user's auth refresh failed: "
+                "load hub-config/jupyterhub_canary_config.py into the hub"
             )
         if response.status_code != 200:
             raise HubUnavailable(f"GET /hub/api/user answered {response.status_code} {hub_message(response)}")
