@@ -86,3 +86,29 @@ image:
 # Builds a stand-in base image and the product image in a private dockerd, and runs it (needs root).
 image-test: install tools
 	$(BIN)/pytest -m image tests/test_image.py
+
+# --- Prometheus: promtool and a real Pushgateway for the tests (tests/test_alerts.py, tests/test_metrics.py) ---
+# Debian's own packages, unpacked into the git-ignored .tools/ rather than installed: no service is
+# registered or started, nothing outside the repository changes but apt's package lists.
+PROMETHEUS_TOOLS := $(TOOLS)/prometheus/.installed
+PROMETHEUS_DEBS := prometheus prometheus-pushgateway
+
+tools: $(PROMETHEUS_TOOLS)
+test-compat: $(PROMETHEUS_TOOLS)
+
+$(PROMETHEUS_TOOLS):
+	rm -rf $(TOOLS)/prometheus && mkdir -p $(TOOLS)/prometheus/debs $(TOOLS)/bin
+	apt-get update -qq
+	# (as root apt warns that the download is "unsandboxed": harmless)
+	cd $(TOOLS)/prometheus/debs && apt-get download -qq $(PROMETHEUS_DEBS)
+	for deb in $(TOOLS)/prometheus/debs/*.deb; do dpkg-deb -x "$$deb" $(TOOLS)/prometheus/root || exit 1; done
+	ln -sf ../prometheus/root/usr/bin/promtool $(TOOLS)/bin/promtool
+	ln -sf ../prometheus/root/usr/bin/prometheus-pushgateway $(TOOLS)/bin/pushgateway
+	rm -rf $(TOOLS)/prometheus/debs
+	$(TOOLS)/bin/promtool --version | head -1 && $(TOOLS)/bin/pushgateway --version 2>&1 | head -1
+	touch $@
+
+# --- bench: the seed document's script against `jupyterhub-canary run` on a real local hub (~2 min) ---
+.PHONY: bench
+bench: install
+	$(BIN)/python -m bench.run --rounds 5

@@ -118,10 +118,78 @@ Checks of the values that the schema cannot express. Included by every template,
 
 {{/* The port of canary.hubUrl, for the NetworkPolicy. */}}
 {{- define "canary.hubPort" -}}
-{{- $url := urlParse .Values.canary.hubUrl }}
+{{- include "canary.urlPort" .Values.canary.hubUrl }}
+{{- end }}
+
+{{/* The port of an http(s) URL (the argument): its explicit port, else 443 or 80. */}}
+{{- define "canary.urlPort" -}}
+{{- $url := urlParse . }}
 {{- $port := regexFind ":[0-9]+$" $url.host | trimPrefix ":" }}
 {{- if $port }}{{ $port }}
 {{- else if eq $url.scheme "https" }}443
 {{- else }}80
 {{- end }}
+{{- end }}
+
+{{/*
+Seconds between two runs of cronjob.schedule: prometheusRule.schedulePeriodSeconds, else derived
+from the common schedule forms, else a `fail` that asks for it.
+*/}}
+{{- define "canary.schedulePeriodSeconds" -}}
+{{- $s := .Values.cronjob.schedule | trim }}
+{{- $given := .Values.prometheusRule.schedulePeriodSeconds }}
+{{- if not (kindIs "invalid" $given) }}{{ $given | int }}
+{{- else if regexMatch "^\\*/[0-9]+ \\* \\* \\* \\*$" $s }}{{ mul (regexFind "[0-9]+" $s | int) 60 }}
+{{- else if eq $s "* * * * *" }}60
+{{- else if or (eq $s "@hourly") (regexMatch "^[0-9]+ \\* \\* \\* \\*$" $s) }}3600
+{{- else if regexMatch "^[0-9]+ \\*/[0-9]+ \\* \\* \\*$" $s }}{{ mul (regexFind "/[0-9]+" $s | trimPrefix "/" | int) 3600 }}
+{{- else if or (eq $s "@daily") (eq $s "@midnight") (regexMatch "^[0-9]+ [0-9]+ \\* \\* \\*$" $s) }}86400
+{{- else }}
+{{- fail (printf "prometheusRule.schedulePeriodSeconds is required: the period of cronjob.schedule %q cannot be derived (the forms understood: */N * * * *, M * * * *, M */N * * *, M H * * *, @hourly, @daily)" $s) }}
+{{- end }}
+{{- end }}
+
+{{/* Seconds without a success after which the no-success alerts fire: two periods plus the Job's deadline. */}}
+{{- define "canary.noSuccessSeconds" -}}
+{{- add (mul 2 (include "canary.schedulePeriodSeconds" . | int)) (include "canary.activeDeadlineSeconds" . | int) }}
+{{- end }}
+
+{{/*
+The exit-code contract (app/exit_codes.py MEANING), for NOTES.txt and the alerts' annotations.
+tests/test_chart.py and tests/test_alerts.py check it against the CLI's table.
+*/}}
+{{- define "canary.exitCodes" -}}
+[
+  [0, "healthy: spawned, verified, stopped"],
+  [1, "internal error (a bug in the canary)"],
+  [10, "spawn failed (the hub or spawner reported failure)"],
+  [11, "spawn timed out"],
+  [12, "server unreachable (ready per the hub, but api/status failed)"],
+  [13, "stop failed: server left running"],
+  [14, "kernel failed: no kernel started, or it did not run the test code (--check-kernel)"],
+  [20, "hub unavailable (connection errors, 5xx, 429 after retries)"],
+  [21, "Kubernetes API unreachable while reading the token Secret"],
+  [77, "permission: token rejected by the hub, or Kubernetes forbids reading the Secret"],
+  [78, "configuration: bad flag or variable, invalid options, no token, Secret or key missing"],
+  [130, "interrupted by SIGINT, after cleanup"],
+  [143, "interrupted by SIGTERM, after cleanup"]
+]
+{{- end }}
+
+{{/* One line per exit code: "<code>  <meaning>". */}}
+{{- define "canary.exitCodeLines" -}}
+{{- range $i, $pair := include "canary.exitCodes" . | fromJsonArray }}
+{{- if $i }}{{ "\n" }}{{ end }}
+{{- printf "%-4v %s" (index $pair 0) (index $pair 1) }}
+{{- end }}
+{{- end }}
+
+{{/* A Prometheus alert template that names the meaning of the exit code in $value. */}}
+{{- define "canary.exitCodeMeaning" -}}
+{{ "{{" }} $code := printf "%.0f" $value {{ "}}" }}
+{{- range $i, $pair := include "canary.exitCodes" . | fromJsonArray }}
+{{- if $i }}{{ "{{" }} else if eq $code "{{ index $pair 0 }}" {{ "}}" }}{{ else }}{{ "{{" }} if eq $code "{{ index $pair 0 }}" {{ "}}" }}{{ end }}
+{{- index $pair 0 }}: {{ index $pair 1 }}
+{{- end }}
+{{- "{{" }} else {{ "}}" }}{{ "{{" }} $code {{ "}}" }}: not a code of this canary version{{ "{{" }} end {{ "}}" }}
 {{- end }}

@@ -1,0 +1,246 @@
+"""The chart's PrometheusRule, rendered by the real helm and checked by the real promtool
+(`promtool check rules`, `promtool test rules` with tests/alerts/*.test.yaml); and the chart's wiring of
+the kernel check and the Pushgateway (variables, NetworkPolicy egress).
+
+helm and promtool come from `make tools` (.tools/bin), or $HELM / $PROMTOOL.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from app.exit_codes import MEANING
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "chart"
+ALERT_TESTS = Path(__file__).resolve().parent / "alerts"
+RELEASE, NAMESPACE = "hub-canary", "monitoring"
+CRONJOB = "hub-canary-jupyterhub-canary"
+BASE = ("--set", "canary.hubUrl=https://hub.example.org/", "--set", "token.existingSecret=canary-token")
+RULE = ("--set", "prometheusRule.enabled=true")
+PUSH = ("--set", "pushgateway.url=http://prometheus-pushgateway.monitoring:9091")
+
+
+def _tool(name: str, variable: str) -> str:
+    for candidate in (os.environ.get(variable), ROOT / ".tools" / "bin" / name, shutil.which(name)):
+        if candidate and os.access(candidate, os.X_OK):
+            return str(candidate)
+    pytest.fail(f"{name} not found: run `make tools` (or set {variable})", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    return _tool("helm", "HELM")
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    return _tool("promtool", "PROMTOOL")
+
+
+def _run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, **kwargs)
+
+
+def render(helm: str, *args: str) -> list[dict]:
+    done = _run([helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args])
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def kinds(docs: list[dict], kind: str) -> list[dict]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def rules(helm: str, *args: str) -> list[dict]:
+    (rule,) = kinds(render(helm, *BASE, *RULE, *args), "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    return [r for group in rule["spec"]["groups"] for r in group["rules"]]
+
+
+def by_alert(rule_list: list[dict]) -> dict[str, list[dict]]:
+    found: dict[str, list[dict]] = {}
+    for r in rule_list:
+        found.setdefault(r["alert"], []).append(r)
+    return found
+
+
+def rule_file(helm: str, path: Path, *args: str, summaries_only: bool = False) -> Path:
+    """The rendered PrometheusRule's groups as a Prometheus rule file."""
+    (rule,) = kinds(render(helm, *BASE, *RULE, *PUSH, *args), "PrometheusRule")
+    groups = rule["spec"]["groups"]
+    if summaries_only:
+        # promtool compares an alert's annotations as a whole: the unit tests pin the summaries,
+        # the long descriptions are checked below and by `promtool check rules`.
+        for group in groups:
+            for r in group["rules"]:
+                r["annotations"] = {"summary": r["annotations"]["summary"]}
+    path.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    return path
+
+
+# --- rendered only when asked for ---
+
+
+def test_no_rule_unless_enabled(helm):
+    assert not kinds(render(helm, *BASE, *PUSH), "PrometheusRule")
+
+
+def test_kube_state_metrics_alerts_without_pushgateway(helm):
+    assert set(by_alert(rules(helm))) == {"JupyterHubCanaryJobFailed", "JupyterHubCanaryNoRecentSuccess"}
+
+
+def test_pushgateway_alerts_with_pushgateway(helm):
+    alerts = by_alert(rules(helm, *PUSH))
+    assert set(alerts) == {
+        "JupyterHubCanaryJobFailed", "JupyterHubCanaryNoRecentSuccess",
+        "JupyterHubCanaryFailing", "JupyterHubCanaryNoRecentSuccessPushed", "JupyterHubCanaryNoSuccessPushed",
+    }
+
+
+def test_rule_labels_and_alert_labels(helm):
+    docs = render(helm, *BASE, *RULE, "--set", "prometheusRule.labels.release=kube-prometheus-stack",
+                  "--set", "prometheusRule.alertLabels.team=ops")
+    (rule,) = kinds(docs, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert rule["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+    for r in rule["spec"]["groups"][0]["rules"]:
+        assert r["labels"] == {"severity": "critical", "team": "ops"}
+
+
+def test_lint_strict_with_every_alert(helm):
+    done = _run([helm, "lint", "--strict", str(CHART), "--namespace", NAMESPACE, *BASE, *RULE, *PUSH])
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- promtool ---
+
+
+def test_promtool_check_rules(helm, promtool, tmp_path):
+    path = rule_file(helm, tmp_path / "rules.yaml")
+    done = _run([promtool, "check", "rules", str(path)])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS: 5 rules found" in done.stdout and "FAILED" not in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def test_promtool_unit_tests(helm, promtool, tmp_path):
+    """Each alert fires on a failing series and stays quiet on a healthy one (tests/alerts/*.test.yaml)."""
+    rule_file(helm, tmp_path / "rules.yaml", summaries_only=True)
+    test_files = sorted(ALERT_TESTS.glob("*.test.yaml"))
+    assert test_files
+    for source in test_files:
+        shutil.copy(source, tmp_path / source.name)
+    done = _run([promtool, "test", "rules", *(p.name for p in test_files)], cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def test_promtool_unit_tests_can_fail(helm, promtool, tmp_path):
+    """The same tests against a rule file with a broken threshold fail: they do test the rules."""
+    path = rule_file(helm, tmp_path / "rules.yaml", summaries_only=True)
+    path.write_text(path.read_text().replace("> 2220", "> 999999"))
+    for source in ALERT_TESTS.glob("*.test.yaml"):
+        shutil.copy(source, tmp_path / source.name)
+    done = _run([promtool, "test", "rules", "canary-alerts.test.yaml"], cwd=tmp_path)
+    assert done.returncode != 0
+    assert "JupyterHubCanaryNoRecentSuccess" in done.stdout + done.stderr
+
+
+# --- what the annotations tell the operator ---
+
+
+def test_annotations_say_what_to_look_at(helm):
+    alerts = by_alert(rules(helm, *PUSH))
+    for name, found in alerts.items():
+        for r in found:
+            description = r["annotations"]["description"]
+            assert f"kubectl -n {NAMESPACE} " in description, name
+            assert r["annotations"]["summary"], name
+    job_failed = alerts["JupyterHubCanaryJobFailed"][0]["annotations"]["description"]
+    assert "logs job/{{ $labels.job_name }}" in job_failed
+    assert "state.terminated.exitCode" in job_failed and "state.terminated.message" in job_failed
+    for name in ("JupyterHubCanaryJobFailed", "JupyterHubCanaryFailing"):
+        description = alerts[name][0]["annotations"]["description"]
+        table = dict(re.findall(r"^(\d+) +(.+)$", description.partition("Exit codes:\n")[2], flags=re.MULTILINE))
+        assert table == {str(int(code)): meaning for code, meaning in MEANING.items()}, name
+
+
+def test_failing_alert_names_the_meaning_of_every_exit_code(helm):
+    summary = by_alert(rules(helm, *PUSH))["JupyterHubCanaryFailing"][0]["annotations"]["summary"]
+    meanings = dict(re.findall(r'eq \$code "(\d+)" }}\1: (.+?){{', summary))
+    assert meanings == {str(int(code)): meaning for code, meaning in MEANING.items()}
+
+
+# --- the no-success threshold: two schedule periods plus the Job's deadline ---
+
+
+def _threshold(helm: str, *args: str) -> int:
+    expr = by_alert(rules(helm, *args))["JupyterHubCanaryNoRecentSuccess"][0]["expr"]
+    (value,) = set(re.findall(r"> (\d+)", expr))
+    return int(value)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "period"),
+    [("*/10 * * * *", 600), ("*/5 * * * *", 300), ("* * * * *", 60), ("7 * * * *", 3600), ("@hourly", 3600),
+     ("15 */2 * * *", 7200), ("30 4 * * *", 86400), ("@daily", 86400)],
+)
+def test_threshold_from_the_schedule(helm, schedule, period):
+    deadline = 900 + 120  # canary.deadline + job.deadlineGraceSeconds
+    assert _threshold(helm, "--set-string", f"cronjob.schedule={schedule}") == 2 * period + deadline
+
+
+def test_threshold_from_an_explicit_period_and_deadline(helm):
+    assert _threshold(helm, "--set-string", "cronjob.schedule=0 9 * * 1-5",
+                      "--set", "prometheusRule.schedulePeriodSeconds=86400",
+                      "--set", "job.activeDeadlineSeconds=2000") == 2 * 86400 + 2000
+
+
+def test_an_unknown_schedule_form_asks_for_the_period(helm):
+    done = _run([helm, "template", RELEASE, str(CHART), *BASE, *RULE, "--set-string", "cronjob.schedule=0 9 * * 1-5"])
+    assert done.returncode != 0
+    assert "prometheusRule.schedulePeriodSeconds is required" in done.stderr
+
+
+# --- the kernel check and the Pushgateway in the CronJob and the NetworkPolicy ---
+
+
+def _env(docs: list[dict]) -> dict[str, str]:
+    (cronjob,) = kinds(docs, "CronJob")
+    (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def test_kernel_check_and_pushgateway_variables(helm):
+    default = _env(render(helm, *BASE))
+    assert default["CANARY_CHECK_KERNEL"] == "false" and default["CANARY_KERNEL_TIMEOUT"] == "60"
+    assert "CANARY_KERNEL_NAME" not in default and "CANARY_PUSHGATEWAY_URL" not in default
+    env = _env(render(helm, *BASE, *PUSH, "--set", "canary.checkKernel=true", "--set", "canary.kernelName=python3",
+                      "--set", "canary.kernelTimeout=90"))
+    assert env["CANARY_CHECK_KERNEL"] == "true" and env["CANARY_KERNEL_NAME"] == "python3"
+    assert env["CANARY_KERNEL_TIMEOUT"] == "90"
+    assert env["CANARY_PUSHGATEWAY_URL"] == "http://prometheus-pushgateway.monitoring:9091"
+
+
+def test_network_policy_lets_the_canary_reach_the_pushgateway(helm):
+    policy = "--set", "networkPolicy.enabled=true"
+    without = kinds(render(helm, *BASE, *policy), "NetworkPolicy")[0]["spec"]["egress"]
+    assert not any(rule.get("ports") == [{"port": 9091, "protocol": "TCP"}] for rule in without)
+    egress = kinds(render(helm, *BASE, *policy, *PUSH), "NetworkPolicy")[0]["spec"]["egress"]
+    assert len(egress) == len(without) + 1
+    assert {"ports": [{"port": 9091, "protocol": "TCP"}]} in egress
+    peers = kinds(render(helm, *BASE, *policy, *PUSH, "--set", "networkPolicy.pushgateway.to[0].ipBlock.cidr=10.1.2.3/32",
+                         "--set", "networkPolicy.pushgateway.ports[0].port=8080"), "NetworkPolicy")[0]["spec"]["egress"]
+    assert {"ports": [{"port": 8080}], "to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}]} in peers
+
+
+def test_schema_rejects_a_misspelt_prometheus_rule_key(helm):
+    done = _run([helm, "template", RELEASE, str(CHART), *BASE, "--set", "prometheusRule.enable=true"])
+    assert done.returncode != 0 and "enable" in done.stderr
