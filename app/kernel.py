@@ -118,7 +118,7 @@ class KernelCheck:
         return "ws" + url.removeprefix("http")  # http -> ws, https -> wss
 
     def _sslopt(self) -> dict[str, Any]:
-        verify = self.client.session.verify
+        verify = self.client.verify
         if verify is False:
             return {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
         if isinstance(verify, str):

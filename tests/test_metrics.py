@@ -1,0 +1,202 @@
+"""--pushgateway-url against a real Pushgateway (Debian's prometheus-pushgateway, from `make tools`),
+started by these tests on 127.0.0.1 with a free port: its /metrics is scraped after real runs against
+the local hub, and a push to a dead URL must only warn.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from app import metrics
+from app.exit_codes import ExitCode
+from tests.localhub import _free_ports, wait_for
+from tests.runner import run_main
+
+ROOT = Path(__file__).resolve().parent.parent
+GROUP_LABELS = {"job", "hub", "user", "instance"}  # the Pushgateway adds instance="" to every group
+
+
+def pushgateway_binary() -> str:
+    for candidate in (os.environ.get("PUSHGATEWAY"), ROOT / ".tools" / "bin" / "pushgateway", "/usr/bin/prometheus-pushgateway"):
+        if candidate and os.access(candidate, os.X_OK):
+            return str(candidate)
+    pytest.fail("no Pushgateway binary: run `make tools` (or set PUSHGATEWAY)", pytrace=False)
+
+
+class Pushgateway:
+    def __init__(self, binary: str, workdir: Path):
+        (self.port,) = _free_ports(1)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = workdir / "pushgateway.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [binary, f"--web.listen-address=127.0.0.1:{self.port}", "--persistence.file=", "--log.level=warn"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        try:
+            wait_for(self._ready, 20, f"the Pushgateway at {self.url}")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the Pushgateway exited: {self.log.read_text()}")
+        try:
+            return requests.get(self.url + "/-/ready", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def scrape(self) -> str:
+        response = requests.get(self.url + "/metrics", timeout=5)
+        response.raise_for_status()
+        return response.text
+
+    def samples(self, hub: str, user: str) -> dict[tuple[str, str | None], tuple[float, dict[str, str]]]:
+        """The canary's samples of one group: {(metric name, phase label): (value, labels)}."""
+        found = {}
+        for family in text_string_to_metric_families(self.scrape()):
+            if not family.name.startswith("jupyterhub_canary_"):
+                continue
+            for sample in family.samples:
+                if sample.labels.get("hub") == hub and sample.labels.get("user") == user:
+                    found[(sample.name, sample.labels.get("phase"))] = (sample.value, sample.labels)
+        return found
+
+
+@pytest.fixture(scope="module")
+def pushgateway(tmp_path_factory) -> Iterator[Pushgateway]:
+    gateway = Pushgateway(pushgateway_binary(), tmp_path_factory.mktemp("pushgateway"))
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+def canary(hub, user, token, tmp_path, *extra):
+    args = ["--hub-url", hub.url, "--user", user, "--termination-log", str(tmp_path / "termination-log"), *extra]
+    run = run_main(args, env={"JUPYTERHUB_API_TOKEN": token})
+    run.assert_no_secret(token, hub.admin_token)
+    return run
+
+
+@pytest.mark.hub
+def test_success_then_failure_as_the_pushgateway_shows_them(hub, hub_user, tmp_path, pushgateway):
+    user = hub_user()
+    hub.create_user(user)
+    token = hub.new_token(user)
+
+    before = time.time()
+    ok = canary(hub, user, token, tmp_path, "--pushgateway-url", pushgateway.url + "/", "--check-kernel")
+    after = time.time()
+    assert ok.exit_code == ExitCode.OK, ok.output
+    assert len(ok.named("metrics_pushed")) == 1, ok.output
+    assert ok.events[-1]["event"] == "canary_result", "the result still ends the run"
+    seen = pushgateway.samples(hub.url, user)
+    assert seen[("jupyterhub_canary_success", None)][0] == 1
+    assert seen[("jupyterhub_canary_exit_code", None)][0] == 0
+    assert seen[("jupyterhub_canary_attempts", None)][0] == 1
+    last_success = seen[("jupyterhub_canary_last_success_timestamp_seconds", None)][0]
+    assert before <= last_success <= after
+    phases = {phase: value for (name, phase), (value, _) in seen.items() if name == "jupyterhub_canary_duration_seconds"}
+    assert set(phases) == {"spawn_request", "ready_wait", "verify", "kernel", "stop", "total"}
+    for phase in ("spawn_request", "ready_wait", "verify", "kernel", "stop"):
+        assert phases[phase] == pytest.approx(ok.result["phases_ms"][phase] / 1000, abs=0.0005)
+    assert phases["total"] == pytest.approx(ok.result["duration_ms"] / 1000, abs=0.0005)
+    # Grouped by a stable job, the hub and the user: nothing per pod or per run.
+    for _, labels in seen.values():
+        assert set(labels) - {"phase"} == GROUP_LABELS
+        assert labels["job"] == "jupyterhub_canary" and labels["instance"] == ""
+
+    # The same group fails (the token was revoked): success 0, the exit code, and the last success kept.
+    revoked = "0" * 32
+    failed = canary(hub, user, revoked, tmp_path, "--pushgateway-url", pushgateway.url)
+    assert failed.exit_code == ExitCode.PERMISSION, failed.output
+    seen = pushgateway.samples(hub.url, user)
+    assert seen[("jupyterhub_canary_success", None)][0] == 0
+    assert seen[("jupyterhub_canary_exit_code", None)][0] == 77
+    assert seen[("jupyterhub_canary_attempts", None)][0] == 1
+    assert seen[("jupyterhub_canary_last_success_timestamp_seconds", None)][0] == last_success
+    # The failed run's durations replaced the successful run's: no stale phases.
+    phases = {phase for (name, phase) in seen if name == "jupyterhub_canary_duration_seconds"}
+    assert phases == {"total"}
+    assert token not in pushgateway.scrape()
+
+
+@pytest.mark.hub
+def test_a_group_that_never_succeeded_has_no_last_success(hub, hub_user, tmp_path, pushgateway):
+    user = hub_user("failmissing-")
+    hub.create_user(user)
+    run = canary(hub, user, hub.new_token(user), tmp_path, "--pushgateway-url", pushgateway.url, "--attempts", "1")
+    assert run.exit_code == ExitCode.SPAWN_FAILED, run.output
+    seen = pushgateway.samples(hub.url, user)
+    assert seen[("jupyterhub_canary_success", None)][0] == 0
+    assert seen[("jupyterhub_canary_exit_code", None)][0] == 10
+    assert ("jupyterhub_canary_last_success_timestamp_seconds", None) not in seen
+    assert ("jupyterhub_canary_duration_seconds", "spawn_request") in seen
+    assert hub.servers(user) == {}
+
+
+@pytest.mark.hub
+def test_a_push_to_a_dead_pushgateway_only_warns(hub, hub_user, tmp_path, free_port):
+    user = hub_user()
+    hub.create_user(user)
+    run = canary(hub, user, hub.new_token(user), tmp_path, "--pushgateway-url", f"http://127.0.0.1:{free_port}")
+    assert run.exit_code == ExitCode.OK, run.output
+    assert run.result["outcome"] == "ok"
+    (warning,) = run.named("metrics_push_failed")
+    assert warning["level"] == "warning"
+    assert "Connection refused" in warning["error"] or "URLError" in warning["error"], warning
+    assert not run.named("metrics_pushed")
+
+
+@pytest.mark.hub
+def test_a_failed_push_keeps_a_failures_exit_code(hub, hub_user, tmp_path, free_port):
+    user = hub_user()
+    hub.create_user(user)
+    bad = "f" * 32
+    run = canary(hub, user, bad, tmp_path, "--pushgateway-url", f"http://127.0.0.1:{free_port}")
+    assert run.exit_code == ExitCode.PERMISSION, run.output
+    assert run.result["reason"] == "permission"
+    assert len(run.named("metrics_push_failed")) == 1
+    assert metrics.push(f"http://127.0.0.1:{free_port}", "h", "u", metrics.RunMetrics(True, 0, 1, 1.0), timeout=2) is False
+
+
+def test_the_push_carries_last_success_only_on_success():
+    from prometheus_client import generate_latest
+
+    ok = generate_latest(metrics.registry_for(metrics.RunMetrics(True, 0, 1, 2.5, {"verify": 12, "kernel": None})))
+    failed = generate_latest(metrics.registry_for(metrics.RunMetrics(False, 12, 3, 9.0, {"verify": 12})))
+    assert b"jupyterhub_canary_last_success_timestamp_seconds" in ok
+    assert b"jupyterhub_canary_last_success_timestamp_seconds" not in failed
+    assert b'phase="kernel"' not in ok, "a phase that did not run is left out"
+    assert b'jupyterhub_canary_duration_seconds{phase="verify"} 0.012' in ok
+    assert b"jupyterhub_canary_exit_code 12.0" in failed
+
+
+def test_run_does_not_import_the_metrics_or_websocket_libraries():
+    """Cold start: prometheus_client and websocket-client are imported only when pushing / checking a kernel."""
+    code = (
+        "import sys, app.cli, app.cycle; "
+        "loaded = [m for m in ('prometheus_client', 'websocket', 'kubernetes') if m in sys.modules]; "
+        "print(loaded); sys.exit(1 if loaded else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
