@@ -626,4 +626,4 @@ def test_readme_has_install_example_and_hub_side_setup():
     readme = (CHART / "README.md").read_text()
     assert "helm install" in readme
     assert "## Hub-side setup" in readme
-    assert "access:servers!user=canary" in readme
+    assert "access:servers!user=jupyterhub-canary" in readme
