@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+from tests.background import serve_in_background, stop_serving
+
 # RFC 9110 hop-by-hop headers: meaningful for one connection only, never forwarded.
 HOP_BY_HOP = {
     "connection",
@@ -82,22 +84,17 @@ class FaultProxy:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}{self.base_path}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="faultproxy", daemon=True
-        )
-        self._thread.start()
+        self._thread = serve_in_background(self._server, "faultproxy")
         return self
 
     def stop(self) -> None:
         """Stop serving and cut open upstream connections (a pending event stream included)."""
         if self._server is None:
             return
-        self._server.shutdown()
-        self._server.server_close()
-        with self._lock:
+        with self._lock:  # first, so that a pending event stream lets its handler thread go
             for conn in self._open_upstreams:
                 _shutdown_socket(conn.sock)
-        self._thread.join(timeout=5)
+        stop_serving(self._server, self._thread)
         self._server = None
 
     def __enter__(self) -> FaultProxy:

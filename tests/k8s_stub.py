@@ -23,6 +23,8 @@ from pathlib import Path
 
 import trustme
 
+from tests.background import serve_in_background, stop_serving
+
 SECRET_PATH = re.compile(r"^/api/v1/namespaces/(?P<namespace>[^/]+)/secrets/(?P<name>[^/]+)$")
 SECRETS_PATH = re.compile(r"^/api/v1/namespaces/(?P<namespace>[^/]+)/secrets$")
 BEARER = re.compile(r"^[Bb]earer \S+$")  # the Python client sends "bearer <token>" in-cluster
@@ -77,18 +79,13 @@ class SecretStub:
         self._server = _TLSServer((self.host, 0), Handler, self._ssl_context)
         self.port = self._server.server_address[1]
         self.url = f"https://{self.host}:{self.port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="secretstub", daemon=True
-        )
-        self._thread.start()
+        self._thread = serve_in_background(self._server, "secretstub")
         return self
 
     def stop(self) -> None:
         if self._server is None:
             return
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        stop_serving(self._server, self._thread)
         self._server = None
 
     def __enter__(self) -> SecretStub:

@@ -22,6 +22,8 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from tests.background import serve_in_background, stop_serving
+
 ACCESS_TOKEN_LIFETIME = 3600  # seconds, as announced in `expires_in`; never enforced
 
 
@@ -51,15 +53,12 @@ class FakeOAuthProvider:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-oauth", daemon=True)
-        self._thread.start()
+        self._thread = serve_in_background(self._server, "fake-oauth")
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
+            stop_serving(self._server, self._thread)
             self._server = None
 
     def __enter__(self) -> FakeOAuthProvider:
