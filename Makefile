@@ -8,7 +8,7 @@ COMPAT_VENV := .venv-compat
 # The older JupyterHub line the real-hub tests also pass on (`make test-compat`).
 COMPAT_JUPYTERHUB := jupyterhub>=5.1,<6
 
-.PHONY: install demo test test-compat clean
+.PHONY: install demo test test-compat lint clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -34,6 +34,10 @@ test-compat: node_modules/.installed
 	$(COMPAT_VENV)/bin/pip install --quiet --upgrade pip
 	$(COMPAT_VENV)/bin/pip install --quiet -e '.[test]' '$(COMPAT_JUPYTERHUB)'
 	$(COMPAT_VENV)/bin/pytest -m hub
+
+# Python style and likely bugs (ruff: pycodestyle, pyflakes, isort, bugbear, pyupgrade; pyproject.toml).
+lint: install
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf $(VENV) $(COMPAT_VENV) node_modules .tools build *.egg-info

@@ -145,7 +145,9 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("--token-secret", _text, None, "read the API token from this Kubernetes Secret", "NAME"),
     Option("--token-secret-key", _text, "token", "the key of the token in that Secret", "KEY"),
     Option("--token-secret-namespace", _text, None, "the Secret's namespace (default: the pod's own, else 'default')", "NS"),
-    Option("--token-file", _existing_file, None, f"read the API token from this file (after the Secret, before ${TOKEN_ENV})", "PATH"),
+    Option(
+        "--token-file", _existing_file, None, f"read the API token from this file (after the Secret, before ${TOKEN_ENV})", "PATH"
+    ),
     Option("--token-expiry-warning", _positive_seconds, 7 * 86400.0, "warn when the token expires within this many seconds", "S"),
     Option("--spawn-timeout", _positive_seconds, 300.0, "seconds from the spawn request until the server must be ready", "S"),
     Option("--stop-timeout", _positive_seconds, 120.0, "seconds the server may take to stop", "S"),
@@ -160,7 +162,10 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("--pushgateway-url", _pushgateway_url, None, "push the run's metrics to this Prometheus Pushgateway", "URL"),
     Option("--log-format", _choice(*LOG_FORMATS), "json", "json (one object per line) or console", "FORMAT"),
     Option("--log-level", _choice(*LOG_LEVELS), "info", "the least severe level logged", "LEVEL"),
-    Option("--termination-log", _path, None, f"where to write the one-line summary (default {DEFAULT_TERMINATION_LOG} when writable)", "PATH"),
+    Option(
+        "--termination-log", _path, None,
+        f"where to write the one-line summary (default {DEFAULT_TERMINATION_LOG} when writable)", "PATH",
+    ),
 )
 
 
@@ -180,8 +185,13 @@ TOKEN_COMMAND_OPTIONS: tuple[Option, ...] = (
     *_shared("--hub-url", "--user"),
     Option("--admin-token-secret", _text, None, "read the admin token from this Kubernetes Secret", "NAME"),
     Option("--admin-token-secret-key", _text, "token", "the key of the admin token in that Secret", "KEY"),
-    Option("--admin-token-secret-namespace", _text, None, "that Secret's namespace (default: the pod's own, else 'default')", "NS"),
-    Option("--admin-token-file", _existing_file, None, f"read the admin token from this file (after the Secret, before ${ADMIN_TOKEN_ENV})", "PATH"),
+    Option(
+        "--admin-token-secret-namespace", _text, None, "that Secret's namespace (default: the pod's own, else 'default')", "NS"
+    ),
+    Option(
+        "--admin-token-file", _existing_file, None,
+        f"read the admin token from this file (after the Secret, before ${ADMIN_TOKEN_ENV})", "PATH",
+    ),
     Option("--create-user", _switch, False, "create the user if it does not exist", switch=True),
     Option("--scopes", _scope_list, None, "the token's scopes, comma-separated (default: the least the canary needs)", "SCOPES"),
     Option("--inherit-scopes", _switch, False, "give the token all of the user's own permissions", switch=True),

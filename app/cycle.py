@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from datetime import datetime, timezone
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import tenacity
@@ -46,7 +46,7 @@ class Canary:
         interrupted: Callable[[], None] = lambda: None,
         clock: Clock = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
-        utcnow: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        utcnow: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
         self.config = config
         self.client = client

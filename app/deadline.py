@@ -20,7 +20,7 @@ class Deadline:
     def expired(self) -> bool:
         return self.remaining() <= 0.0
 
-    def within(self, seconds: float) -> "Deadline":
+    def within(self, seconds: float) -> Deadline:
         """A shorter budget that starts now and never outlives this one."""
         return Deadline(min(seconds, self.remaining()), self._clock)
 

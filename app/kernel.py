@@ -18,7 +18,7 @@ import logging
 import ssl
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -221,7 +221,7 @@ def execute_request(msg_id: str, session: str, code: str = CODE) -> dict[str, An
             "msg_id": msg_id,
             "session": session,
             "username": "jupyterhub-canary",
-            "date": datetime.now(timezone.utc).isoformat(),
+            "date": datetime.now(UTC).isoformat(),
             "msg_type": "execute_request",
             "version": PROTOCOL_VERSION,
         },

@@ -66,7 +66,7 @@ class SecretStore:
     def close(self) -> None:
         self._api.api_client.close()
 
-    def __enter__(self) -> "SecretStore":
+    def __enter__(self) -> SecretStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -56,7 +56,7 @@ class SignalGuard:
         if self.received is not None:
             raise Interrupted(self.received)
 
-    def __enter__(self) -> "SignalGuard":
+    def __enter__(self) -> SignalGuard:
         for signum in HANDLED:
             self._previous[signum] = signal.signal(signum, self._handle)
         return self
@@ -69,7 +69,7 @@ class SignalGuard:
 class NoSignals(SignalGuard):
     """Handlers can only be installed in the main thread; elsewhere (a test's thread) run without them."""
 
-    def __enter__(self) -> "SignalGuard":
+    def __enter__(self) -> SignalGuard:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -7,7 +7,7 @@ Read it with
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from app import logs
@@ -20,7 +20,7 @@ def summary(outcome: str, exit_code: int, message: str) -> str:
         "outcome": outcome,
         "exit_code": exit_code,
         "message": logs.mask(message),
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     line = json.dumps(record)
     while len(line.encode("utf-8")) >= MAX_BYTES:

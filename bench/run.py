@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.k8s_stub import SecretStub  # noqa: E402
-from tests.localhub import LocalHub, wait_for  # noqa: E402
+from tests.localhub import LocalHub  # noqa: E402
 
 BIN = Path(sys.executable).parent
 CANARY = BIN / "jupyterhub-canary"
@@ -217,7 +217,12 @@ def report(data: dict) -> str:
 
     lag_c, lag_s = values(canary, "lag_ms"), values(script, "lag_ms")
     cyc_c, cyc_s = values(canary, "cycle_s"), values(script, "cycle_s")
-    ratios = [s / c for s, c in zip(cyc_s, cyc_c)]
+    # Script and canary cycles of the same round, side by side (a round missing either is left out).
+    ratios = [
+        s["cycle_s"] / c["cycle_s"]
+        for s, c in zip(script, canary, strict=True)
+        if s.get("cycle_s") is not None and c.get("cycle_s") is not None
+    ]
     rss = values(canary, "max_rss_mb")
     cpu = values(canary, "cpu_s")
     checks = [
@@ -231,12 +236,13 @@ def report(data: dict) -> str:
     lines = [
         "# Benchmark: `jupyterhub-canary run` against the seed document's test script",
         "",
-        "Reproduce: `make bench` (`.venv/bin/python -m bench.run --rounds %d`, about 2 minutes)."
-        " This run: %s; raw numbers in bench/results.json." % (data["rounds"], data["when"]),
+        f"Reproduce: `make bench` (`.venv/bin/python -m bench.run --rounds {data['rounds']}`, about 2 minutes)."
+        f" This run: {data['when']}; raw numbers in bench/results.json.",
         "",
         f"Machine: {data['machine']}. JupyterHub {data['hub_version']} (tests/localhub.py: SimpleLocalProcessSpawner,"
         " node configurable-http-proxy), `slow_spawn_timeout` 1 s, users `slow1-*` whose server process starts 1 s after the"
-        " request (then jupyter-server's own start-up): ready a few seconds after the request. The script and the canary run alternately, one cycle at a time, each on a fresh user.",
+        " request (then jupyter-server's own start-up): ready a few seconds after the request."
+        " The script and the canary run alternately, one cycle at a time, each on a fresh user.",
         "",
         "Medians, (min–max) over the rounds:",
         "",
@@ -300,9 +306,10 @@ NOTES = """## How it is measured, and why the numbers are what they are
 - **CPU and RSS** are the child process's own rusage, taken by bench/launch.py, a small stdlib-only
   launcher the child is forked from (forked from the benchmark itself, the child would report the
   benchmark's RSS: Linux carries a peak RSS across exec). The floor is the launcher's ~8 MB. The
-  canary is Python with requests, structlog and tenacity. prometheus_client and websocket-client are imported only with `--pushgateway-url` /
-  `--check-kernel`; the `kubernetes` client only when the token comes from a Secret — which is why the
-  Secret cold start is several times the token-file one (importing the client's `CoreV1Api` costs most of it).
+  canary is Python with requests, structlog and tenacity. prometheus_client and websocket-client are
+  imported only with `--pushgateway-url` / `--check-kernel`; the `kubernetes` client only when the token
+  comes from a Secret — which is why the Secret cold start is several times the token-file one
+  (importing the client's `CoreV1Api` costs most of it).
 """
 
 

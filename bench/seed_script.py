@@ -4,10 +4,9 @@ come from the environment instead of being edited in: BENCH_HUB_URL, BENCH_TOKEN
 Everything else — the 5 s polling, the prints, the DELETE that does not wait — is the seed's.
 """
 import os
-
-import requests
 import time
 
+import requests
 
 jupyterhub_url = os.environ["BENCH_HUB_URL"].rstrip("/")
 api_token = os.environ["BENCH_TOKEN"]

@@ -568,7 +568,7 @@ def test_manifests_validate_strictly_for_every_kubernetes_version(helm, tmp_path
         return _run([str(validator), "--strict", "--kubernetes-version", version, *files])
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        results = dict(zip(versions, pool.map(validate, versions)))
+        results = dict(zip(versions, pool.map(validate, versions), strict=True))
     for version, done in results.items():
         problems = [line for line in done.stdout.splitlines() if not line.startswith("INFO ")]
         assert done.returncode == 0 and not problems, f"Kubernetes {version}:\n" + "\n".join(problems) + done.stderr

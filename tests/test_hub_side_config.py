@@ -20,7 +20,6 @@ The provider is tests/oauth_provider.py; the hubs are tests/localhub.py with `ex
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
