@@ -182,8 +182,12 @@ def _run(config: Config, started: float) -> int:
     if config.insecure_skip_tls_verify:
         log.warning("tls_verification_disabled", hint="--insecure-skip-tls-verify: the hub's identity is not checked")
     in_main_thread = threading.current_thread() is threading.main_thread()
+    canary: Canary | None = None
+
+    def report(exit_code: int, outcome: str, **details: Any) -> int:
+        return _finish(exit_code, outcome, started, config.termination_log, canary, config=config, **details)
+
     with SignalGuard() if in_main_thread else NoSignals() as guard:
-        canary: Canary | None = None
         try:
             with guard.armed():
                 token = read_token(config.token_source, config.request_timeout)
@@ -201,33 +205,20 @@ def _run(config: Config, started: float) -> int:
                 if canary is not None:
                     canary.cleanup()  # a no-op unless the signal came before the attempt's own cleanup
             except CanaryError as stop_failed:  # 13 wins over the interruption
-                return _finish(
-                    stop_failed.exit_code, "failed", started, config.termination_log, canary, config=config,
-                    reason=stop_failed.reason, message=str(stop_failed),
-                )
-            return _finish(
-                exc.exit_code, "interrupted", started, config.termination_log, canary, config=config,
-                reason="interrupted", message=str(exc),
-            )
+                return report(stop_failed.exit_code, "failed", reason=stop_failed.reason, message=str(stop_failed))
+            return report(exc.exit_code, "interrupted", reason="interrupted", message=str(exc))
         except CanaryError as exc:
-            return _finish(
-                exc.exit_code, "failed", started, config.termination_log, canary, config=config,
-                reason=exc.reason, message=str(exc),
+            return report(
+                exc.exit_code, "failed", reason=exc.reason, message=str(exc),
                 last_progress_message=exc.progress_message or (canary and canary.last_progress_message),
             )
         except Exception as exc:  # a bug: say so, with the traceback, and exit 1
             log.exception("internal_error")
-            return _finish(
-                ExitCode.INTERNAL_ERROR, "failed", started, config.termination_log, canary, config=config,
-                reason="internal_error", message=f"internal error: {exc!r}",
-            )
+            return report(ExitCode.INTERNAL_ERROR, "failed", reason="internal_error", message=f"internal error: {exc!r}")
         finally:
             if canary is not None:
                 canary.client.close()
-    return _finish(
-        ExitCode.OK, "ok", started, config.termination_log, canary, config=config,
-        message="spawned, verified and stopped",
-    )
+    return report(ExitCode.OK, "ok", message="spawned, verified and stopped")
 
 
 def _finish(
