@@ -308,8 +308,12 @@ NOTES = """## How it is measured, and why the numbers are what they are
   benchmark's RSS: Linux carries a peak RSS across exec). The floor is the launcher's ~8 MB. The
   canary is Python with requests, structlog and tenacity. prometheus_client and websocket-client are
   imported only with `--pushgateway-url` / `--check-kernel`; the `kubernetes` client only when the token
-  comes from a Secret — which is why the Secret cold start is several times the token-file one
-  (importing the client's `CoreV1Api` costs most of it).
+  comes from a Secret — which is why the Secret cold start is several times the token-file one.
+  The benchmark runs in the test environment, where the Secret figure is inflated: there
+  `import kubernetes` also imports the test-only `kubernetes-validate` (through
+  `kubernetes.dynamic`), about 1.1 s more. In an environment with only the runtime dependencies, as
+  in the image, `import kubernetes` plus `CoreV1Api` took 0.6 s (0.20 + 0.40 s, measured by hand with
+  `pip install .` into a fresh venv), so expect a Secret cold start of roughly 0.9 s there.
 """
 
 
