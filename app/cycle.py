@@ -152,8 +152,12 @@ class Canary:
             self.phases_ms[phase] = elapsed_ms(started, self._clock)
             log.info("phase_done", phase=phase, duration_ms=self.phases_ms[phase])
 
+    def budget_before_stop(self) -> Deadline:
+        """What is left of the deadline once the stop's budget is set aside (at least a second)."""
+        return self.deadline.within(max(1.0, self.deadline.remaining() - self.config.stop_timeout))
+
     def preflight(self) -> None:
-        budget = self.deadline.within(max(1.0, self.deadline.remaining() - self.config.stop_timeout))
+        budget = self.budget_before_stop()
         self.hub_version = self.client.version(budget)
         log.info("hub_reachable", hub_version=self.hub_version)
         owner = self.client.whoami(budget)
@@ -195,8 +199,7 @@ class Canary:
     def request_spawn(self, deadline: Deadline) -> bool:
         """POST the spawn request; True when the hub says the server is ready already (201)."""
         path = self.client.server_path(self.user, self.server_name)
-        body = self.config.user_options
-        response = self.client.api("POST", path, deadline, json=body if body is not None else None)
+        response = self.client.api("POST", path, deadline, json=self.config.user_options)
         status = response.status_code
         log.info("spawn_requested", status=status)
         if status in (201, 202):
@@ -214,22 +217,13 @@ class Canary:
             return False
         if status >= 500:
             # The hub's answer is generic ("Internal Server Error"); the spawner's reason is in the
-            # progress stream, which still holds the `failed` event.
-            reason = self._failure_from_progress(deadline)
-            if reason:
-                raise SpawnFailed(f"the spawn failed ({status}): {reason}", progress_message=reason)
+            # progress stream, which still holds the `failed` event: following it raises SpawnFailed
+            # with that reason.
+            try:
+                self._follow_progress(deadline.within(5.0))
+            except StreamUnavailable:
+                pass
         raise SpawnFailed(f"the hub refused the spawn: {status} {message}")
-
-    def _failure_from_progress(self, deadline: Deadline) -> str | None:
-        try:
-            for event in self.client.progress_events(self.user, self.server_name, deadline.within(5.0)):
-                log.info("spawn_progress", progress=event.get("progress"), message=event.get("message"))
-                if event.get("failed") and event.get("message"):
-                    self.last_progress_message = str(event["message"])
-                    return self.last_progress_message
-        except StreamUnavailable:
-            pass
-        return None
 
     def wait_until_ready(self, deadline: Deadline, ready_already: bool) -> None:
         if ready_already and self._is_ready(deadline):
@@ -321,7 +315,7 @@ class Canary:
             kernel_name=self.config.kernel_name,
             timeout=self.config.kernel_timeout,
             # Whatever the kernel takes, the stop keeps its budget.
-            deadline=self.deadline.within(max(1.0, self.deadline.remaining() - self.config.stop_timeout)),
+            deadline=self.budget_before_stop(),
         ).run()
 
     def stop_server(self, *, stale: bool) -> None:

@@ -97,13 +97,6 @@ class SecretStore:
         with self._errors("get"):
             return self._api.read_namespaced_secret(self.name, self.namespace, _request_timeout=self._timeout)
 
-    def exists(self) -> bool:
-        try:
-            self.read()
-        except ConfigError:
-            return False
-        return True
-
     def read_key(self, key: str) -> str:
         """The decoded value of `key`, whitespace stripped."""
         data = self.read().data or {}
