@@ -27,7 +27,7 @@ from app.config import (
     resolve,
 )
 from app.cycle import PHASES, Canary
-from app.deadline import elapsed_ms
+from app.deadline import Deadline, elapsed_ms
 from app.errors import CanaryError, ConfigError, Interrupted
 from app.exit_codes import MEANING, ExitCode
 from app.hub import HubClient
@@ -187,16 +187,22 @@ def _run(config: Config, started: float) -> int:
     def report(exit_code: int, outcome: str, **details: Any) -> int:
         return _finish(exit_code, outcome, started, config.termination_log, canary, config=config, **details)
 
+    # The whole run's budget, from the process start: reading the token counts too.
+    deadline = Deadline(config.deadline, clock=time.monotonic)
+    # The guard stays installed until the result is reported: a signal while it is being reported is
+    # remembered, and the one result line and the termination message are still written.
     with SignalGuard() if in_main_thread else NoSignals() as guard:
         try:
             with guard.armed():
-                token = read_token(config.token_source, config.request_timeout)
+                token = read_token(config.token_source, min(config.request_timeout, deadline.remaining()))
                 logs.add_secret(token)
                 log.info("token_loaded", source=config.token_source.describe())
                 client = HubClient(
                     config.hub_url, token, request_timeout=config.request_timeout, verify=config.tls_verify
                 )
-                canary = Canary(config, client, shield=guard.shield, interrupted=guard.raise_if_received)
+                canary = Canary(
+                    config, client, shield=guard.shield, interrupted=guard.raise_if_received, deadline=deadline
+                )
                 canary.run()
             guard.raise_if_received()
         except Interrupted as exc:
@@ -206,6 +212,12 @@ def _run(config: Config, started: float) -> int:
                     canary.cleanup()  # a no-op unless the signal came before the attempt's own cleanup
             except CanaryError as stop_failed:  # 13 wins over the interruption
                 return report(stop_failed.exit_code, "failed", reason=stop_failed.reason, message=str(stop_failed))
+            except Exception as bug:  # a bug in the cleanup: the server may be left running
+                log.exception("internal_error")
+                return report(
+                    ExitCode.STOP_FAILED, "failed", reason="stop_failed",
+                    message=f"the server may be left running: the cleanup failed with {bug!r}",
+                )
             return report(exc.exit_code, "interrupted", reason="interrupted", message=str(exc))
         except CanaryError as exc:
             return report(
@@ -218,7 +230,7 @@ def _run(config: Config, started: float) -> int:
         finally:
             if canary is not None:
                 canary.client.close()
-    return report(ExitCode.OK, "ok", message="spawned, verified and stopped")
+        return report(ExitCode.OK, "ok", message="spawned, verified and stopped")
 
 
 def _finish(
@@ -248,6 +260,8 @@ def _finish(
     if outcome != "ok":
         result["reason"] = reason
         result["last_progress_message"] = last_progress_message
+        # Each failed attempt's reason, in order: the run's story when the attempts failed differently.
+        result["attempt_reasons"] = [failure.reason for failure in canary.failures] if canary else []
     if config is not None and config.pushgateway_url:
         _push_metrics(config, result)
     level = log.info if exit_code == ExitCode.OK else log.error

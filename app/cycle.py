@@ -1,9 +1,13 @@
 """The canary's cycle: preflight -> clear a stale server -> spawn -> wait until ready -> verify
 [-> kernel] -> stop.
 
-Attempts are repeated (tenacity) for failures that may be transient, never beyond the deadline.
-Whatever happens after the spawn request — failure, timeout, exception, SIGTERM or SIGINT — the
-server is stopped before the attempt ends (signals are held off while it stops).
+Attempts are repeated (tenacity) for failures that may be transient, never beyond the deadline,
+and only when another attempt still has time to succeed. Whatever happens after the spawn request —
+failure, timeout, exception, SIGTERM or SIGINT — the server is stopped before the attempt ends
+(signals are held off while it stops, and acted on as soon as it is stopped).
+
+The hub's REST dialect (status codes, what is retried or resent) lives in app/hub.py; this module
+sees plain outcomes: ready or pending, stopped or not.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ from app import logs
 from app.config import Config
 from app.deadline import Clock, Deadline, elapsed_ms
 from app.errors import CanaryError, HubUnavailable, PermissionDenied, ServerUnreachable, SpawnFailed, SpawnTimeout, StopFailed
-from app.hub import HubClient, StreamUnavailable, hub_message
+from app.hub import HubClient, SpawnRefused, StreamUnavailable
 
 PHASES = ("spawn_request", "ready_wait", "verify", "stop")
 KERNEL_PHASE = "kernel"  # only with --check-kernel, between verify and stop
 POLL_INTERVAL = 1.0  # polling the user model when the progress stream is not available
-STOP_POLL_INTERVAL = 0.5
+# Another attempt is started only with at least this share of --spawn-timeout left to spawn in: one
+# with less would most likely time out (11) and hide the cause of the attempts before it.
+MIN_SPAWN_SHARE = 0.5
 
 log = logs.get_logger()
 
@@ -47,6 +53,7 @@ class Canary:
         clock: Clock = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         utcnow: Callable[[], datetime] = lambda: datetime.now(UTC),
+        deadline: Deadline | None = None,
     ):
         self.config = config
         self.client = client
@@ -57,25 +64,34 @@ class Canary:
         self._clock = clock
         self._sleep = sleep
         self._utcnow = utcnow
-        self.deadline = Deadline(config.deadline, clock)
+        # The run's budget; cli.py starts it with the process, so that reading the token counts too.
+        self.deadline = deadline or Deadline(config.deadline, clock)
         # What the result reports, kept up to date as the run goes.
         self.attempts = 0
         self.hub_version: str | None = None
         self.phases_ms: dict[str, int] = {}
         self.last_progress_message: str | None = None
+        self.failures: list[CanaryError] = []
         self.server_may_be_running = False
+        # The server's URL as the hub gives it (its model's `url`), once seen.
+        self.server_url: str | None = None
+        self._spawn_cut_short = False  # this attempt's spawn budget was cut by the deadline
 
     # --- the run: attempts with retries ---
 
     def run(self) -> None:
-        """Run until one attempt passes; raise the last attempt's failure otherwise."""
+        """Run until one attempt passes; raise the most telling failure otherwise (see `telling_failure`)."""
 
         def retryable(exc: BaseException) -> bool:
             return isinstance(exc, CanaryError) and exc.retryable
 
         def no_time_left(state: tenacity.RetryCallState) -> bool:
             # Another attempt needs time to spawn something and still stop it.
-            return self.deadline.remaining() - state.upcoming_sleep <= self.config.stop_timeout + 1
+            spawn_budget = self.deadline.remaining() - state.upcoming_sleep - self.config.stop_timeout
+            if spawn_budget >= self.config.spawn_timeout * MIN_SPAWN_SHARE:
+                return False
+            log.info("no_further_attempt", reason="too little time left to spawn", spawn_budget_s=round(spawn_budget, 1))
+            return True
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception()
@@ -94,16 +110,39 @@ class Canary:
             before_sleep=before_sleep,
             reraise=True,
         )
-        for attempt in retrying:
-            with attempt:
-                self.attempt(attempt.retry_state.attempt_number)
+        try:
+            for attempt in retrying:
+                with attempt:
+                    self.attempt(attempt.retry_state.attempt_number)
+        except CanaryError as exc:
+            telling = self.telling_failure(exc)
+            if telling is exc:
+                raise
+            raise telling from None
+
+    def telling_failure(self, last: CanaryError) -> CanaryError:
+        """The failure to report: the last one, unless it is a spawn timeout that the deadline, not the
+        hub, made (its spawn budget was cut short): then the failure of the attempt before it."""
+        if isinstance(last, SpawnTimeout) and self._spawn_cut_short and len(self.failures) > 1:
+            earlier = self.failures[-2]
+            log.info("reporting_earlier_failure", reason=earlier.reason, instead_of=last.reason)
+            return earlier
+        return last
 
     # --- one attempt ---
 
     def attempt(self, number: int) -> None:
+        try:
+            self._attempt(number)
+        except CanaryError as exc:
+            self.failures.append(exc)
+            raise
+
+    def _attempt(self, number: int) -> None:
         self._raise_if_interrupted()  # a signal during the last cleanup ends the run
         self.attempts = number
         self.phases_ms = {}
+        self._spawn_cut_short = False
         with logs.bound(attempt=number):
             self.preflight()
             with self._shield():
@@ -111,6 +150,7 @@ class Canary:
             spawn_budget = self.deadline.remaining() - self.config.stop_timeout
             if spawn_budget <= 0:
                 raise SpawnTimeout("no time left within --deadline to spawn and still stop the server")
+            self._spawn_cut_short = spawn_budget < self.config.spawn_timeout
             spawn_deadline = Deadline(min(self.config.spawn_timeout, spawn_budget), self._clock)
             # A request lost in flight may still start a server: from here on, always stop.
             self.server_may_be_running = True
@@ -141,7 +181,7 @@ class Canary:
         if not self.server_may_be_running:
             return
         with self._shield():
-            self.timed("stop", self.stop_server, stale=False)
+            self.timed("stop", self.stop_server, Deadline(self.config.stop_timeout, self._clock), stale=False)
             self.server_may_be_running = False
 
     def timed(self, phase: str, step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -186,36 +226,22 @@ class Canary:
             log.info("token_expiry", token_expires_in_s=seconds, expires_at=expires_at.isoformat())
 
     def clear_stale_server(self) -> None:
-        deadline = Deadline(self.config.stop_timeout, self._clock)
+        # Within the run's deadline: a stale server's stop is part of the run, not extra time.
+        deadline = self.deadline.within(self.config.stop_timeout)
         model = self.client.server_model(self.user, self.server_name, deadline)
         if model is None:
             return
         log.warning(
             "stale_server_found", pending=model.get("pending"), ready=model.get("ready"), started=model.get("started")
         )
-        self.stop_server(stale=True)
+        self.stop_server(deadline, stale=True, model=model)
         log.warning("stale_server_stopped")
 
     def request_spawn(self, deadline: Deadline) -> bool:
-        """POST the spawn request; True when the hub says the server is ready already (201)."""
-        path = self.client.server_path(self.user, self.server_name)
-        response = self.client.api("POST", path, deadline, json=self.config.user_options)
-        status = response.status_code
-        log.info("spawn_requested", status=status)
-        if status in (201, 202):
-            return status == 201
-        self.client.raise_for_auth(response, "starting the server")
-        message = hub_message(response)
-        if status == 404:
-            raise PermissionDenied(
-                f"starting the server answered 404 {message}: the user or named server does not exist, "
-                "or the token may not start it"
-            )
-        if status == 400 and ("already running" in message or "pending" in message):
-            # Our own request, retried after being lost in flight, or a spawn that raced ours: follow it.
-            log.warning("spawn_already_underway", message=message)
-            return False
-        if status >= 500:
+        """Ask for the server; True when the hub says it is ready already."""
+        try:
+            return self.client.start_server(self.user, self.server_name, self.config.user_options, deadline)
+        except SpawnRefused as refused:
             # The hub's answer is generic ("Internal Server Error"); the spawner's reason is in the
             # progress stream, which still holds the `failed` event: following it raises SpawnFailed
             # with that reason.
@@ -223,7 +249,7 @@ class Canary:
                 self._follow_progress(deadline.within(5.0))
             except StreamUnavailable:
                 pass
-        raise SpawnFailed(f"the hub refused the spawn: {status} {message}")
+            raise SpawnFailed(refused.message) from None
 
     def wait_until_ready(self, deadline: Deadline, ready_already: bool) -> None:
         if ready_already and self._is_ready(deadline):
@@ -252,6 +278,8 @@ class Canary:
 
     def _is_ready(self, deadline: Deadline) -> bool:
         model = self.client.server_model(self.user, self.server_name, deadline)
+        if model is not None and model.get("url"):
+            self.server_url = self.client.server_url(self.user, self.server_name, model)
         if model is None:
             raise SpawnFailed(
                 "the server stopped before it became ready"
@@ -270,8 +298,11 @@ class Canary:
                 )
             self._sleep(min(POLL_INTERVAL, deadline.remaining()))
 
+    def _server_url(self) -> str:
+        return self.server_url or self.client.server_url(self.user, self.server_name)
+
     def verify(self) -> None:
-        url = self.client.server_url(self.user, self.server_name) + "api/status"
+        url = self._server_url() + "api/status"
         deadline = self.deadline.within(self.config.request_timeout * 2)
         try:
             response = self.client.request("GET", url, deadline)
@@ -311,44 +342,27 @@ class Canary:
         KernelCheck(
             self.client,
             self.user,
-            self.server_name,
+            self._server_url(),
             kernel_name=self.config.kernel_name,
             timeout=self.config.kernel_timeout,
             # Whatever the kernel takes, the stop keeps its budget.
             deadline=self.budget_before_stop(),
         ).run()
 
-    def stop_server(self, *, stale: bool) -> None:
-        """DELETE the server and wait until it has left the user model; StopFailed if it will not."""
-        deadline = Deadline(self.config.stop_timeout, self._clock)
-        path = self.client.server_path(self.user, self.server_name)
-        try:
-            if self.client.server_model(self.user, self.server_name, deadline) is None:
-                # Nothing to stop, e.g. the hub refused the spawn; a DELETE could only add noise.
-                log.info("server_already_stopped", stale=stale)
-                return
-            while True:
-                response = self.client.api("DELETE", path, deadline)
-                status = response.status_code
-                if status in (204, 404):
-                    break
-                self.client.raise_for_auth(response, "stopping the server")
-                if status == 202:
-                    self._wait_until_gone(deadline)
-                    break
-                # Before JupyterHub 5.1 a pending spawn cannot be cancelled: "is pending spawn, please wait".
-                if status == 400 and "pending" in hub_message(response) and not deadline.expired():
-                    self._sleep(min(STOP_POLL_INTERVAL, deadline.remaining()))
-                    continue
-                raise StopFailed(f"DELETE answered {status} {hub_message(response)}")
-        except (StopFailed, HubUnavailable, PermissionDenied) as exc:
-            url = self.client.server_url(self.user, self.server_name)
-            log.error("server_left_running", url=url, stale=stale, message=str(exc))
-            raise StopFailed(f"the server at {url} could not be stopped: {exc}") from None
-        log.info("server_stopped", stale=stale)
+    def stop_server(self, deadline: Deadline, *, stale: bool, model: dict[str, Any] | None = None) -> None:
+        """Stop the server within `deadline`; StopFailed (and `server_left_running`) if it may still run.
 
-    def _wait_until_gone(self, deadline: Deadline) -> None:
-        while self.client.server_model(self.user, self.server_name, deadline) is not None:
-            if deadline.expired():
-                raise StopFailed(f"still stopping after {deadline.seconds:g}s")
-            self._sleep(min(STOP_POLL_INTERVAL, deadline.remaining()))
+        Any failure on this path ends as StopFailed: whatever went wrong, a human must look at the server.
+        """
+        try:
+            stopped = self.client.stop_server(self.user, self.server_name, deadline)
+        except Exception as exc:
+            url = self.client.server_url(self.user, self.server_name, model) if model else self._server_url()
+            message = exc.message if isinstance(exc, CanaryError) else f"{type(exc).__name__}: {exc}"
+            log.error("server_left_running", url=url, stale=stale, message=message)
+            raise StopFailed(f"the server at {url} could not be stopped: {message}") from None
+        if stopped:
+            log.info("server_stopped", stale=stale)
+        else:
+            # Nothing to stop, e.g. the hub refused the spawn.
+            log.info("server_already_stopped", stale=stale)

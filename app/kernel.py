@@ -42,7 +42,7 @@ class KernelCheck:
         self,
         client: HubClient,
         user: str,
-        server_name: str,
+        server_url: str,
         *,
         kernel_name: str | None,
         timeout: float,
@@ -50,7 +50,7 @@ class KernelCheck:
     ):
         self.client = client
         self.user = user
-        self.server_url = client.server_url(user, server_name)
+        self.server_url = server_url
         self.kernel_name = kernel_name
         self.deadline = deadline.within(timeout)
         self.timeout = timeout
@@ -72,9 +72,12 @@ class KernelCheck:
     def start(self) -> dict[str, Any]:
         body = {"name": self.kernel_name} if self.kernel_name else {}
         try:
-            response = self.client.request("POST", self._kernels_url(), self.deadline, json=body)
+            # Not sent twice blindly: a kernel started by a request whose answer was lost is adopted.
+            response = self.client.post_once(self._kernels_url(), self.deadline, find_outcome=self._started_kernel, json=body)
         except HubUnavailable as exc:
             raise KernelFailed(f"starting a kernel: no answer through the proxy ({exc})") from None
+        if isinstance(response, dict):
+            return response
         if response.status_code == 403:
             raise PermissionDenied(
                 "the server refused to start a kernel (403): the token needs the scope access:servers!user="
@@ -92,6 +95,24 @@ class KernelCheck:
             raise KernelFailed("POST api/kernels answered without a kernel model") from None
         log.info("kernel_started", kernel_id=kernel["id"], kernel_name=kernel.get("name"))
         return kernel
+
+    def _started_kernel(self) -> dict[str, Any] | None:
+        """The kernel a lost POST started, if any. The server is the canary's own, just spawned: any
+        kernel on it is one of ours. One is kept; others (from earlier lost POSTs) are deleted."""
+        response = self.client.request("GET", self._kernels_url(), self.deadline)
+        if response.status_code != 200:
+            raise HubUnavailable(f"listing the kernels answered {response.status_code} {hub_message(response)}")
+        try:
+            kernels = [k for k in response.json() if isinstance(k, dict) and k.get("id")]
+        except (ValueError, TypeError):
+            raise HubUnavailable("listing the kernels answered without a list of kernels") from None
+        if not kernels:
+            return None
+        kept, *extra = kernels
+        for kernel in extra:
+            self.delete(str(kernel["id"]))
+        log.info("kernel_started", kernel_id=kept["id"], kernel_name=kept.get("name"), adopted=True)
+        return kept
 
     @property
     def _named(self) -> str:

@@ -1,11 +1,13 @@
 """Structured logging: one JSON object per line on stdout (or a console rendering for humans).
 
 Secrets are never passed to the logger; as a second line of defence every configured secret value
-is masked wherever it would appear in a rendered event, tracebacks included.
+is masked in each rendered line as a whole: values, keys, reprs of objects, nested structures and
+tracebacks alike, in its plain and its JSON-escaped spelling.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import Any, TextIO
@@ -26,21 +28,15 @@ def add_secret(value: str) -> None:
 def mask(text: str) -> str:
     for secret in _secrets:
         text = text.replace(secret, REDACTED)
+        escaped = json.dumps(secret)[1:-1]  # how the JSON renderer spells it
+        if escaped != secret:
+            text = text.replace(escaped, REDACTED)
     return text
 
 
-def _mask_values(value: Any) -> Any:
-    if isinstance(value, str):
-        return mask(value)
-    if isinstance(value, dict):
-        return {k: _mask_values(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_mask_values(v) for v in value]
-    return value
-
-
-def _redact(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
-    return _mask_values(event) if _secrets else event
+def _redact_line(_logger: Any, _name: str, line: str) -> str:
+    """The last step, after rendering: whatever the event held and however it was rendered."""
+    return mask(line) if _secrets else line
 
 
 def _lead_with_basics(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -65,9 +61,9 @@ def configure(log_format: str = "json", level: str = "info", stream: TextIO | No
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             # Tracebacks become text before masking, in both formats.
             structlog.processors.format_exc_info,
-            _redact,
             _lead_with_basics,
             renderer,
+            _redact_line,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),

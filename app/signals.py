@@ -2,8 +2,10 @@
 
 A signal interrupts only while the guard is `armed()` (the cycle runs) and not `shield()`ed (the
 server is being stopped); otherwise it is only remembered: a stop must finish, and a result that
-is being reported must be reported. `raise_if_received()` turns a remembered signal into the
-interruption at a safe point.
+is being reported must be reported. A signal remembered inside a shield is acted on as soon as the
+shield ends (if the guard is armed and the shielded block did not fail: its failure, e.g. a server
+left running, is the more important news). `raise_if_received()` turns a remembered signal into the
+interruption at any other safe point.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ class SignalGuard:
             yield
         finally:
             self._shielded -= 1
+        # Reached only when the block ended normally: the first safe point after it.
+        if self._armed and not self._shielded:
+            self.raise_if_received()
 
     def raise_if_received(self) -> None:
         if self.received is not None:

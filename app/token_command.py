@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from app import __version__, logs
 from app.config import TokenCommandConfig
 from app.deadline import Deadline
-from app.errors import ConfigError, HubUnavailable, PermissionDenied
+from app.errors import ConfigError, HubUnavailable
 from app.hub import HubClient, hub_message
 from app.token_source import read_token
 
@@ -122,15 +122,8 @@ class TokenCommand:
         assert self.client is not None
         path = self.client.user_path(self.user)
         if self.config.create_user and not self.config.dry_run:
-            response = self.client.api("POST", path, self.deadline)
-            self.client.raise_for_auth(response, f"creating user {self.user!r}")
-            if response.status_code == 201:
-                log.info("user_created")
-                return
-            if response.status_code == 409:
-                log.info("user_exists")
-                return
-            raise ConfigError(f"creating user {self.user!r}: the hub answered {response.status_code} {hub_message(response)}")
+            log.info("user_created" if self.client.create_user(self.user, self.deadline) else "user_exists")
+            return
         response = self.client.api("GET", path, self.deadline)
         self.client.raise_for_auth(response, f"reading user {self.user!r}")
         if response.status_code == 404:
@@ -154,22 +147,7 @@ class TokenCommand:
             body["scopes"] = scopes
         if self.config.expires_in:
             body["expires_in"] = self.config.expires_in
-        response = self.client.api("POST", f"{self.client.user_path(self.user)}/tokens", self.deadline, json=body)
-        if response.status_code == 400 or (response.status_code == 500 and scopes):
-            raise PermissionDenied(
-                f"the hub refused to mint a token with scopes {', '.join(scopes or ['inherit'])}: "
-                f"{response.status_code} {hub_message(response)}. A token can only carry scopes its user holds: "
-                "give the user a role with them (hub-config/jupyterhub_canary_config.py does), or choose others with --scopes, "
-                "or take the user's own permissions with --inherit-scopes"
-            )
-        if response.status_code == 403:
-            raise PermissionDenied(
-                f"the admin token may not mint tokens for {self.user!r} (403 {hub_message(response)}): "
-                f"it needs the scope tokens!user={self.user} (or admin:users)"
-            )
-        if response.status_code != 201:
-            raise HubUnavailable(f"minting a token answered {response.status_code} {hub_message(response)}")
-        minted = self.client.json(response)
+        minted = self.client.mint_token(self.user, body, self.deadline)
         logs.add_secret(minted["token"])
         log.info(
             "token_minted",
@@ -213,12 +191,8 @@ class TokenCommand:
 
     def revoke(self, token_id: str, *, why: str) -> None:
         assert self.client is not None
-        path = f"{self.client.user_path(self.user)}/tokens/{token_id}"
-        response = self.client.api("DELETE", path, self.deadline)
-        if response.status_code in (204, 404):
-            log.info("token_revoked", token_id=token_id, why=why)
-            return
-        raise PermissionDenied(f"revoking token {token_id} answered {response.status_code} {hub_message(response)}")
+        self.client.revoke_token(self.user, token_id, self.deadline)
+        log.info("token_revoked", token_id=token_id, why=why)
 
     def print_manifest(self, scopes: list[str] | None) -> None:
         import yaml
