@@ -97,3 +97,12 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def hub_keeps_servers(tmp_path_factory) -> Iterator[LocalHub]:
+    """A hub whose servers and proxy outlive the hub process (cleanup_servers = cleanup_proxy =
+    False, as zero-to-jupyterhub runs it), with slow_spawn_timeout=0: restart it with
+    `stop_hub_process()` then `start()`."""
+    extra = "c.JupyterHub.cleanup_servers = False\nc.JupyterHub.cleanup_proxy = False\n"
+    yield from _running_hub(tmp_path_factory, "hub_keeps_servers", slow_spawn_timeout=0, extra_config=extra)

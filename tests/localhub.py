@@ -105,19 +105,24 @@ class LocalHub:
         self.version = ""
         self._proc: subprocess.Popen | None = None
         self._proxy_port = 0
+        self._ports: list[int] = []
 
     # --- lifecycle ---
 
     def start(self, timeout: float = 60) -> LocalHub:
-        """Start the hub and wait until GET <url>hub/api/ answers 200 through the proxy."""
-        if self._proc is not None:
+        """Start the hub and wait until GET <url>hub/api/ answers 200 through the proxy.
+
+        After `stop_hub_process()` this starts it again on the same ports, with the same database.
+        """
+        if self._proc is not None and self._proc.poll() is None:
             raise RuntimeError("this LocalHub was already started")
         bin_dir = Path(sys.executable).parent
         for needed in (bin_dir / "jupyterhub", bin_dir / "jupyterhub-singleuser", PROXY_COMMAND):
             if not needed.exists():
                 raise FileNotFoundError(f"{needed} is missing: run `make install`")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        proxy_port, proxy_api_port, hub_port = _free_ports(3)
+        self._ports = self._ports or _free_ports(3)
+        proxy_port, proxy_api_port, hub_port = self._ports
         self._proxy_port = proxy_port
         self.url = f"http://127.0.0.1:{proxy_port}{self.base_url}"
         self.api_url = self.url + "hub/api/"
@@ -156,6 +161,16 @@ class LocalHub:
             self.stop()
             raise
         return self
+
+    def stop_hub_process(self, timeout: float = 20) -> None:
+        """Stop the hub process alone (SIGTERM), as a restart of zero-to-jupyterhub's hub pod does.
+
+        With `cleanup_servers = False` and `cleanup_proxy = False` (extra_config), its single-user
+        servers and the proxy keep running; `start()` brings the hub back to them.
+        """
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGTERM)
+        self._proc.wait(timeout=timeout)
 
     def _answering(self) -> str | None:
         if self._proc.poll() is not None:
@@ -274,6 +289,13 @@ class LocalHub:
     def servers(self, name: str) -> dict:
         return self.user_model(name)["servers"]
 
+    @property
+    def cancels_pending_spawns(self) -> bool:
+        """Whether a DELETE cancels a pending spawn (JupyterHub 5.1+); before, it answers 400 until
+        the spawn ends by itself."""
+        major, minor = (int(part) for part in self.version.split(".")[:2])
+        return (major, minor) >= (5, 1)
+
     def server_path(self, name: str, server_name: str = "") -> str:
         """API path of a user's default or named server, relative to api_url."""
         if server_name:
@@ -307,13 +329,19 @@ class LocalHub:
         r = self.api("GET", f"users/{quote(name)}")
         if r.status_code == 404:
             return
-        for server_name, server in r.json()["servers"].items():
-            if server.get("pending") == "stop":
-                continue
-            d = self.api("DELETE", self.server_path(name, server_name))
-            if d.status_code not in (202, 204, 404):
-                _raise(d, f"stop server {name}/{server_name}")
-        wait_for(lambda: not self.servers(name), timeout, f"the servers of {name} to stop")
+
+        def stop_each() -> bool:
+            for server_name, server in self.servers(name).items():
+                if server.get("pending") == "stop":
+                    continue
+                d = self.api("DELETE", self.server_path(name, server_name))
+                if d.status_code == 400 and "pending spawn" in d.text:
+                    continue  # JupyterHub before 5.1: wait for the spawn to end, then stop it
+                if d.status_code not in (202, 204, 404):
+                    _raise(d, f"stop server {name}/{server_name}")
+            return not self.servers(name)
+
+        wait_for(stop_each, timeout, f"the servers of {name} to stop", interval=0.5)
 
     def spawn_records(self, name: str) -> list[dict]:
         """The spawns of user `name` that the pre_spawn_hook recorded, oldest first."""

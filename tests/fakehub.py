@@ -1,0 +1,440 @@
+"""An in-process fake JupyterHub for the transport faults a real hub cannot produce on demand.
+
+It speaks just enough of the REST API for one canary cycle and the token command (version, token
+owner, user model, spawn, progress stream, stop, api/status, kernels, tokens), over raw HTTP/1.1
+written by hand, so that it can misbehave at the byte level:
+
+- the progress stream is chunked server-sent events with keepalives, like JupyterHub's;
+- `fault(...)` rules make a matching request be reset, stalled, answered with a status, have its
+  body cut short (Content-Length larger than what is sent), its chunked stream cut mid-chunk, a
+  body that trickles a byte at a time, or garbage gzip — optionally *after* the request took
+  effect (the server was started, the token minted), which is what makes a POST's outcome unknown.
+
+Everything it does is bounded in time (`MAX_HOLD` for stalls, trickles and endless streams) and it
+listens on 127.0.0.1 only. `requests` records what arrived, for assertions.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import secrets
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import quote, unquote
+
+from tests.background import serve_in_background, stop_serving
+
+MAX_HOLD = 60.0  # s: no stall, trickle or stream of this fake outlives this
+
+# What a fault does to the answer of a matching request.
+ACTIONS = ("reset", "stall", "status", "cut_body", "cut_chunk", "trickle", "bad_gzip", "signal")
+
+
+@dataclass
+class Fault:
+    method: str
+    path: str  # a regular expression searched in the request path
+    action: str
+    count: int = 1  # how many matching requests it takes; -1: all of them
+    status: int = 503
+    after: bool = False  # act on the request (start, mint, ...) first, then misbehave
+    call: Callable[[], None] | None = None  # for "signal": what to do, then answer normally
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.count != 0 and self.method == method and re.search(self.path, path) is not None
+
+
+@dataclass
+class Server:
+    ready: bool = False
+    pending: str | None = "spawn"
+    started: float = field(default_factory=time.time)
+
+
+class FakeHub:
+    """See the module docstring. `spawn` decides what a spawn does:
+
+    "ready" (201 at once), "pending" (202, ready after `ready_after` s), "hang" (202, never ready;
+    the stream sends only keepalives), "fail" (202, then a `failed` event), or a list of these, one
+    per spawn in turn.
+    """
+
+    def __init__(
+        self,
+        *,
+        version: str = "6.1.1",
+        spawn: str | list[str] = "pending",
+        ready_after: float = 0.3,
+        keepalive: float = 0.5,
+        stop: str = "now",
+    ):
+        self.version = version
+        self.spawn_plan = spawn
+        self.ready_after = ready_after
+        self.keepalive = keepalive
+        self.stop_mode = stop  # "now" (204), "pending_spawn_400" (JupyterHub 4.1: 400 while pending)
+        self.servers: dict[tuple[str, str], Server] = {}
+        self.tokens: dict[str, dict[str, Any]] = {}
+        self.token_numbers = itertools.count(1)
+        self.kernels: list[dict[str, Any]] = []
+        self.faults: list[Fault] = []
+        self.requests: list[tuple[str, str]] = []
+        self.spawns = 0
+        self.url = ""
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ---
+
+    def __enter__(self) -> FakeHub:
+        hub = self
+
+        class Handler(_Handler):
+            owner = hub
+
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
+        self._thread = serve_in_background(self._server, "fakehub")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
+        if self._server is not None:
+            stop_serving(self._server, self._thread)
+            self._server = None
+
+    def hold(self, seconds: float) -> bool:
+        """Sleep up to `seconds` (bounded by MAX_HOLD); False once the fake is shutting down."""
+        return not self._stopping.wait(min(seconds, MAX_HOLD))
+
+    # --- test helpers ---
+
+    def fault(self, method: str, path: str, action: str, **kwargs: Any) -> None:
+        assert action in ACTIONS, action
+        with self._lock:
+            self.faults.append(Fault(method, path, action, **kwargs))
+
+    def add_server(self, user: str, server_name: str = "", *, ready: bool = True) -> None:
+        self.servers[(user, server_name)] = Server(ready=ready, pending=None if ready else "spawn")
+
+    def count(self, method: str, path: str) -> int:
+        return sum(1 for m, p in self.requests if m == method and re.search(path, p))
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            self.requests.append((method, path))
+            for fault in self.faults:
+                if fault.matches(method, path):
+                    fault.count -= 1 if fault.count > 0 else 0
+                    return fault
+        return None
+
+    def _next_spawn(self) -> str:
+        plan = self.spawn_plan
+        kind = plan[min(self.spawns, len(plan) - 1)] if isinstance(plan, list) else plan
+        self.spawns += 1
+        return kind
+
+
+def _server_url(user: str, server_name: str) -> str:
+    """As JupyterHub writes it: the name quoted, but `@` and `~` left as they are."""
+    url = f"/user/{quote(user, safe='@~')}/"
+    return url + f"{quote(server_name, safe='@~')}/" if server_name else url
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a connection this fake cut on purpose, or the client gave up: not news
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: FakeHub
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    # --- writing answers, well-formed or not ---
+
+    def _head(self, status: int, headers: dict[str, str]) -> None:
+        self.send_response_only(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.flush()
+
+    def _json(self, status: int, body: Any, fault: Fault | None = None) -> None:
+        data = b"" if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(data))}
+        if fault is not None and fault.action == "cut_body":
+            headers["Content-Length"] = str(len(data) + 100)
+            self._head(status, headers)
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self._reset()
+            return
+        if fault is not None and fault.action == "bad_gzip":
+            garbage = b"this is not gzip at all"
+            headers.update({"Content-Encoding": "gzip", "Content-Length": str(len(garbage))})
+            self._head(status, headers)
+            self.wfile.write(garbage)
+            return
+        if fault is not None and fault.action == "trickle":
+            self._head(status, headers)
+            for byte in data:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                if not self.owner.hold(0.3):
+                    return
+            return
+        self._head(status, headers)
+        if data:
+            self.wfile.write(data)
+
+    def _error(self, status: int, message: str) -> None:
+        self._json(status, {"status": status, "message": message})
+
+    def _reset(self) -> None:
+        """Close with a TCP reset (SO_LINGER 0), not a clean FIN."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    # --- dispatch ---
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        body = json.loads(raw) if raw else {}
+        path = self.path.split("?")[0]
+        fault = self.owner._take_fault(self.command, path)
+        if fault is not None and fault.action == "signal" and fault.call is not None:
+            fault.call()
+            fault = None
+        if fault is not None and not fault.after:
+            if self._misbehave_before(fault):
+                return
+        self._route(self.command, path, body, fault)
+
+    def _misbehave_before(self, fault: Fault) -> bool:
+        """Faults that replace the answer entirely; True when the request is done with."""
+        if fault.action == "reset":
+            self._reset()
+            return True
+        if fault.action == "stall":
+            self.owner.hold(MAX_HOLD)
+            self._reset()
+            return True
+        if fault.action == "status":
+            self._error(fault.status, "fakehub: injected fault")
+            return True
+        return False
+
+    def _route(self, method: str, path: str, body: dict[str, Any], fault: Fault | None) -> None:
+        hub = self.owner
+        if fault is not None and fault.after and fault.action in ("reset", "stall", "status"):
+            # Take effect first, answer badly afterwards.
+            self._act(method, path, body)
+            self._misbehave_before(fault)
+            return
+        if method == "GET" and path == "/hub/api/":
+            return self._json(200, {"version": hub.version}, fault)
+        if method == "GET" and path == "/hub/api/user":
+            return self._json(200, {"name": "canary", "kind": "user", "scopes": ["servers!user=canary"]}, fault)
+        m = re.fullmatch(r"/hub/api/users/([^/]+)(/server|/servers/([^/]+))?(/progress)?", path)
+        if m:
+            user, server_name = unquote(m.group(1)), unquote(m.group(3) or "")
+            key = (user, server_name)
+            if not m.group(2):
+                return self._json(200, self._user_model(user), fault)
+            if m.group(4):
+                return self._progress(key, fault)
+            if method == "POST":
+                status = self._spawn(key)
+                return self._json(status, {"status": status, "message": "already running"} if status == 400 else None, fault)
+            if method == "DELETE":
+                status = self._stop(key)
+                message = {"status": 400, "message": f"{user} is pending spawn, please wait"} if status == 400 else None
+                return self._json(status, message, fault)
+        m = re.fullmatch(r"/hub/api/users/([^/]+)/tokens(?:/([^/]+))?", path)
+        if m:
+            return self._tokens(method, m.group(2), body, fault)
+        if method == "GET" and path.endswith("/api/status"):
+            # Routed like JupyterHub's proxy: only at the URL the hub gives in the server model,
+            # with `@` and `~` left unescaped; any other spelling is not found.
+            for (user, name), server in hub.servers.items():
+                if path == _server_url(user, name) + "api/status":
+                    if not server.ready:
+                        return self._json(302, None, fault)
+                    return self._json(200, {"connections": 0, "kernels": len(hub.kernels), "started": "now"}, fault)
+            return self._error(404, "fakehub: no server routed here")
+        m = re.fullmatch(r"/user/[^/]+/(?:[^/]+/)?api/kernels(?:/([^/]+))?", path)
+        if m:
+            return self._kernels(method, m.group(1), body, fault)
+        self._error(404, f"fakehub: no route for {method} {path}")
+
+    def _act(self, method: str, path: str, body: dict[str, Any]) -> None:
+        """The side effect of a request, without an answer (for faults `after` it)."""
+        m = re.fullmatch(r"/hub/api/users/([^/]+)(/server|/servers/([^/]+))", path)
+        if m and method == "POST":
+            self._spawn((unquote(m.group(1)), unquote(m.group(3) or "")))
+        elif m and method == "DELETE":
+            self._stop((unquote(m.group(1)), unquote(m.group(3) or "")))
+        elif re.fullmatch(r"/hub/api/users/[^/]+/tokens", path) and method == "POST":
+            self._mint(body)
+        elif re.search(r"/api/kernels$", path) and method == "POST":
+            self._start_kernel(body)
+
+    # --- the hub's behaviour ---
+
+    def _user_model(self, user: str) -> dict[str, Any]:
+        servers = {}
+        for (owner, name), server in self.owner.servers.items():
+            if owner == user:
+                servers[name] = {
+                    "name": name,
+                    "ready": server.ready,
+                    "pending": server.pending,
+                    "url": _server_url(user, name),
+                    "progress_url": f"/hub/api/users/{user}/server/progress",
+                    "started": "2026-11-27T00:00:00Z",
+                }
+        return {"name": user, "kind": "user", "servers": servers}
+
+    def _spawn(self, key: tuple[str, str]) -> int:
+        hub = self.owner
+        if key in hub.servers:
+            return 400
+        kind = hub._next_spawn()
+        server = Server()
+        server.kind = kind  # type: ignore[attr-defined]
+        hub.servers[key] = server
+        if kind == "ready":
+            server.ready, server.pending = True, None
+            return 201
+        if kind == "pending":
+            threading.Timer(hub.ready_after, self._become_ready, args=(server,)).start()
+        return 202
+
+    @staticmethod
+    def _become_ready(server: Server) -> None:
+        server.ready, server.pending = True, None
+
+    def _stop(self, key: tuple[str, str]) -> int:
+        hub = self.owner
+        server = hub.servers.get(key)
+        if server is None:
+            return 204
+        if hub.stop_mode == "pending_spawn_400" and server.pending == "spawn":
+            return 400
+        del hub.servers[key]
+        return 204
+
+    def _progress(self, key: tuple[str, str], fault: Fault | None) -> None:
+        hub = self.owner
+        server = hub.servers.get(key)
+        if server is None:
+            return self._error(404, "no such server")
+        self._head(200, {"Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"})
+
+        def event(payload: dict[str, Any]) -> bytes:
+            return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+        self._chunk(event({"progress": 0, "message": "Server requested"}))
+        if fault is not None and fault.action == "cut_chunk":
+            # A chunk announced at its full size, cut off halfway through.
+            data = event({"progress": 50, "message": "Spawning server..."})
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data[: len(data) // 2])
+            self.wfile.flush()
+            self._reset()
+            return
+        if fault is not None and fault.action == "trickle":
+            # Bytes that never make a line: no event, no keepalive, but never silent either.
+            began = time.monotonic()
+            while hub.hold(0.2) and key in hub.servers and time.monotonic() - began < MAX_HOLD:
+                self._chunk(b"d")
+            return self._end_stream()
+        kind = getattr(server, "kind", "pending")
+        if fault is not None and fault.action == "stall":
+            hub.hold(MAX_HOLD)
+            return self._end_stream()
+        began = last_keepalive = time.monotonic()
+        while key in hub.servers and not server.ready and kind != "fail":
+            if not hub.hold(0.05) or time.monotonic() - began > MAX_HOLD:
+                return self._end_stream()
+            if time.monotonic() - last_keepalive >= hub.keepalive:
+                last_keepalive = time.monotonic()
+                self._chunk(b"\n")  # JupyterHub's keepalive: a blank line
+        if kind == "fail":
+            hub.servers.pop(key, None)
+            self._chunk(event({"progress": 100, "failed": True, "message": "Spawn failed: fakehub says no"}))
+        elif server.ready:
+            self._chunk(event({"progress": 100, "ready": True, "message": "Server ready", "url": "/user/x/"}))
+        self._end_stream()
+
+    def _end_stream(self) -> None:
+        try:
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:
+            pass
+
+    def _tokens(self, method: str, token_id: str | None, body: dict[str, Any], fault: Fault | None) -> None:
+        hub = self.owner
+        if method == "GET" and token_id is None:
+            return self._json(200, {"api_tokens": [dict(t, token=None) for t in hub.tokens.values()]}, fault)
+        if method == "POST":
+            return self._json(201, self._mint(body), fault)
+        if method == "DELETE" and token_id is not None:
+            hub.tokens.pop(token_id, None)
+            return self._json(204, None, fault)
+        if method == "GET" and token_id in hub.tokens:
+            return self._json(200, dict(hub.tokens[token_id], token=None), fault)
+        self._error(404, "no such token")
+
+    def _mint(self, body: dict[str, Any]) -> dict[str, Any]:
+        hub = self.owner
+        token_id = f"a{next(hub.token_numbers)}"
+        minted = {
+            "id": token_id,
+            "token": secrets.token_hex(16),
+            "note": body.get("note"),
+            "scopes": body.get("scopes", ["inherit"]),
+            "expires_at": None,
+        }
+        hub.tokens[token_id] = minted
+        return minted
+
+    def _kernels(self, method: str, kernel_id: str | None, body: dict[str, Any], fault: Fault | None) -> None:
+        hub = self.owner
+        if method == "GET" and kernel_id is None:
+            return self._json(200, hub.kernels, fault)
+        if method == "POST":
+            return self._json(201, self._start_kernel(body), fault)
+        if method == "DELETE" and kernel_id is not None:
+            hub.kernels[:] = [k for k in hub.kernels if k["id"] != kernel_id]
+            return self._json(204, None, fault)
+        self._error(404, "no such kernel")
+
+    def _start_kernel(self, body: dict[str, Any]) -> dict[str, Any]:
+        kernel = {"id": secrets.token_hex(8), "name": body.get("name") or "python3"}
+        self.owner.kernels.append(kernel)
+        return kernel
+
+    do_GET = do_POST = do_DELETE = _handle

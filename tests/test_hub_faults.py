@@ -1,0 +1,111 @@
+"""Faults that are the hub's own, on a real JupyterHub: a hub restart mid-cycle with its servers left
+running (cleanup_servers=False, as zero-to-jupyterhub runs it), a user name the hub leaves unescaped
+in its URLs, a spawn that never finishes while the progress stream sends its 8 s keepalives, and a
+pending spawn that JupyterHub before 5.1 refuses to cancel.
+
+The byte-level faults a real hub cannot produce on demand are in test_faults.py (the fake hub).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from app.exit_codes import ExitCode
+from tests.runner import Run, parse_events, run_main, start_process
+
+pytestmark = pytest.mark.hub
+
+
+def new_account(hub, name):
+    hub.create_user(name)
+    return name, hub.new_token(name)
+
+
+def canary(hub, user, token, tmp_path, *extra):
+    args = ["--hub-url", hub.url, "--user", user, "--termination-log", str(tmp_path / "term"), *extra]
+    started = time.monotonic()
+    run = run_main(args, env={"JUPYTERHUB_API_TOKEN": token})
+    run.assert_no_secret(token, hub.admin_token)
+    return run, time.monotonic() - started
+
+
+def test_a_user_name_with_at_sign_is_verified_at_the_hubs_own_url(hub, hub_user, tmp_path):
+    user, token = new_account(hub, f"ok.svc-{hub_user()}@example.org")
+    run, _ = canary(hub, user, token, tmp_path)
+    assert run.exit_code == ExitCode.OK, run.output
+    assert run.named("server_verified")
+    assert hub.servers(user) == {}
+
+
+def test_keepalives_do_not_stretch_the_spawn_budget(hub_202, hub_user, tmp_path):
+    """--spawn-timeout 300 but --deadline 26: the budget before the stop is ~16 s, twice the hub's
+    8 s keepalive interval, which resets requests' read timeout each time."""
+    user, token = new_account(hub_202, hub_user("slow90-"))
+    try:
+        run, elapsed = canary(
+            hub_202, user, token, tmp_path,
+            "--spawn-timeout", "300", "--deadline", "26", "--stop-timeout", "10", "--request-timeout", "30",
+        )
+        assert elapsed < 26 + 4, f"took {elapsed:.1f}s with --deadline 26"
+        if hub_202.cancels_pending_spawns:
+            assert run.exit_code == ExitCode.SPAWN_TIMEOUT, run.output
+            assert run.named("server_stopped") and hub_202.servers(user) == {}
+        else:
+            assert_pending_spawn_refused(run)
+    finally:
+        hub_202.stop_all_servers(user, timeout=150)
+
+
+def assert_pending_spawn_refused(run):
+    """JupyterHub before 5.1: the stop of a pending spawn is refused; 13, and the hub's answer quoted."""
+    assert run.exit_code == ExitCode.STOP_FAILED, run.output
+    message = run.result["message"]
+    assert "pending spawn, please wait" in message and "before 5.1" in message, message
+    assert run.named("server_left_running")
+
+
+def test_a_hub_restart_mid_cycle_is_waited_out_and_leaves_nothing_running(hub_keeps_servers, hub_user, tmp_path):
+    """The hub goes away for ~12 s during the ready wait and comes back to its running servers: the
+    attempt that lost the hub is 20, its stop keeps trying until the hub is back and stops the
+    server, and the next attempt passes."""
+    hub = hub_keeps_servers
+    user, token = new_account(hub, hub_user("slow5-"))
+    process = start_process(
+        ["--hub-url", hub.url, "--user", user, "--termination-log", str(tmp_path / "term"),
+         "--deadline", "150", "--stop-timeout", "60", "--spawn-timeout", "60", "--attempts", "2"],
+        env={"JUPYTERHUB_API_TOKEN": token},
+    )
+    lines: list[str] = []
+    spawn_requested = threading.Event()
+
+    def read() -> None:  # all along, so the canary never blocks on a full pipe
+        for line in process.stdout:
+            lines.append(line)
+            if '"spawn_requested"' in line:
+                spawn_requested.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert spawn_requested.wait(60), "".join(lines)
+        hub.stop_hub_process()
+        time.sleep(12)
+        hub.start()
+        process.wait(timeout=150)
+        reader.join(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = "".join(lines)
+    run = Run(process.returncode, output, parse_events(output))
+    run.assert_no_secret(token, hub.admin_token)
+    assert run.exit_code == ExitCode.OK, run.output
+    assert run.result["attempts"] == 2
+    (failed,) = run.named("attempt_failed")
+    assert failed["reason"] == "hub_unavailable", run.output
+    assert run.named("stop_retry") or run.named("request_retry"), "the stop should have waited for the hub"
+    assert len(run.named("server_stopped")) == 2 and not run.named("server_left_running")
+    assert hub.servers(user) == {}
