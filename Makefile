@@ -4,9 +4,11 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-COMPAT_VENV := .venv-compat
-# The older JupyterHub line the real-hub tests also pass on (`make test-compat`).
-COMPAT_JUPYTERHUB := jupyterhub>=5.1,<6
+# The older JupyterHub lines the real-hub tests also pass on (`make test-compat`): 5.x, and 4.1,
+# which zero-to-jupyterhub 3.x ships. Each gets its own venv, .venv-compat-<line>.
+COMPAT_LINES := 5 4.1
+COMPAT_JUPYTERHUB_5 := jupyterhub>=5.1,<6
+COMPAT_JUPYTERHUB_4.1 := jupyterhub>=4.1,<4.2
 
 .PHONY: install demo test test-compat lint clean
 
@@ -29,18 +31,20 @@ demo: install
 test: install tools
 	$(BIN)/pytest
 
-test-compat: node_modules/.installed
-	$(PYTHON) -m venv $(COMPAT_VENV)
-	$(COMPAT_VENV)/bin/pip install --quiet --upgrade pip
-	$(COMPAT_VENV)/bin/pip install --quiet -e '.[test]' '$(COMPAT_JUPYTERHUB)'
-	$(COMPAT_VENV)/bin/pytest -m hub
+test-compat: $(addprefix test-compat-,$(COMPAT_LINES))
+
+test-compat-%: node_modules/.installed
+	$(PYTHON) -m venv .venv-compat-$*
+	.venv-compat-$*/bin/pip install --quiet --upgrade pip
+	.venv-compat-$*/bin/pip install --quiet -e '.[test]' '$(COMPAT_JUPYTERHUB_$*)'
+	.venv-compat-$*/bin/pytest -m hub
 
 # Python style and likely bugs (ruff: pycodestyle, pyflakes, isort, bugbear, pyupgrade; pyproject.toml).
 lint: install
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) $(COMPAT_VENV) node_modules .tools build *.egg-info
+	rm -rf $(VENV) .venv-compat-* node_modules .tools build *.egg-info
 
 # --- Kubernetes: chart and image (chart-lint, chart-test, image, image-test, tools) ---
 # helm lives in the git-ignored .tools/. helm is the
@@ -98,7 +102,7 @@ PROMETHEUS_TOOLS := $(TOOLS)/prometheus/.installed
 PROMETHEUS_DEBS := prometheus prometheus-pushgateway
 
 tools: $(PROMETHEUS_TOOLS)
-test-compat: $(PROMETHEUS_TOOLS)
+$(addprefix test-compat-,$(COMPAT_LINES)): $(PROMETHEUS_TOOLS)
 
 $(PROMETHEUS_TOOLS):
 	rm -rf $(TOOLS)/prometheus && mkdir -p $(TOOLS)/prometheus/debs $(TOOLS)/bin

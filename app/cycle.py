@@ -303,7 +303,7 @@ class Canary:
 
     def verify(self) -> None:
         url = self._server_url() + "api/status"
-        deadline = self.deadline.within(self.config.request_timeout * 2)
+        deadline = self.budget_before_stop().within(self.config.request_timeout * 2)
         try:
             response = self.client.request("GET", url, deadline)
         except HubUnavailable as exc:

@@ -132,7 +132,8 @@ class _Watchdog:
         self._sock: socket.socket | None = getattr(connection, "sock", None)
         self._timer: threading.Timer | None = None
         if self._sock is not None:
-            self._timer = threading.Timer(deadline.remaining(), self._cut)
+            # Like every request, at least MIN_REQUEST_TIMEOUT: a last look at the deadline still gets an answer.
+            self._timer = threading.Timer(max(MIN_REQUEST_TIMEOUT, deadline.remaining()), self._cut)
             self._timer.daemon = True
 
     def _cut(self) -> None:
@@ -509,6 +510,7 @@ class HubClient:
         """
         path = self.server_path(user, server_name)
         last = "no answer"
+        refused = ""  # the hub's own last word against the stop: more telling than a lost connection
         deleted = stopping = False
         tries = 0
         while True:
@@ -526,12 +528,12 @@ class HubClient:
                     if status == 202:
                         stopping = True
                     elif status == 400 and "pending spawn" in hub_message(response):
-                        last = (
+                        refused = (
                             f"DELETE answered 400 {hub_message(response)!r}: this hub cannot cancel a pending "
                             "spawn (JupyterHub before 5.1); it ends the spawn itself after its start_timeout"
                         )
                     else:
-                        last = f"DELETE answered {status} {hub_message(response)}"
+                        refused = f"DELETE answered {status} {hub_message(response)}"
                         stopping = status == 400 and "pending stop" in hub_message(response)
                 pause = STOP_POLL_INTERVAL
             except HubUnavailable as exc:
@@ -542,7 +544,7 @@ class HubClient:
                 raise
             if deadline.expired():
                 what = "still stopping" if stopping else "not stopped"
-                raise StopFailed(f"{what} after {deadline.seconds:g}s: {last}")
+                raise StopFailed(f"{what} after {deadline.seconds:g}s: {refused or last}")
             self._sleep(min(pause, deadline.remaining()))
 
     def progress_events(self, user: str, server_name: str, deadline: Deadline) -> Iterator[dict[str, Any]]:

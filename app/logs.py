@@ -2,7 +2,7 @@
 
 Secrets are never passed to the logger; as a second line of defence every configured secret value
 is masked in each rendered line as a whole: values, keys, reprs of objects, nested structures and
-tracebacks alike, in its plain and its JSON-escaped spelling.
+tracebacks alike, in its plain, JSON-escaped and repr-escaped spellings.
 """
 
 from __future__ import annotations
@@ -27,10 +27,9 @@ def add_secret(value: str) -> None:
 
 def mask(text: str) -> str:
     for secret in _secrets:
-        text = text.replace(secret, REDACTED)
-        escaped = json.dumps(secret)[1:-1]  # how the JSON renderer spells it
-        if escaped != secret:
-            text = text.replace(escaped, REDACTED)
+        # As written, and as the JSON renderer and repr() (the console renderer) escape it.
+        for spelling in {secret, json.dumps(secret)[1:-1], repr(secret)[1:-1]}:
+            text = text.replace(spelling, REDACTED)
     return text
 
 

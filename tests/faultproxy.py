@@ -6,12 +6,18 @@ Retry-After) without reaching the hub; everything else is forwarded as is, and
 `requests_seen` records every request with its arrival time, so a test can assert how
 often and how far apart the canary retried.
 
+`cut_next(n, after_bytes=...)` forwards the next n matching responses re-framed as HTTP/1.1
+chunked, and cuts each after `after_bytes` of body in the middle of a chunk (a chunk announced
+at its full size, half sent, then a TCP reset): what a dropped connection does to the hub's
+progress stream. (A close-delimited answer cannot be cut detectably: its end *is* the close.)
+
 Forwarding is deliberately plain: method, path+query, headers (Authorization included, the
 hop-by-hop ones dropped, Host rewritten to the upstream's) and a Content-Length body go
 upstream; the response status, headers and body come back as they arrive, chunk by chunk,
 so the hub's progress event stream (text/event-stream) is not held back. Responses are
-HTTP/1.0 and close-delimited (one request per connection). Redirects are passed back, never
-followed. Requests with a chunked body are not supported (the canary sends none).
+HTTP/1.0 and close-delimited (one request per connection), except those being cut. Redirects
+are passed back, never followed. Requests with a chunked body are not supported (the canary
+sends none).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -49,6 +56,7 @@ class _Fault:
     retry_after: float | None
     path_contains: str
     method: str | None
+    cut_after: int | None = None  # forward, then cut the body mid-chunk after this many bytes
 
     def matches(self, method: str, path: str) -> bool:
         return (
@@ -122,6 +130,11 @@ class FaultProxy:
         with self._lock:
             self._faults.append(_Fault(count, status, retry_after, path_contains, method))
 
+    def cut_next(self, count: int, *, after_bytes: int, path_contains: str = "", method: str | None = None) -> None:
+        """Forward the next `count` matching requests, and cut each answer mid-chunk after `after_bytes`."""
+        with self._lock:
+            self._faults.append(_Fault(count, 0, None, path_contains, method, cut_after=after_bytes))
+
     def statuses(self, path_contains: str = "") -> list[int]:
         """The answered statuses of the requests seen so far whose path contains `path_contains`."""
         with self._lock:
@@ -153,7 +166,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         fault = self.owner._take_fault(self.command, self.path)
-        if fault is not None:
+        cut_after = fault.cut_after if fault is not None else None
+        if fault is not None and cut_after is None:
             self.owner._record(arrived, self.command, self.path, fault.status)
             self._answer_fault(fault)
             return
@@ -170,6 +184,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 self._answer(502, {"status": 502, "message": f"faultproxy: upstream unreachable: {exc}"})
                 return
             self.owner._record(arrived, self.command, self.path, upstream.status)
+            if cut_after is not None:
+                self._forward_then_cut(upstream, cut_after)
+                return
             self.send_response_only(upstream.status, upstream.reason)
             for key, value in upstream.getheaders():
                 if key.lower() not in HOP_BY_HOP:
@@ -185,6 +202,27 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             with self.owner._lock:
                 self.owner._open_upstreams.discard(conn)
             conn.close()
+
+    def _forward_then_cut(self, upstream: http.client.HTTPResponse, cut_after: int) -> None:
+        """The answer as HTTP/1.1 chunks, until `cut_after` bytes: then half a chunk and a reset."""
+        self.wfile.write(f"HTTP/1.1 {upstream.status} {upstream.reason}\r\n".encode())
+        for key, value in upstream.getheaders():
+            if key.lower() not in HOP_BY_HOP and key.lower() != "content-length":
+                self.wfile.write(f"{key}: {value}\r\n".encode())
+        self.wfile.write(b"Transfer-Encoding: chunked\r\n\r\n")
+        sent = 0
+        while chunk := upstream.read1(65536):
+            if sent + len(chunk) > cut_after:
+                keep = max(1, cut_after - sent)
+                self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk[:keep])
+                self.wfile.flush()
+                break
+            self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            self.wfile.flush()
+            sent += len(chunk)
+        # A reset, not a clean close: the client is mid-chunk and must see the connection drop.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
 
     def _answer_fault(self, fault: _Fault) -> None:
         extra = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}

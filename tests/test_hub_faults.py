@@ -14,6 +14,7 @@ import time
 import pytest
 
 from app.exit_codes import ExitCode
+from tests.faultproxy import FaultProxy
 from tests.runner import Run, parse_events, run_main, start_process
 
 pytestmark = pytest.mark.hub
@@ -57,6 +58,18 @@ def test_keepalives_do_not_stretch_the_spawn_budget(hub_202, hub_user, tmp_path)
             assert_pending_spawn_refused(run)
     finally:
         hub_202.stop_all_servers(user, timeout=150)
+
+
+def test_a_progress_stream_cut_mid_chunk_falls_back_to_polling(hub_202, hub_user, tmp_path):
+    user, token = new_account(hub_202, hub_user("slow2-"))
+    with FaultProxy(hub_202.url) as proxy:
+        proxy.cut_next(1, after_bytes=30, path_contains="/progress")
+        args = ["--hub-url", proxy.url, "--user", user, "--termination-log", str(tmp_path / "term")]
+        run = run_main(args, env={"JUPYTERHUB_API_TOKEN": token})
+    run.assert_no_secret(token)
+    assert run.exit_code == ExitCode.OK, run.output
+    assert "ChunkedEncodingError" in run.named("progress_stream_unavailable")[0]["reason"], run.output
+    assert hub_202.servers(user) == {}
 
 
 def assert_pending_spawn_refused(run):

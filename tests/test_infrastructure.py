@@ -234,6 +234,21 @@ def test_fault_proxy_streams_progress_events_unbuffered(hub_202, hub_user):
     hub_202.stop_all_servers(name)
 
 
+def test_fault_proxy_cuts_a_progress_stream_mid_chunk(hub_202, hub_user):
+    name, token = new_account(hub_202, hub_user("slow1-"))
+    with FaultProxy(hub_202.url) as proxy:
+        proxy.cut_next(1, after_bytes=20, path_contains="/progress")
+        r = requests.post(proxy.url + f"hub/api/users/{name}/server", headers=auth(token), json={}, timeout=30)
+        assert r.status_code == 202, r.text
+        stream = requests.get(
+            proxy.url + f"hub/api/users/{name}/server/progress", headers=auth(token), stream=True, timeout=30
+        )
+        assert stream.headers["Transfer-Encoding"] == "chunked"
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            b"".join(stream.iter_content(None))
+    hub_202.stop_all_servers(name)
+
+
 # --- SecretStub ---
 
 

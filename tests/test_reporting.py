@@ -44,6 +44,30 @@ def test_secrets_are_masked_everywhere_even_in_tracebacks():
     assert text.count(logs.REDACTED) >= 6
 
 
+class Holder:
+    """An object whose repr carries the secret: the JSON renderer falls back to repr()."""
+
+    def __repr__(self) -> str:
+        return f"Holder(token={TOKEN!r})"
+
+
+@pytest.mark.parametrize("log_format", ["json", "console"])
+def test_the_mask_covers_the_rendered_line_keys_reprs_and_escapes(log_format):
+    out = io.StringIO()
+    logs.configure(log_format, "debug", stream=out)
+    quoted = 'qu"ote\\d-secret-value'  # one the JSON renderer escapes
+    logs.add_secret(TOKEN)
+    logs.add_secret(quoted)
+    log = logs.get_logger()
+    log.info("in_a_key", **{f"header_{TOKEN}": "x"})
+    log.info("in_a_repr", holder=Holder(), items=(Holder(), {TOKEN: [Holder()]}))
+    log.info("escaped", value=f"the {quoted} here", nested={"deep": [quoted]})
+    text = out.getvalue()
+    assert TOKEN not in text and quoted not in text
+    assert json.dumps(quoted)[1:-1] not in text
+    assert text.count(logs.REDACTED) >= 6, text
+
+
 def test_an_unexpected_exception_is_exit_1_with_a_masked_traceback(monkeypatch, tmp_path):
     def explode(self):
         raise RuntimeError(f"bug near {TOKEN}")
