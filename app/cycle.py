@@ -209,8 +209,11 @@ class Canary:
     def check_token_expiry(self, owner: dict[str, Any], deadline: Deadline) -> None:
         """Log when the token expires, and warn in time: an expired token fails every run (77)."""
         token_id = owner.get("token_id")  # JupyterHub 5+
-        if not token_id or owner.get("kind") != "user":
-            log.debug("token_expiry_unknown", reason="the hub does not say which token this is")
+        if owner.get("kind") != "user":
+            log.debug("token_expiry_unknown", reason="not a user's token")
+            return
+        if not token_id:
+            log.info("token_expiry_unknown", reason="the hub does not say which token this is (JupyterHub before 5)")
             return
         expires_at = self.client.token_expiry(owner["name"], token_id, deadline)
         if expires_at is False:

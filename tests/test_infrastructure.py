@@ -145,11 +145,16 @@ def test_user_options_choose_the_behaviour_and_are_recorded(hub, hub_user):
 
 @pytest.mark.hub
 def test_delete_cancels_a_pending_slow_spawn(hub_202, hub_user):
-    name, token = new_account(hub_202, hub_user("slow30-"))
+    name, token = new_account(hub_202, hub_user("slow30-" if hub_202.cancels_pending_spawns else "slow4-"))
     hub_202.start_server(name, wait=False)
     assert hub_202.servers(name)[""]["pending"] == "spawn"
     started = time.monotonic()
     r = hub_202.api("DELETE", f"users/{name}/server")
+    if not hub_202.cancels_pending_spawns:
+        # JupyterHub before 5.1 refuses while the spawn is pending; the canary reports this as 13.
+        assert r.status_code == 400 and "is pending spawn, please wait" in r.json()["message"], r.text
+        hub_202.stop_all_servers(name)
+        return
     assert r.status_code in (202, 204), r.text
     wait_for(lambda: hub_202.servers(name) == {}, 15, "the pending spawn to be cancelled")
     assert time.monotonic() - started < 15, "the DELETE waited for the spawn instead of cancelling it"
