@@ -21,6 +21,7 @@ from app.config import Config
 from app.deadline import Clock, Deadline, elapsed_ms
 from app.errors import CanaryError, HubUnavailable, PermissionDenied, ServerUnreachable, SpawnFailed, SpawnTimeout, StopFailed
 from app.hub import HubClient, StreamUnavailable, hub_message
+from app.timeline import Timeline
 
 PHASES = ("spawn_request", "ready_wait", "verify", "stop")
 KERNEL_PHASE = "kernel"  # only with --check-kernel, between verify and stop
@@ -64,6 +65,8 @@ class Canary:
         self.phases_ms: dict[str, int] = {}
         self.last_progress_message: str | None = None
         self.server_may_be_running = False
+        # The last attempt's progress events, timed from its spawn request (app/timeline.py).
+        self.timeline: Timeline | None = None
 
     # --- the run: attempts with retries ---
 
@@ -104,6 +107,7 @@ class Canary:
         self._raise_if_interrupted()  # a signal during the last cleanup ends the run
         self.attempts = number
         self.phases_ms = {}
+        self.timeline = None
         with logs.bound(attempt=number):
             self.preflight()
             with self._shield():
@@ -114,6 +118,7 @@ class Canary:
             spawn_deadline = Deadline(min(self.config.spawn_timeout, spawn_budget), self._clock)
             # A request lost in flight may still start a server: from here on, always stop.
             self.server_may_be_running = True
+            self.timeline = Timeline(self._clock)
             try:
                 try:
                     ready = self.timed("spawn_request", self.request_spawn, spawn_deadline)
@@ -242,7 +247,8 @@ class Canary:
             message = event.get("message")
             if message:
                 self.last_progress_message = str(message)
-            log.info("spawn_progress", progress=event.get("progress"), message=message)
+            t_ms = self.timeline.record(event).t_ms if self.timeline else None
+            log.info("spawn_progress", progress=event.get("progress"), message=message, t_ms=t_ms)
             if event.get("failed"):
                 raise SpawnFailed(f"the spawner reported failure: {message}", progress_message=self.last_progress_message)
             if event.get("ready"):
