@@ -141,6 +141,7 @@ probe label, no CANARY_PROBE), so today's values render as they always did.
 {{- if hasKey $p $key }}{{ $_ := set $v.cronjob $key (index $p $key) }}{{ end }}
 {{- end }}
 {{- if hasKey $p "resources" }}{{ $_ := set $v "resources" $p.resources }}{{ end }}
+{{- if hasKey $p "slowSpawnSeconds" }}{{ $_ := set $v.prometheusRule "slowSpawnSeconds" $p.slowSpawnSeconds }}{{ end }}
 {{- if $p.extraEnv }}{{ $_ := set $v "extraEnv" (concat ($v.extraEnv | default list) $p.extraEnv) }}{{ end }}
 {{- $own := and $p.token $p.token.existingSecret }}
 {{- if $own }}
