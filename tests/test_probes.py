@@ -179,3 +179,36 @@ def test_notes_list_the_probes_and_tell_to_run_helm_test(helm):
     for probe in ("cpu", "gpu", "batch"):
         assert f"  {probe}: CronJob {FULLNAME}-{probe}, " in text
     assert f"helm test {RELEASE} -n {NAMESPACE}" in notes(helm, *HUB, *EXISTING)
+
+
+# --- the chart README's examples render as they say ---
+
+
+def readme_yaml(section: str) -> list[dict]:
+    text = (CHART / "README.md").read_text().partition(f"\n## {section}\n")[2].partition("\n## ")[0]
+    return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL)]
+
+
+def test_readme_three_probes_render_three_cronjobs(helm, tmp_path):
+    (values,) = readme_yaml("Several probes")
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    docs = render(helm, "-f", str(path))
+    found = cronjobs(docs)
+    assert set(found) == {"default", "gpu", "batch"}
+    variables = {probe: env(pod(c)["spec"]) for probe, c in found.items()}
+    assert "CANARY_SERVER_NAME" not in variables["default"]
+    assert json.loads(variables["gpu"]["CANARY_USER_OPTIONS"]) == {"profile": "gpu"}
+    assert variables["batch"]["CANARY_SERVER_NAME"] == "batch" and variables["batch"]["CANARY_CHECK_KERNEL"] == "true"
+    (rule,) = by_kind(docs)["PrometheusRule"]
+    assert [g["name"] for g in rule["spec"]["groups"]] == [f"jupyterhub-canary.{p}.rules" for p in ("batch", "default", "gpu")]
+
+
+def test_readme_argo_cd_annotations_reach_the_test_pod(helm, tmp_path):
+    (values,) = readme_yaml("helm test")
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    (test_pod,) = by_kind(render(helm, *HUB, *EXISTING, "-f", str(path)))["Pod"]
+    annotations = test_pod["metadata"]["annotations"]
+    assert annotations["argocd.argoproj.io/hook"] == "PostSync"
+    assert annotations["helm.sh/hook"] == "test"
