@@ -7,7 +7,10 @@ the decorator per test) so that `pytest -m hub` (make test-compat) selects them.
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +100,24 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# --- tools of `make tools` (.tools/bin), or $HELM / $PROMTOOL ---
+
+
+def tool(name: str, variable: str) -> str:
+    root = Path(__file__).resolve().parent.parent
+    for candidate in (os.environ.get(variable), root / ".tools" / "bin" / name, shutil.which(name)):
+        if candidate and os.access(candidate, os.X_OK):
+            return str(candidate)
+    pytest.fail(f"{name} not found: run `make tools` (or set {variable})", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    return tool("helm", "HELM")
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    return tool("promtool", "PROMTOOL")

@@ -7,7 +7,6 @@ helm and promtool come from `make tools` (.tools/bin), or $HELM / $PROMTOOL.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -26,23 +25,6 @@ CRONJOB = "hub-canary-jupyterhub-canary"
 BASE = ("--set", "canary.hubUrl=https://hub.example.org/", "--set", "token.existingSecret=canary-token")
 RULE = ("--set", "prometheusRule.enabled=true")
 PUSH = ("--set", "pushgateway.url=http://prometheus-pushgateway.monitoring:9091")
-
-
-def _tool(name: str, variable: str) -> str:
-    for candidate in (os.environ.get(variable), ROOT / ".tools" / "bin" / name, shutil.which(name)):
-        if candidate and os.access(candidate, os.X_OK):
-            return str(candidate)
-    pytest.fail(f"{name} not found: run `make tools` (or set {variable})", pytrace=False)
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    return _tool("helm", "HELM")
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    return _tool("promtool", "PROMTOOL")
 
 
 def _run(command: list[str], **kwargs) -> subprocess.CompletedProcess:

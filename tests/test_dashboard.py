@@ -10,27 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from app import metrics, timeline
-from tests.test_alerts import _tool
 from tests.test_chart import EXISTING, HUB, by_kind, render
 
 ENABLED = ("--set", "grafanaDashboard.enabled=true")
 # Grafana's template variables, replaced by values they can take before promtool parses a query.
 VARIABLES = {"$hub": ".*", "$probe": "cpu|gpu"}
 METRIC = re.compile(r"\bjupyterhub_canary_[a-z_]+\b")
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    return _tool("helm", "HELM")
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    return _tool("promtool", "PROMTOOL")
 
 
 def configmap(helm: str, *args: str) -> dict:

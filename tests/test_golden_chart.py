@@ -7,7 +7,6 @@ each value set below must still render byte for byte the same. `--skip-tests` le
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -40,14 +39,6 @@ def render_text(helm: str | Path, name: str) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    path = Path(os.environ.get("HELM") or ROOT / ".tools" / "bin" / "helm")
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"helm not found at {path}: run `make tools` (or set HELM)", pytrace=False)
-    return str(path)
 
 
 @pytest.mark.parametrize("name", GOLDEN_SETS)

@@ -13,18 +13,12 @@ import re
 import pytest
 import yaml
 
-from tests.test_alerts import _tool
 from tests.test_chart import CHART, EXISTING, HUB, NAMESPACE, RELEASE, by_kind, notes, render, render_error
 
 FULLNAME = "hub-canary-jupyterhub-canary"
 PROBES = ("-f", str(CHART / "ci" / "probes-values.yaml"))
 VALUES = yaml.safe_load((CHART / "ci" / "probes-values.yaml").read_text())
 LABEL = "jupyterhub-canary/probe"
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    return _tool("helm", "HELM")
 
 
 def _set(*settings: str) -> tuple[str, ...]:
