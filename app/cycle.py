@@ -16,12 +16,11 @@ from typing import Any
 
 import tenacity
 
-from app import logs
+from app import logs, timeline
 from app.config import Config
 from app.deadline import Clock, Deadline, elapsed_ms
 from app.errors import CanaryError, HubUnavailable, PermissionDenied, ServerUnreachable, SpawnFailed, SpawnTimeout, StopFailed
 from app.hub import HubClient, StreamUnavailable, hub_message
-from app.timeline import Timeline
 
 PHASES = ("spawn_request", "ready_wait", "verify", "stop")
 KERNEL_PHASE = "kernel"  # only with --check-kernel, between verify and stop
@@ -62,11 +61,11 @@ class Canary:
         # What the result reports, kept up to date as the run goes.
         self.attempts = 0
         self.hub_version: str | None = None
+        # The last attempt's progress events, timed from its spawn request (app/timeline.py).
+        self.timeline: timeline.Timeline | None = None
         self.phases_ms: dict[str, int] = {}
         self.last_progress_message: str | None = None
         self.server_may_be_running = False
-        # The last attempt's progress events, timed from its spawn request (app/timeline.py).
-        self.timeline: Timeline | None = None
 
     # --- the run: attempts with retries ---
 
@@ -106,8 +105,8 @@ class Canary:
     def attempt(self, number: int) -> None:
         self._raise_if_interrupted()  # a signal during the last cleanup ends the run
         self.attempts = number
-        self.phases_ms = {}
         self.timeline = None
+        self.phases_ms = {}
         with logs.bound(attempt=number):
             self.preflight()
             with self._shield():
@@ -118,7 +117,7 @@ class Canary:
             spawn_deadline = Deadline(min(self.config.spawn_timeout, spawn_budget), self._clock)
             # A request lost in flight may still start a server: from here on, always stop.
             self.server_may_be_running = True
-            self.timeline = Timeline(self._clock)
+            self.timeline = timeline.Timeline(self._clock)
             try:
                 try:
                     ready = self.timed("spawn_request", self.request_spawn, spawn_deadline)

@@ -1,4 +1,4 @@
-"""Shared fixtures. Sections: real JupyterHubs, users, the Kubernetes Secret stub, reporting.
+"""Shared fixtures. Sections: real JupyterHubs, users, the Kubernetes Secret stub, tools, reporting.
 
 Tests that use a real hub are marked `hub` (`pytestmark = pytest.mark.hub` in their module, or
 the decorator per test) so that `pytest -m hub` (make test-compat) selects them.
@@ -74,6 +74,27 @@ def secret_stub(tmp_path) -> Iterator[SecretStub]:
         yield stub
 
 
+# --- tools of `make tools` (.tools/bin), or $HELM / $PROMTOOL ---
+
+
+def tool(name: str, variable: str) -> str:
+    root = Path(__file__).resolve().parent.parent
+    for candidate in (os.environ.get(variable), root / ".tools" / "bin" / name, shutil.which(name)):
+        if candidate and os.access(candidate, os.X_OK):
+            return str(candidate)
+    pytest.fail(f"{name} not found: run `make tools` (or set {variable})", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    return tool("helm", "HELM")
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    return tool("promtool", "PROMTOOL")
+
+
 # --- reporting ---
 
 
@@ -100,24 +121,3 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-# --- tools of `make tools` (.tools/bin), or $HELM / $PROMTOOL ---
-
-
-def tool(name: str, variable: str) -> str:
-    root = Path(__file__).resolve().parent.parent
-    for candidate in (os.environ.get(variable), root / ".tools" / "bin" / name, shutil.which(name)):
-        if candidate and os.access(candidate, os.X_OK):
-            return str(candidate)
-    pytest.fail(f"{name} not found: run `make tools` (or set {variable})", pytrace=False)
-
-
-@pytest.fixture(scope="session")
-def helm() -> str:
-    return tool("helm", "HELM")
-
-
-@pytest.fixture(scope="session")
-def promtool() -> str:
-    return tool("promtool", "PROMTOOL")
