@@ -178,7 +178,7 @@ def _reporting_settings(args: list[str], env: Mapping[str, str], command_options
 
 
 def _run(config: Config, started: float) -> int:
-    logs.bind(hub=config.hub_url, user=config.user, server=config.server_name)
+    logs.bind(hub=config.hub_url, user=config.user, server=config.server_name, probe=config.probe)
     if config.insecure_skip_tls_verify:
         log.warning("tls_verification_disabled", hint="--insecure-skip-tls-verify: the hub's identity is not checked")
     in_main_thread = threading.current_thread() is threading.main_thread()
@@ -256,7 +256,12 @@ def _finish(
         else dict.fromkeys(PHASES),
         "hub_version": canary.hub_version if canary else None,
         "message": message,
+        # The last attempt's progress events, and the phases they mark (app/timeline.py).
+        "timeline": canary.timeline.as_result() if canary and canary.timeline else [],
+        "timeline_phases_ms": canary.timeline.phases_ms() if canary and canary.timeline else {},
     }
+    if config is not None:
+        result["probe"] = config.probe
     if outcome != "ok":
         result["reason"] = reason
         result["last_progress_message"] = last_progress_message
@@ -276,14 +281,15 @@ def _push_metrics(config: Config, result: dict[str, Any]) -> None:
 
     metrics.push(
         config.pushgateway_url,
-        config.hub_url,
-        config.user,
+        metrics.Group(config.hub_url, config.user, config.probe),
         metrics.RunMetrics(
             success=result["exit_code"] == ExitCode.OK,
             exit_code=result["exit_code"],
             attempts=result["attempts"],
             duration_seconds=result["duration_ms"] / 1000,
             phases_ms=result["phases_ms"],
+            reason=result.get("reason") or "none",
+            timeline_phases_ms=result["timeline_phases_ms"],
         ),
         timeout=min(config.request_timeout, PUSH_TIMEOUT),
     )

@@ -140,6 +140,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("--hub-url", _hub_url, None, "the hub's public URL, with its base path if any", "URL"),
     Option("--user", _text, None, "the service-account user whose server is spawned", "NAME"),
     Option("--server-name", str.strip, "", "a named server to spawn (default: the default server)", "NAME"),
+    Option("--probe", _text, "default", "the probe's name: a label of every metric, in the result and the log", "NAME"),
     Option("--user-options", _json_object, None, "spawner options: a JSON object sent as the spawn request body", "JSON"),
     Option("--user-options-file", _existing_file, None, "read the spawner options (a JSON object) from this file", "PATH"),
     Option("--token-secret", _text, None, "read the API token from this Kubernetes Secret", "NAME"),
@@ -240,6 +241,7 @@ TokenSource = SecretToken | FileToken | EnvToken
 class Config:
     hub_url: str
     user: str
+    probe: str
     server_name: str
     user_options: dict[str, Any] | None
     token_source: TokenSource
@@ -383,6 +385,7 @@ def build_run_config(given: Mapping[str, str | None], env: Mapping[str, str]) ->
     return Config(
         hub_url=value("hub_url"),
         user=value("user"),
+        probe=value("probe"),
         server_name=value("server_name"),
         user_options=_user_options(values),
         token_source=_token_source(values, env),

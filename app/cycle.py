@@ -20,7 +20,7 @@ from typing import Any
 
 import tenacity
 
-from app import logs
+from app import logs, timeline
 from app.config import Config
 from app.deadline import Clock, Deadline, elapsed_ms
 from app.errors import CanaryError, HubUnavailable, PermissionDenied, ServerUnreachable, SpawnFailed, SpawnTimeout, StopFailed
@@ -69,6 +69,8 @@ class Canary:
         # What the result reports, kept up to date as the run goes.
         self.attempts = 0
         self.hub_version: str | None = None
+        # The last attempt's progress events, timed from its spawn request (app/timeline.py).
+        self.timeline: timeline.Timeline | None = None
         self.phases_ms: dict[str, int] = {}
         self.last_progress_message: str | None = None
         self.failures: list[CanaryError] = []
@@ -141,6 +143,7 @@ class Canary:
     def _attempt(self, number: int) -> None:
         self._raise_if_interrupted()  # a signal during the last cleanup ends the run
         self.attempts = number
+        self.timeline = None
         self.phases_ms = {}
         self._spawn_cut_short = False
         with logs.bound(attempt=number):
@@ -154,6 +157,7 @@ class Canary:
             spawn_deadline = Deadline(min(self.config.spawn_timeout, spawn_budget), self._clock)
             # A request lost in flight may still start a server: from here on, always stop.
             self.server_may_be_running = True
+            self.timeline = timeline.Timeline(self._clock)
             try:
                 try:
                     ready = self.timed("spawn_request", self.request_spawn, spawn_deadline)
@@ -271,7 +275,8 @@ class Canary:
             message = event.get("message")
             if message:
                 self.last_progress_message = str(message)
-            log.info("spawn_progress", progress=event.get("progress"), message=message)
+            t_ms = self.timeline.record(event).t_ms if self.timeline else None
+            log.info("spawn_progress", progress=event.get("progress"), message=message, t_ms=t_ms)
             if event.get("failed"):
                 raise SpawnFailed(f"the spawner reported failure: {message}", progress_message=self.last_progress_message)
             if event.get("ready"):

@@ -1,7 +1,9 @@
 """Prometheus metrics of one run, pushed to a Pushgateway (--pushgateway-url), blackbox-exporter style.
 
-Grouping key: job="jupyterhub_canary", hub=<hub URL>, user=<user> — stable across runs, never per pod,
-so each push replaces the previous run's values. The push is a POST (`pushadd_to_gateway`), which
+Grouping key: job="jupyterhub_canary", hub=<hub URL>, user=<user>, probe=<--probe> — stable across
+runs, never per pod, so each push replaces the previous run's values of the same probe, and probes
+never overwrite each other. The Pushgateway adds the grouping key's labels to every metric.
+The push is a POST (`pushadd_to_gateway`), which
 replaces only the metrics it carries: `jupyterhub_canary_last_success_timestamp_seconds` is sent only
 on success, so a failed run leaves the last success's timestamp in place (a PUT would delete it).
 
@@ -11,16 +13,29 @@ code. prometheus_client is imported only here, when a push happens (start-up tim
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from app import logs
+from app import logs, timeline
 
 JOB = "jupyterhub_canary"
 PREFIX = "jupyterhub_canary_"
 
 log = logs.get_logger()
+
+
+@dataclass(frozen=True)
+class Group:
+    """The Pushgateway group of one probe's runs."""
+
+    hub: str
+    user: str
+    probe: str
+
+    def grouping_key(self) -> dict[str, str]:
+        return {"hub": self.hub, "user": self.user, "probe": self.probe}
 
 
 @dataclass(frozen=True)
@@ -32,6 +47,10 @@ class RunMetrics:
     # The last attempt's phases that ran, in milliseconds (phases that did not run are left out).
     phases_ms: Mapping[str, int | None] = field(default_factory=dict)
     finished_at: float = field(default_factory=time.time)
+    # The result's `reason` ("none" on success): a label of the exit code, for the alert to name.
+    reason: str = "none"
+    # The spawn's phases as its progress events mark them (app/timeline.py), in milliseconds.
+    timeline_phases_ms: Mapping[str, int] = field(default_factory=dict)
 
 
 def registry_for(metrics: RunMetrics):  # -> prometheus_client.CollectorRegistry
@@ -41,9 +60,12 @@ def registry_for(metrics: RunMetrics):  # -> prometheus_client.CollectorRegistry
     Gauge(PREFIX + "success", "1 when the last run spawned, verified and stopped a server, else 0", registry=registry).set(
         1 if metrics.success else 0
     )
-    Gauge(PREFIX + "exit_code", "the last run's exit code (0 healthy; see the exit-code table)", registry=registry).set(
-        metrics.exit_code
-    )
+    Gauge(
+        PREFIX + "exit_code",
+        "the last run's exit code (0 healthy; see the exit-code table); reason is the result's reason",
+        ["reason"],
+        registry=registry,
+    ).labels(reason=metrics.reason).set(metrics.exit_code)
     Gauge(PREFIX + "attempts", "attempts the last run made", registry=registry).set(metrics.attempts)
     duration = Gauge(
         PREFIX + "duration_seconds",
@@ -55,6 +77,18 @@ def registry_for(metrics: RunMetrics):  # -> prometheus_client.CollectorRegistry
         if ms is not None:
             duration.labels(phase=phase).set(ms / 1000)
     duration.labels(phase="total").set(metrics.duration_seconds)
+    spawn_phases = Gauge(
+        PREFIX + "phase_duration_seconds",
+        "seconds the last run's spawn spent per phase, as its progress events mark them "
+        "(spawn; with KubeSpawner also scheduling, image_pull, container_start, server_start)",
+        ["phase"],
+        registry=registry,
+    )
+    # Every phase, NaN when this run's events did not mark it: a POST replaces only the samples it
+    # carries, and a phase left out would keep an earlier run's value.
+    for phase in timeline.PHASES:
+        ms = metrics.timeline_phases_ms.get(phase)
+        spawn_phases.labels(phase=phase).set(math.nan if ms is None else ms / 1000)
     if metrics.success:
         Gauge(
             PREFIX + "last_success_timestamp_seconds",
@@ -64,14 +98,14 @@ def registry_for(metrics: RunMetrics):  # -> prometheus_client.CollectorRegistry
     return registry
 
 
-def push(url: str, hub: str, user: str, metrics: RunMetrics, *, timeout: float) -> bool:
+def push(url: str, group: Group, metrics: RunMetrics, *, timeout: float) -> bool:
     """Push the run's metrics; True when the Pushgateway took them. Never raises."""
     started = time.monotonic()
     try:
         from prometheus_client import pushadd_to_gateway
 
         pushadd_to_gateway(
-            url, job=JOB, registry=registry_for(metrics), grouping_key={"hub": hub, "user": user}, timeout=timeout
+            url, job=JOB, registry=registry_for(metrics), grouping_key=group.grouping_key(), timeout=timeout
         )
     except Exception as exc:  # noqa: BLE001 - any failure to push is only a warning
         log.warning(

@@ -1,4 +1,4 @@
-"""Shared fixtures. Sections: real JupyterHubs, users, the Kubernetes Secret stub, reporting.
+"""Shared fixtures. Sections: real JupyterHubs, users, the Kubernetes Secret stub, tools, reporting.
 
 Tests that use a real hub are marked `hub` (`pytestmark = pytest.mark.hub` in their module, or
 the decorator per test) so that `pytest -m hub` (make test-compat) selects them.
@@ -7,7 +7,10 @@ the decorator per test) so that `pytest -m hub` (make test-compat) selects them.
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -69,6 +72,27 @@ def secret_stub(tmp_path) -> Iterator[SecretStub]:
     """A started HTTPS stub of the Kubernetes Secret endpoint, empty, with its own CA."""
     with SecretStub(tmp_path / "k8s-stub") as stub:
         yield stub
+
+
+# --- tools of `make tools` (.tools/bin), or $HELM / $PROMTOOL ---
+
+
+def tool(name: str, variable: str) -> str:
+    root = Path(__file__).resolve().parent.parent
+    for candidate in (os.environ.get(variable), root / ".tools" / "bin" / name, shutil.which(name)):
+        if candidate and os.access(candidate, os.X_OK):
+            return str(candidate)
+    pytest.fail(f"{name} not found: run `make tools` (or set {variable})", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    return tool("helm", "HELM")
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    return tool("promtool", "PROMTOOL")
 
 
 # --- reporting ---

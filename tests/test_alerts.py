@@ -7,7 +7,6 @@ helm and promtool come from `make tools` (.tools/bin), or $HELM / $PROMTOOL.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -26,23 +25,6 @@ CRONJOB = "hub-canary-jupyterhub-canary"
 BASE = ("--set", "canary.hubUrl=https://hub.example.org/", "--set", "token.existingSecret=canary-token")
 RULE = ("--set", "prometheusRule.enabled=true")
 PUSH = ("--set", "pushgateway.url=http://prometheus-pushgateway.monitoring:9091")
-
-
-def _tool(name: str, variable: str) -> str:
-    for candidate in (os.environ.get(variable), ROOT / ".tools" / "bin" / name, shutil.which(name)):
-        if candidate and os.access(candidate, os.X_OK):
-            return str(candidate)
-    pytest.fail(f"{name} not found: run `make tools` (or set {variable})", pytrace=False)
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    return _tool("helm", "HELM")
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    return _tool("promtool", "PROMTOOL")
 
 
 def _run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -70,6 +52,21 @@ def by_alert(rule_list: list[dict]) -> dict[str, list[dict]]:
     for r in rule_list:
         found.setdefault(r["alert"], []).append(r)
     return found
+
+
+# Two probes for tests/alerts/probes.test.yaml: cpu (the top-level settings), gpu (its own server,
+# schedule and slow-spawn threshold).
+TWO_PROBES = (
+    "--set", "prometheusRule.slowSpawnSeconds=120", "--set", "probes.cpu.serverName=",
+    "--set", "probes.gpu.serverName=gpu", "--set-string", "probes.gpu.schedule=*/30 * * * *",
+    "--set", "probes.gpu.slowSpawnSeconds=600",
+)
+
+
+def rule_files(helm: str, directory: Path, summaries_only: bool = False) -> None:
+    """rules.yaml (one check) and probes-rules.yaml (TWO_PROBES), which tests/alerts/*.test.yaml read."""
+    rule_file(helm, directory / "rules.yaml", summaries_only=summaries_only)
+    rule_file(helm, directory / "probes-rules.yaml", *TWO_PROBES, summaries_only=summaries_only)
 
 
 def rule_file(helm: str, path: Path, *args: str, summaries_only: bool = False) -> Path:
@@ -132,7 +129,7 @@ def test_promtool_check_rules(helm, promtool, tmp_path):
 
 def test_promtool_unit_tests(helm, promtool, tmp_path):
     """Each alert fires on a failing series and stays quiet on a healthy one (tests/alerts/*.test.yaml)."""
-    rule_file(helm, tmp_path / "rules.yaml", summaries_only=True)
+    rule_files(helm, tmp_path, summaries_only=True)
     test_files = sorted(ALERT_TESTS.glob("*.test.yaml"))
     assert test_files
     for source in test_files:
@@ -244,3 +241,33 @@ def test_network_policy_lets_the_canary_reach_the_pushgateway(helm):
 def test_schema_rejects_a_misspelt_prometheus_rule_key(helm):
     done = _run([helm, "template", RELEASE, str(CHART), *BASE, "--set", "prometheusRule.enable=true"])
     assert done.returncode != 0 and "enable" in done.stderr
+
+
+# --- per probe ---
+
+
+def test_promtool_checks_one_group_per_probe(helm, promtool, tmp_path):
+    rule_files(helm, tmp_path)
+    done = _run([promtool, "check", "rules", str(tmp_path / "probes-rules.yaml")])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS: 12 rules found" in done.stdout, done.stdout  # two probes, six alerts each
+    groups = yaml.safe_load((tmp_path / "probes-rules.yaml").read_text())["groups"]
+    assert [g["name"] for g in groups] == ["jupyterhub-canary.cpu.rules", "jupyterhub-canary.gpu.rules"]
+    for group, probe in zip(groups, ("cpu", "gpu"), strict=True):
+        for r in group["rules"]:
+            assert r["labels"]["probe"] == probe, r["alert"]
+        pushed = [r["expr"] for r in group["rules"] if "jupyterhub_canary_" in r["expr"]]
+        assert pushed and all(f'probe="{probe}"' in expr for expr in pushed)
+        (job_failed,) = [r for r in group["rules"] if r["alert"] == "JupyterHubCanaryJobFailed"]
+        assert f'owner_name="{CRONJOB}-{probe}"' in job_failed["expr"]
+
+
+def test_probe_unit_tests_can_fail(helm, promtool, tmp_path):
+    """The two-probe tests against rules with cpu's slow-spawn threshold raised fail: they test the rules."""
+    rule_files(helm, tmp_path, summaries_only=True)
+    path = tmp_path / "probes-rules.yaml"
+    path.write_text(path.read_text().replace("> 120", "> 999999"))
+    shutil.copy(ALERT_TESTS / "probes.test.yaml", tmp_path / "probes.test.yaml")
+    done = _run([promtool, "test", "rules", "probes.test.yaml"], cwd=tmp_path)
+    assert done.returncode != 0
+    assert "JupyterHubCanarySlowSpawn" in done.stdout + done.stderr

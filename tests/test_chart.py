@@ -116,14 +116,24 @@ def env(docs: list[dict]) -> dict[str, str]:
 
 
 def canary_env(docs: list[dict], name: str = "") -> dict[str, str]:
-    """The variables the chart sets itself, without the user's extraEnv of value set `name`."""
+    """The variables the chart sets itself in its CronJobs (all probes'), without the user's extraEnv
+    of value set `name`."""
     extra = {item["name"] for item in extra_env(name)}
-    return {key: value for key, value in env(docs).items() if key not in extra}
+    found: dict[str, str] = {}
+    for cronjob in by_kind(docs)["CronJob"]:
+        (only,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        found |= {item["name"]: item.get("value") for item in only.get("env", [])}
+    return {key: value for key, value in found.items() if key not in extra}
 
 
 def extra_env(name: str) -> list[dict]:
+    """The extraEnv of value set `name`: the top-level list and every probe's."""
     path = CHART / "ci" / f"{name}.yaml"
-    return (yaml.safe_load(path.read_text()).get("extraEnv") or []) if path.exists() else []
+    if not path.exists():
+        return []
+    values = yaml.safe_load(path.read_text())
+    probes = (values.get("probes") or {}).values()
+    return [*(values.get("extraEnv") or []), *(item for p in probes for item in (p or {}).get("extraEnv") or [])]
 
 
 def values_file(name: str) -> dict:
@@ -296,16 +306,21 @@ def test_kubernetes_older_than_1_29_is_refused(helm):
 
 @pytest.mark.parametrize("name", VALUE_SETS)
 def test_pod_meets_the_restricted_pod_security_standard(helm, name):
+    """Every probe's CronJob, and the `helm test` Pod."""
     docs = render(helm, *VALUE_SETS[name])
-    spec = pod_spec(docs)
-    assert restricted_violations(spec) == []
-    assert spec["securityContext"]["runAsNonRoot"] is True
-    assert isinstance(spec["securityContext"]["runAsUser"], int) and spec["securityContext"]["runAsUser"] > 0
-    sc = container(docs)["securityContext"]
-    assert sc["readOnlyRootFilesystem"] is True
-    tmp = next(v for v in spec["volumes"] if v["name"] == "tmp")
-    assert "emptyDir" in tmp
-    assert {"name": "tmp", "mountPath": "/tmp"} in container(docs)["volumeMounts"]
+    kinds = by_kind(docs)
+    specs = [c["spec"]["jobTemplate"]["spec"]["template"]["spec"] for c in kinds["CronJob"]]
+    specs += [pod["spec"] for pod in kinds.get("Pod", [])]
+    assert len(specs) == len(kinds["CronJob"]) + 1
+    for spec in specs:
+        assert restricted_violations(spec) == []
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert isinstance(spec["securityContext"]["runAsUser"], int) and spec["securityContext"]["runAsUser"] > 0
+        (only,) = spec["containers"]
+        assert only["securityContext"]["readOnlyRootFilesystem"] is True
+        tmp = next(v for v in spec["volumes"] if v["name"] == "tmp")
+        assert "emptyDir" in tmp
+        assert {"name": "tmp", "mountPath": "/tmp"} in only["volumeMounts"]
 
 
 def test_restricted_check_catches_violations():

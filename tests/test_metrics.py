@@ -5,6 +5,7 @@ the local hub, and a push to a dead URL must only warn.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -16,13 +17,13 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import metrics
+from app import metrics, timeline
 from app.exit_codes import ExitCode
 from tests.localhub import _free_ports, wait_for
 from tests.runner import run_main
 
 ROOT = Path(__file__).resolve().parent.parent
-GROUP_LABELS = {"job", "hub", "user", "instance"}  # the Pushgateway adds instance="" to every group
+GROUP_LABELS = {"job", "hub", "user", "probe", "instance"}  # the Pushgateway adds instance="" to every group
 
 
 def pushgateway_binary() -> str:
@@ -69,14 +70,17 @@ class Pushgateway:
         response.raise_for_status()
         return response.text
 
-    def samples(self, hub: str, user: str) -> dict[tuple[str, str | None], tuple[float, dict[str, str]]]:
+    def samples(
+        self, hub: str, user: str, probe: str = "default"
+    ) -> dict[tuple[str, str | None], tuple[float, dict[str, str]]]:
         """The canary's samples of one group: {(metric name, phase label): (value, labels)}."""
         found = {}
+        group = {"hub": hub, "user": user, "probe": probe}
         for family in text_string_to_metric_families(self.scrape()):
             if not family.name.startswith("jupyterhub_canary_"):
                 continue
             for sample in family.samples:
-                if sample.labels.get("hub") == hub and sample.labels.get("user") == user:
+                if all(sample.labels.get(k) == v for k, v in group.items()):
                     found[(sample.name, sample.labels.get("phase"))] = (sample.value, sample.labels)
         return found
 
@@ -121,8 +125,8 @@ def test_success_then_failure_as_the_pushgateway_shows_them(hub, hub_user, tmp_p
         assert phases[phase] == pytest.approx(ok.result["phases_ms"][phase] / 1000, abs=0.0005)
     assert phases["total"] == pytest.approx(ok.result["duration_ms"] / 1000, abs=0.0005)
     # Grouped by a stable job, the hub and the user: nothing per pod or per run.
-    for _, labels in seen.values():
-        assert set(labels) - {"phase"} == GROUP_LABELS
+    for (name, _), (_, labels) in seen.items():
+        assert set(labels) - {"phase", "reason"} == GROUP_LABELS, name
         assert labels["job"] == "jupyterhub_canary" and labels["instance"] == ""
 
     # The same group fails (the token was revoked): success 0, the exit code, and the last success kept.
@@ -176,7 +180,9 @@ def test_a_failed_push_keeps_a_failures_exit_code(hub, hub_user, tmp_path, free_
     assert run.exit_code == ExitCode.PERMISSION, run.output
     assert run.result["reason"] == "permission"
     assert len(run.named("metrics_push_failed")) == 1
-    assert metrics.push(f"http://127.0.0.1:{free_port}", "h", "u", metrics.RunMetrics(True, 0, 1, 1.0), timeout=2) is False
+    assert metrics.push(
+        f"http://127.0.0.1:{free_port}", metrics.Group("h", "u", "p"), metrics.RunMetrics(True, 0, 1, 1.0), timeout=2
+    ) is False
 
 
 def test_the_push_carries_last_success_only_on_success():
@@ -188,7 +194,7 @@ def test_the_push_carries_last_success_only_on_success():
     assert b"jupyterhub_canary_last_success_timestamp_seconds" not in failed
     assert b'phase="kernel"' not in ok, "a phase that did not run is left out"
     assert b'jupyterhub_canary_duration_seconds{phase="verify"} 0.012' in ok
-    assert b"jupyterhub_canary_exit_code 12.0" in failed
+    assert b'jupyterhub_canary_exit_code{reason="none"} 12.0' in failed
 
 
 def test_run_does_not_import_the_metrics_or_websocket_libraries():
@@ -200,3 +206,43 @@ def test_run_does_not_import_the_metrics_or_websocket_libraries():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.hub
+def test_probes_of_one_user_coexist_in_the_pushgateway(hub, hub_user, tmp_path, pushgateway):
+    """Two probes of one user and hub, one failing: each keeps its own group, neither overwrites the other."""
+    user = hub_user()
+    hub.create_user(user)
+    token = hub.new_token(user)
+    push = ("--pushgateway-url", pushgateway.url)
+    cpu = canary(hub, user, token, tmp_path, *push, "--probe", "cpu")
+    assert cpu.exit_code == ExitCode.OK, cpu.output
+    assert cpu.result["probe"] == "cpu"
+    gpu = canary(hub, user, token, tmp_path, *push, "--probe", "gpu", "--server-name", "gpu", "--attempts", "1",
+                 "--user-options", '{"behaviour": "failmissing"}')
+    assert gpu.exit_code == ExitCode.SPAWN_FAILED, gpu.output
+
+    healthy, failing = pushgateway.samples(hub.url, user, "cpu"), pushgateway.samples(hub.url, user, "gpu")
+    assert healthy[("jupyterhub_canary_success", None)][0] == 1
+    assert healthy[("jupyterhub_canary_exit_code", None)][1]["reason"] == "none"
+    assert ("jupyterhub_canary_last_success_timestamp_seconds", None) in healthy
+    assert failing[("jupyterhub_canary_success", None)][0] == 0
+    value, labels = failing[("jupyterhub_canary_exit_code", None)]
+    assert (value, labels["reason"]) == (10, "spawn_failed")
+    assert ("jupyterhub_canary_last_success_timestamp_seconds", None) not in failing
+    for seen, probe in ((healthy, "cpu"), (failing, "gpu")):
+        assert {labels["probe"] for _, labels in seen.values()} == {probe}
+    # The default hub (slow_spawn_timeout 10 s) answers the spawn with 201: no progress stream was
+    # followed, so no phase was marked and every phase is NaN, not a stale value.
+    phases = {p: v for (name, p), (v, _) in healthy.items() if name == "jupyterhub_canary_phase_duration_seconds"}
+    assert set(phases) == set(timeline.PHASES)
+    assert cpu.result["timeline_phases_ms"] == {}
+    assert all(math.isnan(v) for v in phases.values())
+
+
+def test_phase_durations_are_pushed_for_every_phase_nan_when_not_marked():
+    from prometheus_client import generate_latest
+
+    text = generate_latest(metrics.registry_for(metrics.RunMetrics(True, 0, 1, 2.5, timeline_phases_ms={"spawn": 1500})))
+    assert b'jupyterhub_canary_phase_duration_seconds{phase="spawn"} 1.5' in text
+    assert b'jupyterhub_canary_phase_duration_seconds{phase="image_pull"} NaN' in text

@@ -54,11 +54,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 Checks of the values that the schema cannot express. Included by every template, so that
-`helm template --show-only` fails as `helm install` does.
+`helm template --show-only` fails as `helm install` does. The checks of one probe's settings run
+once per probe (canary.validateProbe); without `probes` the only probe is the top-level check.
 */}}
 {{- define "canary.validate" -}}
 {{- $c := .Values.canary }}
 {{- $t := .Values.token }}
+{{- $probes := include "canary.probes" . | fromJson }}
 {{- if not $c.hubUrl }}
 {{- fail "canary.hubUrl is required: the hub's public URL, e.g. --set canary.hubUrl=https://hub.example.org/" }}
 {{- end }}
@@ -68,14 +70,11 @@ Checks of the values that the schema cannot express. Included by every template,
 {{- if and $t.value $t.existingSecret }}
 {{- fail "token.value and token.existingSecret are mutually exclusive: give one" }}
 {{- end }}
-{{- if not (or $t.value $t.existingSecret) }}
-{{- fail "a token source is required: set token.existingSecret (a Secret holding the hub API token) or token.value" }}
+{{- if and $probes.sharedToken (not (or $t.value $t.existingSecret)) }}
+{{- fail (printf "a token source is required: set token.existingSecret (a Secret holding the hub API token) or token.value%s" (ternary "" ", or token.existingSecret in every probe" (empty .Values.probes))) }}
 {{- end }}
 {{- if and $t.value $t.namespace (ne $t.namespace .Release.Namespace) }}
 {{- fail "token.namespace applies to token.existingSecret only: the Secret made from token.value lives in the release namespace" }}
-{{- end }}
-{{- if and $t.mount (ne (include "canary.tokenSecretNamespace" .) .Release.Namespace) }}
-{{- fail (printf "token.mount=true needs the Secret in the release namespace %q (a pod mounts only Secrets of its own namespace), but token.namespace is %q" .Release.Namespace $t.namespace) }}
 {{- end }}
 {{- if and $c.caBundle.configMap $c.caBundle.secret }}
 {{- fail "canary.caBundle.configMap and canary.caBundle.secret are mutually exclusive: give one" }}
@@ -83,15 +82,92 @@ Checks of the values that the schema cannot express. Included by every template,
 {{- if and $c.insecureSkipTlsVerify (or $c.caBundle.configMap $c.caBundle.secret) }}
 {{- fail "canary.insecureSkipTlsVerify and canary.caBundle contradict each other: give one" }}
 {{- end }}
-{{- if le (float64 $c.deadline) (float64 $c.stopTimeout) }}
-{{- fail (printf "canary.deadline (%v) must exceed canary.stopTimeout (%v): the deadline has to leave time to stop the server" $c.deadline $c.stopTimeout) }}
+{{- $servers := dict }}
+{{- range $probe := $probes.probes }}
+{{- $ctx := include "canary.probeContext" (list $ $probe) | fromJson }}
+{{- $where := ternary "" (printf "probes.%s: " $probe.name) $probe.legacy }}
+{{- if gt (len $probe.cronjobName) 52 }}
+{{- fail (printf "probes.%s: the CronJob name %q has %d characters, Kubernetes allows 52 (it appends 11 to name the Jobs): shorten the probe's name or set fullnameOverride" $probe.name $probe.cronjobName (len $probe.cronjobName)) }}
 {{- end }}
-{{- $minimum := include "canary.minActiveDeadlineSeconds" . | int }}
-{{- if and (not (kindIs "invalid" .Values.job.activeDeadlineSeconds)) (lt (int .Values.job.activeDeadlineSeconds) $minimum) }}
-{{- fail (printf "job.activeDeadlineSeconds (%v) must be at least canary.deadline + job.deadlineGraceSeconds (%d): otherwise Kubernetes kills the canary before its own deadline, before it can stop its server; leave it empty to derive it" .Values.job.activeDeadlineSeconds $minimum) }}
+{{- $server := printf "%s/%s" $ctx.Values.canary.user $ctx.Values.canary.serverName }}
+{{- with get $servers $server }}
+{{- fail (printf "probes %s and %s both use user %q and server name %q: each would stop the other's server as stale (the canary stops a leftover server before it spawns); give them different serverName values or users" . $probe.name $ctx.Values.canary.user $ctx.Values.canary.serverName) }}
 {{- end }}
-{{- if and (not (kindIs "invalid" .Values.job.terminationGracePeriodSeconds)) (lt (float64 .Values.job.terminationGracePeriodSeconds) (float64 $c.stopTimeout)) }}
-{{- fail (printf "job.terminationGracePeriodSeconds (%v) must be at least canary.stopTimeout (%v): after SIGTERM the canary still stops its server; leave it empty to derive it" .Values.job.terminationGracePeriodSeconds $c.stopTimeout) }}
+{{- $_ := set $servers $server $probe.name }}
+{{- with include "canary.probeProblem" $ctx }}
+{{- fail (printf "%s%s" $where .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The first problem of one probe's settings (the argument: its context), or nothing. */}}
+{{- define "canary.probeProblem" -}}
+{{- $c := .Values.canary }}
+{{- $t := .Values.token }}
+{{- if and $t.mount (ne (include "canary.tokenSecretNamespace" .) .Release.Namespace) }}
+{{- printf "token.mount=true needs the Secret in the release namespace %q (a pod mounts only Secrets of its own namespace), but token.namespace is %q" .Release.Namespace $t.namespace }}
+{{- else if le (float64 $c.deadline) (float64 $c.stopTimeout) }}
+{{- printf "canary.deadline (%v) must exceed canary.stopTimeout (%v): the deadline has to leave time to stop the server" $c.deadline $c.stopTimeout }}
+{{- else if and (not (kindIs "invalid" .Values.job.activeDeadlineSeconds)) (lt (int .Values.job.activeDeadlineSeconds) (include "canary.minActiveDeadlineSeconds" . | int)) }}
+{{- printf "job.activeDeadlineSeconds (%v) must be at least canary.deadline + job.deadlineGraceSeconds (%d): otherwise Kubernetes kills the canary before its own deadline, before it can stop its server; leave it empty to derive it" .Values.job.activeDeadlineSeconds (include "canary.minActiveDeadlineSeconds" . | int) }}
+{{- else if and (not (kindIs "invalid" .Values.job.terminationGracePeriodSeconds)) (lt (float64 .Values.job.terminationGracePeriodSeconds) (float64 $c.stopTimeout)) }}
+{{- printf "job.terminationGracePeriodSeconds (%v) must be at least canary.stopTimeout (%v): after SIGTERM the canary still stops its server; leave it empty to derive it" .Values.job.terminationGracePeriodSeconds $c.stopTimeout }}
+{{- end }}
+{{- end }}
+
+{{/*
+The probes, as JSON: {"probes": [{name, legacy, cronjobName, ownToken, values}], "sharedToken": bool}.
+`values` is the probe's view of .Values: the top-level settings with the probe's overrides (canary.*
+settings, cronjob.schedule/suspend, resources, token; extraEnv is appended). Without `probes` the one
+probe is the top-level check itself ("legacy": named `default`, its CronJob named as before, no
+probe label, no CANARY_PROBE), so today's values render as they always did.
+*/}}
+{{- define "canary.probes" -}}
+{{- $fullname := include "canary.fullname" . }}
+{{- $list := list }}
+{{- $shared := false }}
+{{- if not .Values.probes }}
+{{- $list = append $list (dict "name" "default" "legacy" true "cronjobName" $fullname "ownToken" false "values" .Values) }}
+{{- $shared = true }}
+{{- else }}
+{{- range $name, $p := .Values.probes }}
+{{- $p = $p | default dict }}
+{{- $v := deepCopy $.Values }}
+{{- $_ := unset $v "probes" }}
+{{- range $key := list "user" "serverName" "userOptions" "checkKernel" "kernelName" "kernelTimeout" "spawnTimeout" "stopTimeout" "requestTimeout" "deadline" "attempts" }}
+{{- if hasKey $p $key }}{{ $_ := set $v.canary $key (index $p $key) }}{{ end }}
+{{- end }}
+{{- range $key := list "schedule" "suspend" }}
+{{- if hasKey $p $key }}{{ $_ := set $v.cronjob $key (index $p $key) }}{{ end }}
+{{- end }}
+{{- if hasKey $p "resources" }}{{ $_ := set $v "resources" $p.resources }}{{ end }}
+{{- if hasKey $p "slowSpawnSeconds" }}{{ $_ := set $v.prometheusRule "slowSpawnSeconds" $p.slowSpawnSeconds }}{{ end }}
+{{- if $p.extraEnv }}{{ $_ := set $v "extraEnv" (concat ($v.extraEnv | default list) $p.extraEnv) }}{{ end }}
+{{- $own := and $p.token $p.token.existingSecret }}
+{{- if $own }}
+{{- $_ := set $v "token" (dict "value" "" "existingSecret" $p.token.existingSecret "key" ($p.token.key | default $.Values.token.key) "namespace" ($p.token.namespace | default $.Values.token.namespace) "mount" $.Values.token.mount) }}
+{{- else }}
+{{- $shared = true }}
+{{- end }}
+{{- $list = append $list (dict "name" $name "legacy" false "cronjobName" (printf "%s-%s" $fullname $name) "ownToken" (not (not $own)) "values" $v) }}
+{{- end }}
+{{- end }}
+{{- dict "probes" $list "sharedToken" $shared | toJson }}
+{{- end }}
+
+{{/*
+The context a probe's templates render with (the argument: (list $ probe)): the root's Release,
+Chart and Capabilities, and the probe's values. The helpers below take it in place of the root.
+*/}}
+{{- define "canary.probeContext" -}}
+{{- $root := index . 0 }}
+{{- dict "Values" (index . 1).values "Release" (dict "Name" $root.Release.Name "Namespace" $root.Release.Namespace "Service" $root.Release.Service) "Chart" (dict "Name" $root.Chart.Name "Version" $root.Chart.Version "AppVersion" $root.Chart.AppVersion) | toJson }}
+{{- end }}
+
+{{/* The probe label of a probe's resources (the argument: the probe); none for the legacy probe. */}}
+{{- define "canary.probeLabels" -}}
+{{- if not .legacy }}
+jupyterhub-canary/probe: {{ .name }}
 {{- end }}
 {{- end }}
 

@@ -1,0 +1,51 @@
+"""Today's single-check values render exactly as they did before the chart learnt `probes`.
+
+tests/golden/*.yaml were rendered by helm from main's chart (commit 524de0c) before `probes` existed;
+each value set below must still render byte for byte the same. `--skip-tests` leaves out the
+`helm test` hook Pod, which is new and deliberately rendered for every install.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "chart"
+GOLDEN = Path(__file__).resolve().parent / "golden"
+RELEASE, NAMESPACE = "hub-canary", "monitoring"
+
+_HUB = ("--set", "canary.hubUrl=https://hub.example.org/")
+_RULES = ("--set", "prometheusRule.enabled=true", "--set", "pushgateway.url=http://pushgateway.monitoring:9091")
+GOLDEN_SETS: dict[str, tuple[str, ...]] = {
+    "defaults-token-value": (*_HUB, "--set", "token.value=golden-test-token"),
+    "defaults-existing-secret": (*_HUB, "--set", "token.existingSecret=canary-token"),
+    "defaults-rules": (*_HUB, "--set", "token.existingSecret=canary-token", *_RULES),
+    **{
+        f"ci-{name}": ("-f", str(CHART / "ci" / f"{name}-values.yaml"))
+        for name in ("api-mode", "full", "mount")
+    },
+    "ci-full-rules": ("-f", str(CHART / "ci" / "full-values.yaml"), "--set", "prometheusRule.enabled=true",
+                      "--set", "cronjob.schedule=*/5 * * * *"),
+}
+
+
+def render_text(helm: str | Path, name: str) -> str:
+    done = subprocess.run(
+        [str(helm), "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--skip-tests", *GOLDEN_SETS[name]],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize("name", GOLDEN_SETS)
+def test_single_check_values_render_exactly_as_before(helm, name):
+    golden = (GOLDEN / f"{name}.yaml").read_text()
+    assert render_text(helm, name) == golden, f"{name}: the rendering differs from tests/golden/{name}.yaml"
+
+
+def test_every_golden_file_is_compared():
+    assert {p.stem for p in GOLDEN.glob("*.yaml")} == set(GOLDEN_SETS)
