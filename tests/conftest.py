@@ -1,4 +1,5 @@
-"""Shared fixtures. Sections: real JupyterHubs, users, the Kubernetes Secret stub, reporting.
+"""Shared fixtures. Sections: real JupyterHubs, users, the Kubernetes Secret stub, a real Kubernetes
+control plane, reporting.
 
 Tests that use a real hub are marked `hub` (`pytestmark = pytest.mark.hub` in their module, or
 the decorator per test) so that `pytest -m hub` (make test-compat) selects them.
@@ -7,10 +8,12 @@ the decorator per test) so that `pytest -m hub` (make test-compat) selects them.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.controlplane import ControlPlane, missing_binaries
 from tests.k8s_stub import SecretStub
 from tests.localhub import LocalHub
 
@@ -69,6 +72,42 @@ def secret_stub(tmp_path) -> Iterator[SecretStub]:
     """A started HTTPS stub of the Kubernetes Secret endpoint, empty, with its own CA."""
     with SecretStub(tmp_path / "k8s-stub") as stub:
         yield stub
+
+
+# --- a real Kubernetes control plane (tests/controlplane.py): one per session, started on first use ---
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory) -> Iterator[ControlPlane]:
+    """etcd, kube-apiserver and kube-controller-manager on loopback; stopped by PID at the end."""
+    missing = missing_binaries()
+    if missing:
+        pytest.fail(f"{', '.join(missing)} missing from .tools/bin: run `make control-plane`", pytrace=False)
+    plane = ControlPlane(tmp_path_factory.mktemp("k8s")).start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+    leftovers = plane.leftover_processes()
+    assert not leftovers, f"the control plane left processes behind: {[p.pid for p in leftovers]}"
+
+
+_namespace_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def k8s_namespace(control_plane) -> Iterator[str]:
+    """A fresh namespace that enforces the "restricted" Pod Security Standard (and warns by it), with
+    its `default` ServiceAccount made. Deleted afterwards, without waiting."""
+    name = f"canary-k8s-{next(_namespace_numbers)}"
+    labels = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
+    manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+    done = control_plane.kubectl("create", "-f", "-", input=json.dumps(manifest))
+    assert done.returncode == 0, done.stderr
+    done = control_plane.kubectl("-n", name, "wait", "--for=create", "serviceaccount/default", "--timeout=30s")
+    assert done.returncode == 0, done.stderr
+    yield name
+    control_plane.kubectl("delete", "namespace", name, "--wait=false")
 
 
 # --- reporting ---
