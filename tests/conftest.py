@@ -20,14 +20,18 @@ from tests.localhub import LocalHub
 # --- real JupyterHubs: one per kind per session, started on first use ---
 
 
-def _running_hub(tmp_path_factory: pytest.TempPathFactory, name: str, **options) -> Iterator[LocalHub]:
-    hub = LocalHub(tmp_path_factory.mktemp(name), **options).start()
+def _until_stopped(started, name: str):
+    """Yield a started LocalHub or ControlPlane; stop it after, and check that no process of it is left."""
     try:
-        yield hub
+        yield started
     finally:
-        hub.stop()
-    leftovers = hub.leftover_processes()
+        started.stop()
+    leftovers = started.leftover_processes()
     assert not leftovers, f"{name} left processes behind: {[p.pid for p in leftovers]}"
+
+
+def _running_hub(tmp_path_factory: pytest.TempPathFactory, name: str, **options) -> Iterator[LocalHub]:
+    yield from _until_stopped(LocalHub(tmp_path_factory.mktemp(name), **options).start(), name)
 
 
 @pytest.fixture(scope="session")
@@ -83,13 +87,7 @@ def control_plane(tmp_path_factory) -> Iterator[ControlPlane]:
     missing = missing_binaries()
     if missing:
         pytest.fail(f"{', '.join(missing)} missing from .tools/bin: run `make control-plane`", pytrace=False)
-    plane = ControlPlane(tmp_path_factory.mktemp("k8s")).start()
-    try:
-        yield plane
-    finally:
-        plane.stop()
-    leftovers = plane.leftover_processes()
-    assert not leftovers, f"the control plane left processes behind: {[p.pid for p in leftovers]}"
+    yield from _until_stopped(ControlPlane(tmp_path_factory.mktemp("k8s")).start(), "the control plane")
 
 
 _namespace_numbers = itertools.count(1)

@@ -34,6 +34,8 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.kubefiles import KubeClientFiles
+
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS_BIN = ROOT / ".tools" / "bin"
 HELM = TOOLS_BIN / "helm"
@@ -76,8 +78,9 @@ def missing_binaries() -> list[str]:
     return [name for name in names if not (TOOLS_BIN / name).exists()]
 
 
-class ControlPlane:
-    """See the module docstring. `start()` before use, `stop()` after (or `with`)."""
+class ControlPlane(KubeClientFiles):
+    """See the module docstring. `start()` before use, `stop()` after (or `with`). Kubeconfigs and
+    service-account directories for it: KubeClientFiles."""
 
     def __init__(self, workdir: Path):
         self.dir = Path(workdir)
@@ -243,30 +246,6 @@ class ControlPlane:
         stored["data"] = {k: base64.b64decode(v).decode("utf-8") for k, v in (stored.get("data") or {}).items()}
         return stored
 
-    def write_kubeconfig(self, path: Path, token: str, namespace: str) -> Path:
-        """A kubeconfig that reaches this apiserver with a bearer token (JSON, which is YAML too)."""
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "local", "cluster": {"server": self.url, "certificate-authority": str(self.ca_file)}}],
-            "users": [{"name": "token", "user": {"token": token}}],
-            "contexts": [{"name": "local", "context": {"cluster": "local", "user": "token", "namespace": namespace}}],
-            "current-context": "local",
-        }
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(config, indent=2), encoding="utf-8")
-        return path
-
-    def write_serviceaccount_dir(self, dir: Path, token: str, namespace: str) -> Path:
-        """`token`, `ca.crt` and `namespace` files, as a pod's /var/run/secrets/kubernetes.io/serviceaccount."""
-        dir = Path(dir)
-        dir.mkdir(parents=True, exist_ok=True)
-        (dir / "token").write_text(token, encoding="utf-8")
-        (dir / "ca.crt").write_bytes(self.ca_file.read_bytes())
-        (dir / "namespace").write_text(namespace, encoding="utf-8")
-        return dir
-
     def in_cluster_env(self) -> dict[str, str]:
         """What the kubelet would set for a pod's in-cluster config, pointed at loopback."""
         return {"KUBERNETES_SERVICE_HOST": HOST, "KUBERNETES_SERVICE_PORT": str(self.port)}
@@ -293,16 +272,9 @@ class ControlPlane:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
     def _write_client_kubeconfig(self, path: Path, name: str) -> None:
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "local", "cluster": {"server": self.url, "certificate-authority": str(self.ca_file)}}],
-            "users": [{"name": name, "user": {
-                "client-certificate": str(self.dir / f"{name}.crt"), "client-key": str(self.dir / f"{name}.key")}}],
-            "contexts": [{"name": "local", "context": {"cluster": "local", "user": name}}],
-            "current-context": "local",
-        }
-        path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+        """A kubeconfig with the client certificate `name`.crt."""
+        self._write_kubeconfig(path, {"client-certificate": str(self.dir / f"{name}.crt"),
+                                      "client-key": str(self.dir / f"{name}.key")})
 
     def _spawn(self, name: str, command: list[str]) -> None:
         log = (self.dir / f"{name}.log").open("wb")

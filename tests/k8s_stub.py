@@ -24,6 +24,7 @@ from pathlib import Path
 import trustme
 
 from tests.background import serve_in_background, stop_serving
+from tests.kubefiles import KubeClientFiles
 
 SECRET_PATH = re.compile(r"^/api/v1/namespaces/(?P<namespace>[^/]+)/secrets/(?P<name>[^/]+)$")
 BEARER = re.compile(r"^[Bb]earer \S+$")  # the Python client sends "bearer <token>" in-cluster
@@ -45,8 +46,9 @@ def status_body(code: int, reason: str, message: str, details: dict | None = Non
     return body
 
 
-class SecretStub:
-    """See the module docstring. `start()` before use; `stop()` (or `with`) after."""
+class SecretStub(KubeClientFiles):
+    """See the module docstring. `start()` before use; `stop()` (or `with`) after. It writes the
+    client's kubeconfig and service-account files itself (KubeClientFiles)."""
 
     def __init__(self, tmpdir: Path):
         self.tmpdir = Path(tmpdir)
@@ -132,35 +134,6 @@ class SecretStub:
         assert fault in ("500", "drop"), fault
         with self._lock:
             self.faults[(namespace, name)] = fault
-
-    # --- client configuration files ---
-
-    def write_kubeconfig(self, path: Path, token: str, namespace: str = "default") -> Path:
-        """A kubeconfig whose current context reaches this stub with `token`.
-
-        Written as JSON, which is YAML too, so no YAML writer is needed.
-        """
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "stub", "cluster": {"server": self.url, "certificate-authority": str(self.ca_file)}}],
-            "users": [{"name": "stub", "user": {"token": token}}],
-            "contexts": [{"name": "stub", "context": {"cluster": "stub", "user": "stub", "namespace": namespace}}],
-            "current-context": "stub",
-        }
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(config, indent=2), encoding="utf-8")
-        return path
-
-    def write_serviceaccount_dir(self, dir: Path, token: str, namespace: str) -> Path:
-        """`token`, `ca.crt` and `namespace` files, like a pod's /var/run/secrets/kubernetes.io/serviceaccount."""
-        dir = Path(dir)
-        dir.mkdir(parents=True, exist_ok=True)
-        (dir / "token").write_text(token, encoding="utf-8")
-        (dir / "ca.crt").write_bytes(self.ca_file.read_bytes())
-        (dir / "namespace").write_text(namespace, encoding="utf-8")
-        return dir
 
 
 class _TLSServer(ThreadingHTTPServer):
