@@ -11,19 +11,20 @@ image-test, make test-k8s) or, where docker cannot run, as a local process (`pro
 from __future__ import annotations
 
 import json
+import shlex
 
 import pytest
 
 from app.exit_codes import ExitCode
 from app.token_command import least_scopes
-from tests.controlplane import CHART_DIR, notes_commands, wait_for
+from tests.controlplane import CHART_DIR, ROOT, notes_commands, wait_for
 from tests.podrunner import DockerRuntime, PodRunner, ProcessRuntime, describe
 from tests.test_image import base_image, dockerd, image  # noqa: F401  (fixtures: the image in a private dockerd)
 
 pytestmark = pytest.mark.k8s
 
 RELEASE = "hub-canary"
-FULLNAME = f"{RELEASE}-jupyterhub-canary"
+README = ROOT / "README.md"
 
 
 @pytest.fixture(params=["process", pytest.param("docker", marks=pytest.mark.image)])
@@ -61,6 +62,16 @@ def notes_jsonpath(plane, commands: list[list[str]], field: str) -> str:
     return done.stdout
 
 
+def readme_termination_message(plane, namespace: str, pod: str) -> str:
+    """The README's `kubectl get pod POD -o jsonpath=...` for the termination message, for this Pod."""
+    (line,) = [line for line in README.read_text(encoding="utf-8").splitlines()
+               if line.startswith("kubectl get pod POD") and "terminated.message" in line]
+    args = [pod if arg == "POD" else arg for arg in shlex.split(line)[1:]]
+    done = plane.kubectl("-n", namespace, *args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_a_job_against_the_local_hub_completes(control_plane, k8s_namespace, hub, hub_user, runtime):
     plane, ns = control_plane, k8s_namespace
     user = hub_user()
@@ -83,6 +94,7 @@ def test_a_job_against_the_local_hub_completes(control_plane, k8s_namespace, hub
     summary = json.loads(notes_jsonpath(plane, commands, "message"))
     assert summary["outcome"] == "ok" and summary["exit_code"] == 0, summary
     assert notes_jsonpath(plane, commands, "exitCode") == "0"
+    assert json.loads(readme_termination_message(plane, ns, run.pod)) == summary
     for text in (run.container.logs, run.message, listed.stdout):
         assert token not in text, "the hub token appeared in the pod's output or status"
     # `kubectl logs` asks the kubelet for the log; the pod runner serves none (its Node's kubelet port is closed).
