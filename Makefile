@@ -134,7 +134,8 @@ K8S_LDFLAGS := -s -w $(foreach v,gitVersion=v$(K8S_VERSION) gitMajor=$(word 1,$(
 
 .PHONY: control-plane test-k8s
 control-plane: $(K8S_BINARIES) $(ETCD) $(KUBECTL)
-tools: control-plane
+# Only the targets that run the k8s tier build it (not chart-lint or chart-test).
+test image-test: control-plane
 
 # One `go build` for both commands: they share most packages. nice: the machine's cores are shared.
 $(K8S_BINARIES) &: tools/k8s/go.mod tools/k8s/go.sum
