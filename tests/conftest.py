@@ -1,4 +1,5 @@
-"""Shared fixtures. Sections: real JupyterHubs, users, the Kubernetes Secret stub, tools, reporting.
+"""Shared fixtures. Sections: real JupyterHubs, users, the Kubernetes Secret stub, tools, a real
+Kubernetes control plane, reporting.
 
 Tests that use a real hub are marked `hub` (`pytestmark = pytest.mark.hub` in their module, or
 the decorator per test) so that `pytest -m hub` (make test-compat) selects them.
@@ -7,6 +8,7 @@ the decorator per test) so that `pytest -m hub` (make test-compat) selects them.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -14,20 +16,25 @@ from pathlib import Path
 
 import pytest
 
+from tests.controlplane import ControlPlane, missing_binaries
 from tests.k8s_stub import SecretStub
 from tests.localhub import LocalHub
 
 # --- real JupyterHubs: one per kind per session, started on first use ---
 
 
-def _running_hub(tmp_path_factory: pytest.TempPathFactory, name: str, **options) -> Iterator[LocalHub]:
-    hub = LocalHub(tmp_path_factory.mktemp(name), **options).start()
+def _until_stopped(started, name: str):
+    """Yield a started LocalHub or ControlPlane; stop it after, and check that no process of it is left."""
     try:
-        yield hub
+        yield started
     finally:
-        hub.stop()
-    leftovers = hub.leftover_processes()
+        started.stop()
+    leftovers = started.leftover_processes()
     assert not leftovers, f"{name} left processes behind: {[p.pid for p in leftovers]}"
+
+
+def _running_hub(tmp_path_factory: pytest.TempPathFactory, name: str, **options) -> Iterator[LocalHub]:
+    yield from _until_stopped(LocalHub(tmp_path_factory.mktemp(name), **options).start(), name)
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +49,14 @@ def hub_202(tmp_path_factory) -> Iterator[LocalHub]:
     """A hub with slow_spawn_timeout=0: every accepted spawn POST answers 202 at once, and
     success or failure shows only in the progress stream and the server model."""
     yield from _running_hub(tmp_path_factory, "hub_202", slow_spawn_timeout=0)
+
+@pytest.fixture(scope="session")
+def hub_keeps_servers(tmp_path_factory) -> Iterator[LocalHub]:
+    """A hub whose servers and proxy outlive the hub process (cleanup_servers = cleanup_proxy =
+    False, as zero-to-jupyterhub runs it), with slow_spawn_timeout=0: restart it with
+    `stop_hub_process()` then `start()`."""
+    extra = "c.JupyterHub.cleanup_servers = False\nc.JupyterHub.cleanup_proxy = False\n"
+    yield from _running_hub(tmp_path_factory, "hub_keeps_servers", slow_spawn_timeout=0, extra_config=extra)
 
 
 # --- users ---
@@ -95,6 +110,36 @@ def promtool() -> str:
     return tool("promtool", "PROMTOOL")
 
 
+# --- a real Kubernetes control plane (tests/controlplane.py): one per session, started on first use ---
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory) -> Iterator[ControlPlane]:
+    """etcd, kube-apiserver and kube-controller-manager on loopback; stopped by PID at the end."""
+    missing = missing_binaries()
+    if missing:
+        pytest.fail(f"{', '.join(missing)} missing from .tools/bin: run `make control-plane`", pytrace=False)
+    yield from _until_stopped(ControlPlane(tmp_path_factory.mktemp("k8s")).start(), "the control plane")
+
+
+_namespace_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def k8s_namespace(control_plane) -> Iterator[str]:
+    """A fresh namespace that enforces the "restricted" Pod Security Standard (and warns by it), with
+    its `default` ServiceAccount made. Deleted afterwards, without waiting."""
+    name = f"canary-k8s-{next(_namespace_numbers)}"
+    labels = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
+    manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+    done = control_plane.kubectl("create", "-f", "-", input=json.dumps(manifest))
+    assert done.returncode == 0, done.stderr
+    done = control_plane.kubectl("-n", name, "wait", "--for=create", "serviceaccount/default", "--timeout=30s")
+    assert done.returncode == 0, done.stderr
+    yield name
+    control_plane.kubectl("delete", "namespace", name, "--wait=false")
+
+
 # --- reporting ---
 
 
@@ -121,12 +166,3 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def hub_keeps_servers(tmp_path_factory) -> Iterator[LocalHub]:
-    """A hub whose servers and proxy outlive the hub process (cleanup_servers = cleanup_proxy =
-    False, as zero-to-jupyterhub runs it), with slow_spawn_timeout=0: restart it with
-    `stop_hub_process()` then `start()`."""
-    extra = "c.JupyterHub.cleanup_servers = False\nc.JupyterHub.cleanup_proxy = False\n"
-    yield from _running_hub(tmp_path_factory, "hub_keeps_servers", slow_spawn_timeout=0, extra_config=extra)

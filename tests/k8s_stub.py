@@ -1,10 +1,9 @@
 """A local HTTPS stand-in for the Kubernetes API's Secret endpoint.
 
-No real kube-apiserver can run on these machines, and the canary needs three calls of it:
-`GET /api/v1/namespaces/{ns}/secrets/{name}` (run), and `POST .../secrets` and
-`PUT .../secrets/{name}` (the token command creates and updates the Secret). `SecretStub`
-answers them the way the real API does (Secret objects with base64 `data`, a `resourceVersion`
-that a PUT must match, `Status` bodies with 401/403/404/409), over
+The Secret tests run against a real kube-apiserver (tests/controlplane.py); this stub remains for
+what a real one cannot be made to do on demand: answer 500, or drop the connection (`fail()`), and
+for the benchmark's Secret read. It answers `GET /api/v1/namespaces/{ns}/secrets/{name}` the way
+the real API does (Secret objects with base64 `data`, `Status` bodies with 401/403/404), over
 TLS with a throw-away CA from `trustme`, so the real `kubernetes` client can be pointed at it
 through a kubeconfig or through in-cluster service-account files.
 
@@ -16,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import socket
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,9 +24,9 @@ from pathlib import Path
 import trustme
 
 from tests.background import serve_in_background, stop_serving
+from tests.kubefiles import KubeClientFiles
 
 SECRET_PATH = re.compile(r"^/api/v1/namespaces/(?P<namespace>[^/]+)/secrets/(?P<name>[^/]+)$")
-SECRETS_PATH = re.compile(r"^/api/v1/namespaces/(?P<namespace>[^/]+)/secrets$")
 BEARER = re.compile(r"^[Bb]earer \S+$")  # the Python client sends "bearer <token>" in-cluster
 
 
@@ -46,8 +46,9 @@ def status_body(code: int, reason: str, message: str, details: dict | None = Non
     return body
 
 
-class SecretStub:
-    """See the module docstring. `start()` before use; `stop()` (or `with`) after."""
+class SecretStub(KubeClientFiles):
+    """See the module docstring. `start()` before use; `stop()` (or `with`) after. It writes the
+    client's kubeconfig and service-account files itself (KubeClientFiles)."""
 
     def __init__(self, tmpdir: Path):
         self.tmpdir = Path(tmpdir)
@@ -62,6 +63,7 @@ class SecretStub:
         self.url = ""
         self.secrets: dict[tuple[str, str], dict] = {}  # (namespace, name) -> Secret object
         self.forbidden: set[tuple[str, str]] = set()
+        self.faults: dict[tuple[str, str], str] = {}  # (namespace, name) -> "500" | "drop"
         self.requests_seen: list[dict] = []
         self._resource_version = 0
         self._lock = threading.Lock()
@@ -127,34 +129,11 @@ class SecretStub:
         with self._lock:
             self.forbidden.add((namespace, name))
 
-    # --- client configuration files ---
-
-    def write_kubeconfig(self, path: Path, token: str, namespace: str = "default") -> Path:
-        """A kubeconfig whose current context reaches this stub with `token`.
-
-        Written as JSON, which is YAML too, so no YAML writer is needed.
-        """
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "stub", "cluster": {"server": self.url, "certificate-authority": str(self.ca_file)}}],
-            "users": [{"name": "stub", "user": {"token": token}}],
-            "contexts": [{"name": "stub", "context": {"cluster": "stub", "user": "stub", "namespace": namespace}}],
-            "current-context": "stub",
-        }
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(config, indent=2), encoding="utf-8")
-        return path
-
-    def write_serviceaccount_dir(self, dir: Path, token: str, namespace: str) -> Path:
-        """`token`, `ca.crt` and `namespace` files, like a pod's /var/run/secrets/kubernetes.io/serviceaccount."""
-        dir = Path(dir)
-        dir.mkdir(parents=True, exist_ok=True)
-        (dir / "token").write_text(token, encoding="utf-8")
-        (dir / "ca.crt").write_bytes(self.ca_file.read_bytes())
-        (dir / "namespace").write_text(namespace, encoding="utf-8")
-        return dir
+    def fail(self, namespace: str, name: str, fault: str) -> None:
+        """Make GET of this Secret answer 500 InternalError ("500"), or close the connection unanswered ("drop")."""
+        assert fault in ("500", "drop"), fault
+        with self._lock:
+            self.faults[(namespace, name)] = fault
 
 
 class _TLSServer(ThreadingHTTPServer):
@@ -183,6 +162,17 @@ class _StubHandler(BaseHTTPRequestHandler):
         super().setup()
 
     def do_GET(self) -> None:
+        match = SECRET_PATH.match(self.path.split("?", 1)[0])
+        with self.owner._lock:
+            fault = match and self.owner.faults.get((match["namespace"], match["name"]))
+        if fault == "drop":
+            self._record(0)
+            self.close_connection = True
+            self.request.shutdown(socket.SHUT_RDWR)
+            return
+        if fault == "500":
+            self._record(500)
+            return self._send(500, status_body(500, "InternalError", "Internal error occurred: injected by the stub"))
         status, body = self._route()
         self._record(status)
         self._send(status, body)
@@ -208,63 +198,12 @@ class _StubHandler(BaseHTTPRequestHandler):
             return 404, status_body(404, "NotFound", f'secrets "{name}" not found', details)
         return 200, secret
 
-    def do_POST(self) -> None:
-        """Create: 201 with the stored object, 409 AlreadyExists."""
-        match = SECRETS_PATH.match(self.path.split("?", 1)[0])
-        if not match:
-            return self._not_allowed()
-        status, body = self._write(match["namespace"], None)
-        self._record(status)
-        self._send(status, body)
-
-    def do_PUT(self) -> None:
-        """Replace: 200, 404 when absent, 409 Conflict when the resourceVersion is not the stored one."""
-        match = SECRET_PATH.match(self.path.split("?", 1)[0])
-        if not match:
-            return self._not_allowed()
-        status, body = self._write(match["namespace"], match["name"])
-        self._record(status)
-        self._send(status, body)
-
-    def _write(self, namespace: str, name: str | None) -> tuple[int, dict]:
-        if not BEARER.match(self.headers.get("Authorization", "")):
-            return 401, status_body(401, "Unauthorized", "Unauthorized")
-        sent = json.loads(self._body() or b"{}")
-        target = name or sent.get("metadata", {}).get("name")
-        verb = "update" if name else "create"
-        details = {"name": target, "kind": "secrets"}
-        with self.owner._lock:
-            if (namespace, target) in self.owner.forbidden:
-                message = f'secrets "{target}" is forbidden: cannot {verb} resource "secrets" in the namespace "{namespace}"'
-                return 403, status_body(403, "Forbidden", message, details)
-            stored = self.owner.secrets.get((namespace, target))
-            if name is None and stored is not None:
-                return 409, status_body(409, "AlreadyExists", f'secrets "{target}" already exists', details)
-            if name is not None and stored is None:
-                return 404, status_body(404, "NotFound", f'secrets "{target}" not found', details)
-            if stored is not None and sent.get("metadata", {}).get("resourceVersion") != stored["metadata"]["resourceVersion"]:
-                message = f'Operation cannot be fulfilled on secrets "{target}": the object has been modified'
-                return 409, status_body(409, "Conflict", message, details)
-            self.owner._resource_version += 1
-            data = dict(sent.get("data") or {})
-            for key, text in (sent.get("stringData") or {}).items():
-                data[key] = base64.b64encode(text.encode("utf-8")).decode("ascii")
-            metadata = {
-                **{k: v for k, v in sent.get("metadata", {}).items() if k in ("labels", "annotations")},
-                "name": target,
-                "namespace": namespace,
-                "resourceVersion": str(self.owner._resource_version),
-            }
-            obj = {"kind": "Secret", "apiVersion": "v1", "metadata": metadata, "type": sent.get("type", "Opaque"), "data": data}
-            self.owner.secrets[(namespace, target)] = obj
-            return (200 if name else 201), json.loads(json.dumps(obj))
-
     def _not_allowed(self) -> None:
         self._record(405)
         message = "the server does not allow this method on the requested resource"
         self._send(405, status_body(405, "MethodNotAllowed", message))
 
-    do_PATCH = do_DELETE = _not_allowed
+    do_POST = do_PUT = do_PATCH = do_DELETE = _not_allowed
 
     def _record(self, status: int) -> None:
         with self.owner._lock:

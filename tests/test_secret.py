@@ -1,93 +1,142 @@
-"""The token from a Kubernetes Secret, read by the real `kubernetes` client from a local HTTPS stub
-of the Secret endpoint — through in-cluster config and through a kubeconfig."""
+"""The token from a Kubernetes Secret, read by the real `kubernetes` client from a real kube-apiserver
+(tests/controlplane.py) with a ServiceAccount's own token and RBAC enforced, through in-cluster
+config and through a kubeconfig. What a real apiserver cannot be made to do on demand (answer 500,
+drop the connection) is played by the HTTPS stub of tests/k8s_stub.py."""
 
 from __future__ import annotations
 
 import pytest
+import trustme
 
 from app import secret
 from app.exit_codes import ExitCode
 from tests.runner import run_main
 
-NAMESPACE = "jhub"
-SA_TOKEN = "serviceaccount-bearer-token-0123456789"
 DEAD_HUB = ["--hub-url", "http://127.0.0.1:9/", "--user", "canary"]
+# The Secrets the reader's Role may `get` (RBAC answers 403, not 404, for any other name).
+READABLE = ("canary-token", "nope", "wrong-key", "custom")
+
+
+@pytest.fixture
+def reader_token(control_plane, k8s_namespace) -> str:
+    rules = [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": list(READABLE), "verbs": ["get"]}]
+    return control_plane.service_account_with_role(k8s_namespace, "reader", rules)
 
 
 @pytest.fixture(params=["in-cluster", "kubeconfig"])
-def kube_access(request, secret_stub, tmp_path, monkeypatch):
-    """Point the kubernetes client at the stub one way or the other."""
+def kube_access(request, control_plane, k8s_namespace, reader_token, tmp_path, monkeypatch):
+    """Point the kubernetes client at the apiserver one way or the other, with the reader's token."""
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.delenv("KUBERNETES_SERVICE_PORT", raising=False)
     if request.param == "in-cluster":
-        serviceaccount = secret_stub.write_serviceaccount_dir(tmp_path / "serviceaccount", SA_TOKEN, NAMESPACE)
+        serviceaccount = control_plane.write_serviceaccount_dir(tmp_path / "serviceaccount", reader_token, k8s_namespace)
         monkeypatch.setattr(secret, "SERVICEACCOUNT_DIR", serviceaccount)
-        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", secret_stub.host)
-        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(secret_stub.port))
+        for name, value in control_plane.in_cluster_env().items():
+            monkeypatch.setenv(name, value)
         monkeypatch.delenv("KUBECONFIG", raising=False)
     else:
         monkeypatch.setattr(secret, "SERVICEACCOUNT_DIR", tmp_path / "not-in-a-pod")
-        monkeypatch.setenv("KUBECONFIG", str(secret_stub.write_kubeconfig(tmp_path / "kubeconfig", SA_TOKEN, NAMESPACE)))
+        kubeconfig = control_plane.write_kubeconfig(tmp_path / "kubeconfig", reader_token, k8s_namespace)
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     return request.param
 
 
-def test_token_from_the_secret_runs_a_full_cycle(kube_access, secret_stub, hub, hub_user, tmp_path):
+def namespace_args(kube_access: str, namespace: str) -> list[str]:
+    """In a pod the Secret's namespace defaults to the pod's own; elsewhere it is given."""
+    return [] if kube_access == "in-cluster" else ["--token-secret-namespace", namespace]
+
+
+@pytest.mark.k8s
+def test_token_from_the_secret_runs_a_full_cycle(kube_access, control_plane, k8s_namespace, reader_token, hub,
+                                                 hub_user, tmp_path):
     user = hub_user()
     hub.create_user(user)
     token = hub.new_token(user)
-    secret_stub.put_secret(NAMESPACE, "canary-token", {"token": token + "\n"})  # as `kubectl create secret --from-file` leaves it
-    namespace = [] if kube_access == "in-cluster" else ["--token-secret-namespace", NAMESPACE]
+    # As `kubectl create secret --from-file` leaves it: with a newline.
+    control_plane.create_secret(k8s_namespace, "canary-token", {"token": token + "\n"})
     run = run_main(
-        ["--hub-url", hub.url, "--user", user, "--token-secret", "canary-token", *namespace,
-         "--termination-log", str(tmp_path / "t")],
+        ["--hub-url", hub.url, "--user", user, "--token-secret", "canary-token",
+         *namespace_args(kube_access, k8s_namespace), "--termination-log", str(tmp_path / "t")],
         env={},
     )
-    run.assert_no_secret(token, SA_TOKEN)
+    run.assert_no_secret(token, reader_token)
     assert run.exit_code == ExitCode.OK, run.output
-    assert f"Secret {NAMESPACE}/canary-token" in run.named("token_loaded")[0]["source"]
-    seen = [r for r in secret_stub.requests_seen if r["path"].endswith("/secrets/canary-token")]
-    assert seen and seen[-1]["authorization"].lower() == f"bearer {SA_TOKEN}"
+    assert f"Secret {k8s_namespace}/canary-token" in run.named("token_loaded")[0]["source"]
     assert hub.servers(user) == {}
 
 
-def test_missing_secret_is_a_configuration_error(kube_access, secret_stub):
-    run = run_main([*DEAD_HUB, "--token-secret", "nope", "--token-secret-namespace", NAMESPACE], env={})
+@pytest.mark.k8s
+def test_missing_secret_is_a_configuration_error(kube_access, k8s_namespace, reader_token):
+    run = run_main([*DEAD_HUB, "--token-secret", "nope", "--token-secret-namespace", k8s_namespace], env={})
     assert run.exit_code == ExitCode.CONFIGURATION, run.output
-    assert f"Secret {NAMESPACE}/nope not found" in run.result["message"]
-    run.assert_no_secret(SA_TOKEN)
+    assert f"Secret {k8s_namespace}/nope not found" in run.result["message"]
+    run.assert_no_secret(reader_token)
 
 
-def test_forbidden_secret_is_a_permission_error(kube_access, secret_stub):
-    secret_stub.put_secret(NAMESPACE, "locked", {"token": "hub-token-that-must-not-leak"})
-    secret_stub.forbid(NAMESPACE, "locked")
-    run = run_main([*DEAD_HUB, "--token-secret", "locked", "--token-secret-namespace", NAMESPACE], env={})
+@pytest.mark.k8s
+def test_a_secret_rbac_does_not_grant_is_a_permission_error(kube_access, control_plane, k8s_namespace, reader_token):
+    control_plane.create_secret(k8s_namespace, "locked", {"token": "hub-token-that-must-not-leak"})
+    run = run_main([*DEAD_HUB, "--token-secret", "locked", *namespace_args(kube_access, k8s_namespace)], env={})
     assert run.exit_code == ExitCode.PERMISSION, run.output
-    assert "403" in run.result["message"] and "get" in run.result["message"]
-    run.assert_no_secret(SA_TOKEN, "hub-token-that-must-not-leak")
+    assert "403" in run.result["message"] and "'get'" in run.result["message"]
+    run.assert_no_secret(reader_token, "hub-token-that-must-not-leak")
 
 
-def test_missing_key_is_a_configuration_error(kube_access, secret_stub):
-    secret_stub.put_secret(NAMESPACE, "wrong-key", {"api-token": "hub-token-that-must-not-leak"})
-    run = run_main([*DEAD_HUB, "--token-secret", "wrong-key", "--token-secret-namespace", NAMESPACE], env={})
+@pytest.mark.k8s
+def test_missing_key_is_a_configuration_error(kube_access, control_plane, k8s_namespace, reader_token):
+    control_plane.create_secret(k8s_namespace, "wrong-key", {"api-token": "hub-token-that-must-not-leak"})
+    run = run_main([*DEAD_HUB, "--token-secret", "wrong-key", "--token-secret-namespace", k8s_namespace], env={})
     assert run.exit_code == ExitCode.CONFIGURATION, run.output
     assert "no key 'token'" in run.result["message"] and "api-token" in run.result["message"]
-    run.assert_no_secret(SA_TOKEN, "hub-token-that-must-not-leak")
+    run.assert_no_secret(reader_token, "hub-token-that-must-not-leak")
 
 
-def test_custom_key(kube_access, secret_stub):
-    secret_stub.put_secret(NAMESPACE, "custom", {"api-token": "a-token-for-a-dead-hub"})
+@pytest.mark.k8s
+def test_custom_key(kube_access, control_plane, k8s_namespace, reader_token):
+    control_plane.create_secret(k8s_namespace, "custom", {"api-token": "a-token-for-a-dead-hub"})
     run = run_main(
         [*DEAD_HUB, "--token-secret", "custom", "--token-secret-key", "api-token",
-         "--token-secret-namespace", NAMESPACE, "--deadline", "4", "--stop-timeout", "1"],
+         "--token-secret-namespace", k8s_namespace, "--deadline", "4", "--stop-timeout", "1"],
         env={},
     )
     # The token was found; the hub at port 9 is down: that is the failure reported.
     assert run.exit_code == ExitCode.HUB_UNAVAILABLE, run.output
-    run.assert_no_secret("a-token-for-a-dead-hub", SA_TOKEN)
+    run.assert_no_secret("a-token-for-a-dead-hub", reader_token)
 
 
-def test_unreachable_api_server(monkeypatch, tmp_path, secret_stub, free_port):
-    monkeypatch.setattr(secret, "SERVICEACCOUNT_DIR", secret_stub.write_serviceaccount_dir(tmp_path / "sa", SA_TOKEN, NAMESPACE))
+# --- what only the stub can do: a 500, a dropped connection; and no API server at all ---
+
+SA_TOKEN = "serviceaccount-bearer-token-0123456789"
+
+
+@pytest.fixture
+def stub_in_cluster(secret_stub, tmp_path, monkeypatch):
+    """In-cluster config pointed at the HTTPS stub."""
+    serviceaccount = secret_stub.write_serviceaccount_dir(tmp_path / "serviceaccount", SA_TOKEN, "jhub")
+    monkeypatch.setattr(secret, "SERVICEACCOUNT_DIR", serviceaccount)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", secret_stub.host)
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(secret_stub.port))
+    secret_stub.put_secret("jhub", "canary-token", {"token": "hub-token-that-must-not-leak"})
+    return secret_stub
+
+
+@pytest.mark.parametrize("fault", ["500", "drop"])
+def test_an_api_server_failure_is_kubernetes_unavailable(stub_in_cluster, fault):
+    stub_in_cluster.fail("jhub", "canary-token", fault)
+    run = run_main([*DEAD_HUB, "--token-secret", "canary-token"], env={})
+    assert run.exit_code == ExitCode.KUBERNETES_UNAVAILABLE, run.output
+    expected = "answered 500" if fault == "500" else "cannot reach the Kubernetes API"
+    assert expected in run.result["message"], run.result["message"]
+    run.assert_no_secret(SA_TOKEN, "hub-token-that-must-not-leak")
+
+
+def test_unreachable_api_server(monkeypatch, tmp_path, free_port):
+    serviceaccount = tmp_path / "serviceaccount"
+    serviceaccount.mkdir()
+    for name, text in (("token", SA_TOKEN), ("namespace", "jhub")):
+        (serviceaccount / name).write_text(text)
+    trustme.CA().cert_pem.write_to_path(str(serviceaccount / "ca.crt"))
+    monkeypatch.setattr(secret, "SERVICEACCOUNT_DIR", serviceaccount)
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(free_port))
     run = run_main([*DEAD_HUB, "--token-secret", "canary-token"], env={})

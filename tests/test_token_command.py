@@ -1,10 +1,15 @@
-"""`jupyterhub-canary token`: minting into a Secret and rotating, against a real JupyterHub and the
-HTTPS stub of the Kubernetes Secret API. Neither the admin token nor a minted one may leak."""
+"""`jupyterhub-canary token`: minting into a Secret and rotating, against a real JupyterHub and a real
+kube-apiserver (tests/controlplane.py), with exactly the Kubernetes rights the README's Role grants.
+Neither the admin token nor a minted one may leak."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import requests
+import yaml
 
 from app import secret
 from app.exit_codes import ExitCode
@@ -13,17 +18,56 @@ from tests.runner import run_main, run_token
 
 pytestmark = pytest.mark.hub
 
-NAMESPACE = "jhub"
-SA_TOKEN = "token-writer-serviceaccount-0123456789"
+SECRET = "canary-token"
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_token_writer_rules(secret_name: str, without_verb: str | None = None) -> list[dict]:
+    """The rules of the README's jupyterhub-canary-token-writer Role, for `secret_name`, less one verb."""
+    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.DOTALL)
+    (role,) = [yaml.safe_load(b) for b in blocks if "jupyterhub-canary-token-writer" in b]
+    rules = []
+    for rule in role["rules"]:
+        if "resourceNames" in rule:
+            assert rule["resourceNames"] == ["jupyterhub-canary-token"], "the README's Role names its Secret"
+            rule = {**rule, "resourceNames": [secret_name]}
+        rule = {**rule, "verbs": [v for v in rule["verbs"] if v != without_verb]}
+        if rule["verbs"]:
+            rules.append(rule)
+    return rules
+
+
+class Kube:
+    """The token command's view of Kubernetes: a kubeconfig with a ServiceAccount's token that has the
+    README's Role (less `without_verb`), in a fresh namespace; Secrets read back as the admin."""
+
+    def __init__(self, plane, namespace: str, tmp_path, without_verb: str | None = None):
+        self.plane, self.namespace = plane, namespace
+        self.token = plane.service_account_with_role(namespace, "token-writer",
+                                                     readme_token_writer_rules(SECRET, without_verb))
+        self.kubeconfig = plane.write_kubeconfig(tmp_path / "kubeconfig", self.token, namespace)
+
+    def get_secret(self, name: str) -> dict | None:
+        return self.plane.read_secret(self.namespace, name)
 
 
 @pytest.fixture
-def kube(secret_stub, tmp_path, monkeypatch):
-    """The kubernetes client pointed at the stub through a kubeconfig, as an operator's laptop is."""
+def kube_as(control_plane, k8s_namespace, tmp_path, monkeypatch):
+    """Kube(...) with the kubernetes client pointed at it through the kubeconfig, as an operator's laptop is."""
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setattr(secret, "SERVICEACCOUNT_DIR", tmp_path / "not-in-a-pod")
-    monkeypatch.setenv("KUBECONFIG", str(secret_stub.write_kubeconfig(tmp_path / "kubeconfig", SA_TOKEN, NAMESPACE)))
-    return secret_stub
+
+    def make(without_verb: str | None = None) -> Kube:
+        kube = Kube(control_plane, k8s_namespace, tmp_path / (without_verb or "all"), without_verb)
+        monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
+        return kube
+
+    return make
+
+
+@pytest.fixture
+def kube(kube_as) -> Kube:
+    return kube_as()
 
 
 def admin_env(hub):
@@ -110,18 +154,19 @@ def test_an_expiring_token_warns_in_the_canary(hub, hub_user, tmp_path):
     assert warning["level"] == "warning" and 3500 < warning["token_expires_in_s"] <= 3600
 
 
+@pytest.mark.k8s
 def test_mint_into_a_secret_with_labels_and_annotations(kube, hub, hub_user):
     user = hub_user()
     run = run_token(
-        ["--hub-url", hub.url, "--user", user, "--create-user", "--secret", "canary-token", "--namespace", NAMESPACE],
+        ["--hub-url", hub.url, "--user", user, "--create-user", "--secret", SECRET, "--namespace", kube.namespace],
         env=admin_env(hub),
     )
     assert run.exit_code == 0, run.log
     assert run.stdout == "", "without --print nothing goes to stdout"
-    stored = kube.get_secret(NAMESPACE, "canary-token")
+    stored = kube.get_secret(SECRET)
     token = stored["data"]["token"]
     assert token_works(hub, token)
-    assert_clean(run, token, hub.admin_token, SA_TOKEN)
+    assert_clean(run, token, hub.admin_token, kube.token)
     assert stored["metadata"]["labels"] == LABELS
     annotations = stored["metadata"]["annotations"]
     assert annotations[ANNOTATION + "user"] == user
@@ -129,6 +174,7 @@ def test_mint_into_a_secret_with_labels_and_annotations(kube, hub, hub_user):
     assert run.named("secret_created")
 
 
+@pytest.mark.k8s
 def test_dry_run_changes_nothing_and_shows_no_token(kube, hub, hub_user):
     import yaml
 
@@ -136,49 +182,67 @@ def test_dry_run_changes_nothing_and_shows_no_token(kube, hub, hub_user):
     hub.create_user(user)
     tokens_before = hub.api("GET", f"users/{user}/tokens").json()["api_tokens"]
     run = run_token(
-        ["--hub-url", hub.url, "--user", user, "--secret", "canary-token", "--namespace", NAMESPACE, "--dry-run"],
+        ["--hub-url", hub.url, "--user", user, "--secret", SECRET, "--namespace", kube.namespace, "--dry-run"],
         env=admin_env(hub),
     )
     assert run.exit_code == 0, run.log
     manifest = yaml.safe_load(run.stdout)
-    assert manifest["kind"] == "Secret" and manifest["metadata"]["name"] == "canary-token"
+    assert manifest["kind"] == "Secret" and manifest["metadata"]["name"] == SECRET
     assert manifest["stringData"] == {"token": "[REDACTED]"}
-    assert kube.get_secret(NAMESPACE, "canary-token") is None
+    assert kube.get_secret(SECRET) is None
     assert hub.api("GET", f"users/{user}/tokens").json()["api_tokens"] == tokens_before
     assert_clean(run, hub.admin_token)
 
 
+@pytest.mark.k8s
 def test_rotate_writes_a_working_token_then_revokes_the_old_one(kube, hub, hub_user, tmp_path):
     user = hub_user()
-    args = ["--hub-url", hub.url, "--user", user, "--secret", "canary-token", "--namespace", NAMESPACE]
+    args = ["--hub-url", hub.url, "--user", user, "--secret", SECRET, "--namespace", kube.namespace]
     first = run_token([*args, "--create-user"], env=admin_env(hub))
     assert first.exit_code == 0, first.log
-    old = kube.get_secret(NAMESPACE, "canary-token")["data"]["token"]
+    old = kube.get_secret(SECRET)["data"]["token"]
 
     rotated = run_token(["rotate", *args], env=admin_env(hub))
     assert rotated.exit_code == 0, rotated.log
-    new = kube.get_secret(NAMESPACE, "canary-token")["data"]["token"]
+    new = kube.get_secret(SECRET)["data"]["token"]
     assert new != old
     assert token_works(hub, new)
     assert requests.get(hub.api_url + "user", headers={"Authorization": f"token {old}"}, timeout=10).status_code == 403
-    assert_clean(rotated, old, new, hub.admin_token, SA_TOKEN)
+    assert_clean(rotated, old, new, hub.admin_token, kube.token)
     events = [e["event"] for e in rotated.events]
     assert events.index("secret_updated") < events.index("token_revoked"), "revoke only after the Secret holds the new token"
 
     # The canary reads the rotated token from the Secret and passes.
-    cycle = run_main(["--hub-url", hub.url, "--user", user, "--token-secret", "canary-token",
-                      "--token-secret-namespace", NAMESPACE, "--termination-log", str(tmp_path / "t")], env={})
-    cycle.assert_no_secret(new, old, SA_TOKEN)
+    cycle = run_main(["--hub-url", hub.url, "--user", user, "--token-secret", SECRET,
+                      "--token-secret-namespace", kube.namespace, "--termination-log", str(tmp_path / "t")], env={})
+    cycle.assert_no_secret(new, old, kube.token)
     assert cycle.exit_code == 0, cycle.output
 
 
+@pytest.mark.k8s
 def test_rotate_without_a_secret_to_rotate(kube, hub, hub_user):
     user = hub_user()
     hub.create_user(user)
-    run = run_token(["rotate", "--hub-url", hub.url, "--user", user, "--secret", "absent", "--namespace", NAMESPACE],
+    run = run_token(["rotate", "--hub-url", hub.url, "--user", user, "--secret", SECRET, "--namespace", kube.namespace],
                     env=admin_env(hub))
     assert run.exit_code == ExitCode.CONFIGURATION and "not found" in run.result["message"]
     assert hub.api("GET", f"users/{user}/tokens").json()["api_tokens"] == [], "nothing minted"
+
+
+@pytest.mark.k8s
+@pytest.mark.parametrize(("missing", "action"), [("get", []), ("create", []), ("update", ["rotate"])])
+def test_fewer_kubernetes_rights_than_the_readme_grants_fail_with_77(kube_as, hub, hub_user, missing, action):
+    """Without any one verb of the README's Role, the step that needs it is refused: 77, naming the verb."""
+    kube = kube_as(without_verb=missing)
+    user = hub_user()
+    hub.create_user(user)
+    if action:  # rotate needs a Secret to update
+        kube.plane.create_secret(kube.namespace, SECRET, {"token": hub.new_token(user)})
+    run = run_token([*action, "--hub-url", hub.url, "--user", user, "--secret", SECRET, "--namespace", kube.namespace],
+                    env=admin_env(hub))
+    assert run.exit_code == ExitCode.PERMISSION, run.log
+    assert "403" in run.result["message"] and f"'{missing}'" in run.result["message"], run.result["message"]
+    assert_clean(run, hub.admin_token, kube.token)
 
 
 def test_a_rejected_admin_token(hub, hub_user):
