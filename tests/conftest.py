@@ -50,6 +50,7 @@ def hub_202(tmp_path_factory) -> Iterator[LocalHub]:
     success or failure shows only in the progress stream and the server model."""
     yield from _running_hub(tmp_path_factory, "hub_202", slow_spawn_timeout=0)
 
+
 @pytest.fixture(scope="session")
 def hub_keeps_servers(tmp_path_factory) -> Iterator[LocalHub]:
     """A hub whose servers and proxy outlive the hub process (cleanup_servers = cleanup_proxy =
