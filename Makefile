@@ -174,4 +174,4 @@ test-k8s: install tools
 	$(BIN)/pytest -m k8s
 
 # test-compat runs the token command's tests, which write Secrets through a real apiserver.
-test-compat: control-plane $(HELM)
+$(addprefix test-compat-,$(COMPAT_LINES)): control-plane $(HELM)
