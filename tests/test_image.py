@@ -145,17 +145,35 @@ def test_no_installers_or_caches_in_the_final_image(dockerd, image, kind):
     assert found == {"tools": ["sh"] if kind == "slim" else [], "pip_module": False, "caches": []}
 
 
-def test_bytecode_of_what_the_canary_imports_is_in_the_image(dockerd, image):
-    """On the read-only root nothing can be compiled at run time: every module of a run with a Secret
-    (the kubernetes client included), standard library and venv alike, has its bytecode already."""
-    probe = (
-        "import json, sys, importlib.util, os; "
-        "import app.cli, app.secret, app.metrics, kubernetes.client, kubernetes.config, prometheus_client, websocket; "
-        "files = [m.__cached__ for m in list(sys.modules.values()) if getattr(m, '__cached__', None)]; "
-        "print(json.dumps({'checked': len(files), 'missing': [f for f in files if not os.path.exists(f)]}))"
-    )
-    found = _venv_python(dockerd, image, probe)
-    assert found["checked"] > 300 and found["missing"] == [], found
+def compiled_from_source(output: str) -> list[str]:
+    """Modules a PYTHONVERBOSE=1 run compiled from source (no usable bytecode in the image)."""
+    return re.findall(r"code object from '?(\S+?\.py)'?$", output, flags=re.MULTILINE)
+
+
+def test_nothing_is_compiled_at_start_with_a_secret(dockerd, image, tmp_path):
+    """On the read-only root nothing can be compiled for later: `--help` and a run that reads its token
+    from a Secret (the chart's default; the kubernetes client) find the bytecode of every module they
+    import in the image, standard library and venv alike."""
+    from tests.k8s_stub import SecretStub
+
+    done = run(dockerd, image, "--help", options=("--env", "PYTHONVERBOSE=1"))
+    assert done.returncode == 0 and "code object from" in done.stderr, done.stderr[-2000:]
+    assert compiled_from_source(done.stderr) == []
+    with SecretStub(tmp_path / "stub") as stub:
+        stub.put_secret("default", "canary-token", {"token": "0123456789abcdef0123456789abcdef"})
+        kubeconfig = stub.write_kubeconfig(stub.tmpdir / "kubeconfig", "sa-token", "default")
+        stub.tmpdir.chmod(0o755)
+        kubeconfig.chmod(0o644)
+        done = run(
+            dockerd, image, "run", "--hub-url", "http://127.0.0.1:9/", "--user", "u", "--attempts", "1",
+            "--token-secret", "canary-token", "--token-secret-namespace", "default", "--termination-log", "/tmp/m",
+            options=("--volume", f"{stub.tmpdir}:{stub.tmpdir}:ro", "--env", f"KUBECONFIG={kubeconfig}",
+                     "--env", "PYTHONVERBOSE=1"),
+        )
+        assert [r["path"] for r in stub.requests_seen] == ["/api/v1/namespaces/default/secrets/canary-token"], (
+            done.stdout + done.stderr[-3000:])
+    assert done.returncode != ExitCode.OK  # nothing listens on port 9
+    assert compiled_from_source(done.stderr) == []
 
 
 def _venv_python(dockerd: Dockerd, image: str, code: str) -> dict:
@@ -234,10 +252,12 @@ def test_full_cycle_against_a_real_hub(dockerd, image, tmp_path):
                 "--env", "CANARY_TOKEN_FILE=/shared/token",
                 "--env", "CANARY_DEADLINE=120",
                 "--env", "CANARY_STOP_TIMEOUT=60",
+                "--env", "PYTHONVERBOSE=1",
             ),
             timeout=180,
         )
-        assert done.returncode == ExitCode.OK, done.stdout + done.stderr + hub.log_tail()
+        assert done.returncode == ExitCode.OK, done.stdout + done.stderr[-5000:] + hub.log_tail()
+        assert compiled_from_source(done.stderr) == [], "modules without bytecode in the image"
         assert hub.servers("canary") == {}, "the canary left its server running"
     assert not hub.leftover_processes()
     message = (shared / "message").read_text()
