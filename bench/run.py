@@ -45,6 +45,8 @@ SEED_SCRIPT = ROOT / "bench" / "seed_script.py"
 LAUNCH = ROOT / "bench" / "launch.py"
 USER_PREFIX = "slow1-"  # the server starts 1 s after the request, then jupyter-server's own start-up
 RESULTS = ROOT / "bench" / "RESULTS.md"
+# RESULTS.md from this line on is the image benchmark's (bench/image.py): kept when this one rewrites the rest.
+IMAGE_MARKER = "<!-- make bench-image: everything below is written by bench/image.py -->"
 
 # Recorded by the hub itself: the moment a spawn stops pending with the server up (= model `ready`).
 READY_HOOK = '''
@@ -320,6 +322,12 @@ NOTES = """## How it is measured, and why the numbers are what they are
 """
 
 
+def write_results(output: Path, text: str) -> None:
+    existing = output.read_text() if output.exists() else ""
+    image_part = existing[existing.index(IMAGE_MARKER):] if IMAGE_MARKER in existing else ""
+    output.write_text(text + ("\n" + image_part if image_part else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="cycles of each client (default 5)")
@@ -327,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", type=Path, metavar="JSON", help="only rewrite the report from saved results")
     args = parser.parse_args(argv)
     if args.report_only:
-        args.output.write_text(report(json.loads(args.report_only.read_text())) + "\n" + NOTES)
+        write_results(args.output, report(json.loads(args.report_only.read_text())) + "\n" + NOTES)
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         workdir = Path(tmp)
@@ -348,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         data["cold_start_s"] = cold_starts(workdir, args.rounds)
         print("cold start:", {k: [round(v, 3) for v in vs] for k, vs in data["cold_start_s"].items()}, flush=True)
     text = report(data) + "\n" + NOTES
-    args.output.write_text(text)
+    write_results(args.output, text)
     args.output.with_name("results.json").write_text(json.dumps(data, indent=2) + "\n")
     print(text)
     return 0
