@@ -3,8 +3,8 @@
 #
 # The runtime base is distroless Python: Debian 13's python3.13, its standard library, the shared
 # libraries they link and the CA bundle; no shell, no package manager. It serves users best: the
-# smallest image (README, "The image": about a third of python:3.13-slim's with the same start
-# times), nothing in it but what runs the canary (nothing for an attacker, or for a stray
+# smallest image (bench/RESULTS.md: 96 MB, against 205 MB for the same on python:3.13-slim, with
+# the same start times), nothing in it but what runs the canary (nothing for an attacker, or for a stray
 # `kubectl exec`, to use), and Debian's security fixes of the interpreter arrive with the base's
 # rebuilds. The cost is no shell to debug with: use `kubectl debug` with an ephemeral container.
 #

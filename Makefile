@@ -97,15 +97,16 @@ chart-test: install tools
 # build/jupyterhub-canary-$(VERSION).cdx.json (CycloneDX JSON of the image's Python packages).
 REVISION := $(shell git rev-parse HEAD 2>/dev/null)$(shell git status --porcelain 2>/dev/null | grep -q . && echo -dirty)
 SOURCE ?= $(shell git remote get-url origin 2>/dev/null)
-SBOM := build/jupyterhub-canary-$(VERSION).cdx.json
+SBOM ?= build/jupyterhub-canary-$(VERSION).cdx.json
+DOCKER ?= docker
 image:
-	docker build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE='$(BASE_IMAGE)') \
+	$(DOCKER) build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE='$(BASE_IMAGE)') \
 		$(if $(BUILDER_IMAGE),--build-arg BUILDER_IMAGE='$(BUILDER_IMAGE)') \
 		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(or $(REVISION),unknown) \
 		--build-arg SOURCE='$(or $(SOURCE),unknown)' --tag '$(IMAGE)' .
-	mkdir -p build
-	container=$$(docker create '$(IMAGE)') && docker cp "$$container:/opt/canary/sbom.cdx.json" $(SBOM); \
-		status=$$?; docker rm "$$container" >/dev/null; exit $$status
+	mkdir -p $(dir $(SBOM))
+	container=$$($(DOCKER) create '$(IMAGE)') && $(DOCKER) cp "$$container:/opt/canary/sbom.cdx.json" $(SBOM); \
+		status=$$?; $(DOCKER) rm "$$container" >/dev/null; exit $$status
 	@echo "SBOM: $(SBOM)"
 
 # Builds stand-ins of the bases (distroless and python:*-slim) and the product image on each in a

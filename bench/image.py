@@ -218,7 +218,9 @@ def report(data: dict) -> str:
     if new:
         checks = [
             ("image ≤ 100 MB uncompressed", new["size_mb"], TARGETS["size_mb"], "MB"),
-            ("`--help` ≤ 0.35 s (process start to exit in the container)", statistics.median(new["help_s"]),
+            ("`docker run IMAGE --help` ≤ 0.35 s: the whole docker command", statistics.median(new["docker_run_help_s"]),
+             TARGETS["help_s"], "s"),
+            ("... and `--help` from process start to exit in the container", statistics.median(new["help_s"]),
              TARGETS["help_s"], "s"),
             ("process start → the Secret GET ≤ 0.4 s", statistics.median(new["secret_get_s"]), TARGETS["secret_get_s"], "s"),
             ("peak RSS of a full cycle with a Secret ≤ 70 MB", max(new["cycle_rss_mb"]), TARGETS["cycle_rss_mb"], "MB"),
@@ -232,7 +234,7 @@ def report(data: dict) -> str:
 IMAGE_NOTES = """- **`docker run IMAGE --help`** is reported twice: the whole docker command includes the private
   dockerd creating and removing a container (the same for every image: the difference between the
   columns is the image's), and inside the container, `jupyterhub-canary --help` from its process
-  start to its exit, which is what the image decides. The target is read on the latter.
+  start to its exit, which is what the image decides. The target is checked on both.
 - **Why this image starts fast on a read-only root**: its last build step writes, with the base's
   own interpreter, the bytecode of the standard-library modules the canary uses
   (scripts/finish_image.py). The python:*-slim base ships none and the distroless one has none (its

@@ -262,3 +262,24 @@ def test_full_cycle_against_a_real_hub(dockerd, image, tmp_path):
     assert not hub.leftover_processes()
     message = (shared / "message").read_text()
     assert message and len(message.encode()) <= 4096
+
+
+def test_make_image_labels_the_image_and_writes_its_sbom_next_to_the_build(dockerd, tmp_path):
+    """`make image` (the docker of the machine; here the private one) on the default kind of bases."""
+    runtime = images.import_standin(dockerd, "distroless")
+    builder = images.harness_layer(dockerd, images.import_standin(dockerd, "builder"), tmp_path / "harness")
+    tag = f"jupyterhub-canary:{app.__version__}-make"
+    sbom = tmp_path / "build" / "sbom.cdx.json"
+    done = subprocess.run(
+        ["make", "--no-print-directory", "image", f"DOCKER={dockerd.client}", f"IMAGE={tag}", f"BASE_IMAGE={runtime}",
+         f"BUILDER_IMAGE={builder}", f"SBOM={sbom}", "SOURCE=https://git.example.org/ops/canary"],
+        cwd=ROOT, env=dockerd.env, capture_output=True, text=True, timeout=1200, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    components = {c["name"].lower().replace("_", "-"): c["version"] for c in json.loads(sbom.read_text())["components"]}
+    assert components == _locked(ROOT / "requirements" / "runtime.lock")
+    labels = json.loads(dockerd.docker("image", "inspect", tag).stdout)[0]["Config"]["Labels"]
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert labels["org.opencontainers.image.revision"] in (head, f"{head}-dirty")
+    assert labels["org.opencontainers.image.source"] == "https://git.example.org/ops/canary"
+    assert labels["org.opencontainers.image.version"] == app.__version__
