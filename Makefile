@@ -1,5 +1,5 @@
 # The project's vocabulary: install, demo, test, test-compat, lint, chart-lint, chart-test,
-# image, image-test, bench. Every target installs what it needs.
+# image, image-test, bench (bench-image), lock. Every target installs what it needs.
 
 PYTHON ?= python3
 VENV := .venv
