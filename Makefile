@@ -99,8 +99,9 @@ REVISION := $(shell git rev-parse HEAD 2>/dev/null)$(shell git status --porcelai
 SOURCE ?= $(shell git remote get-url origin 2>/dev/null)
 SBOM ?= build/jupyterhub-canary-$(VERSION).cdx.json
 DOCKER ?= docker
+DOCKER_BUILD_OPTIONS ?=
 image:
-	$(DOCKER) build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE='$(BASE_IMAGE)') \
+	$(DOCKER) build $(DOCKER_BUILD_OPTIONS) $(if $(BASE_IMAGE),--build-arg BASE_IMAGE='$(BASE_IMAGE)') \
 		$(if $(BUILDER_IMAGE),--build-arg BUILDER_IMAGE='$(BUILDER_IMAGE)') \
 		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(or $(REVISION),unknown) \
 		--build-arg SOURCE='$(or $(SOURCE),unknown)' --tag '$(IMAGE)' .

@@ -271,7 +271,8 @@ def test_make_image_labels_the_image_and_writes_its_sbom_next_to_the_build(docke
     tag = f"jupyterhub-canary:{app.__version__}-make"
     sbom = tmp_path / "build" / "sbom.cdx.json"
     done = subprocess.run(
-        ["make", "--no-print-directory", "image", f"DOCKER={dockerd.client}", f"IMAGE={tag}", f"BASE_IMAGE={runtime}",
+        ["make", "--no-print-directory", "image", f"DOCKER={dockerd.client}", "DOCKER_BUILD_OPTIONS=--network=host",
+         f"IMAGE={tag}", f"BASE_IMAGE={runtime}",
          f"BUILDER_IMAGE={builder}", f"SBOM={sbom}", "SOURCE=https://git.example.org/ops/canary"],
         cwd=ROOT, env=dockerd.env, capture_output=True, text=True, timeout=1200, check=False,
     )
