@@ -48,18 +48,37 @@ def dockerd() -> Iterator[Dockerd]:
     assert not daemon.processes(), "dockerd processes left behind"
 
 
+@pytest.fixture(scope="module")
+def base_image(dockerd: Dockerd) -> str:
+    """The stand-in for the Dockerfile's default runtime base (distroless)."""
+    return images.import_standin(dockerd, "distroless")
+
+
+def _build(dockerd: Dockerd, kind: str, workdir: Path) -> str:
+    # No VERSION build argument: the Dockerfile's default must be the package version.
+    return images.build_product(
+        dockerd, kind, f"jupyterhub-canary:{app.__version__}-test-{kind}", workdir,
+        extra_args=("--build-arg", f"REVISION={REVISION}", "--build-arg", f"SOURCE={SOURCE}"),
+    )
+
+
+@pytest.fixture(scope="module")
+def image(dockerd: Dockerd, base_image: str, tmp_path_factory) -> str:
+    """The product image on the stand-ins of its default bases (other test modules use it too)."""
+    return _build(dockerd, "distroless", tmp_path_factory.mktemp("build-distroless"))
+
+
 @pytest.fixture(scope="module", params=KINDS)
 def kind(request) -> str:
     return request.param
 
 
 @pytest.fixture(scope="module")
-def image(dockerd: Dockerd, kind: str, tmp_path_factory) -> str:
-    # No VERSION build argument: the Dockerfile's default must be the package version.
-    return images.build_product(
-        dockerd, kind, f"jupyterhub-canary:{app.__version__}-test-{kind}", tmp_path_factory.mktemp(f"build-{kind}"),
-        extra_args=("--build-arg", f"REVISION={REVISION}", "--build-arg", f"SOURCE={SOURCE}"),
-    )
+def product(request, dockerd: Dockerd, kind: str, tmp_path_factory) -> str:
+    """The product image on the stand-ins of each kind of base: the default and python:*-slim."""
+    if kind == "distroless":
+        return request.getfixturevalue("image")
+    return _build(dockerd, kind, tmp_path_factory.mktemp(f"build-{kind}"))
 
 
 def _locked(lock: Path) -> dict[str, str]:
@@ -87,8 +106,8 @@ def _shared_dir(tmp_path: Path) -> Path:
 # --- the tests ---
 
 
-def test_image_metadata(dockerd, image):
-    done = dockerd.docker("image", "inspect", image)
+def test_image_metadata(dockerd, product):
+    done = dockerd.docker("image", "inspect", product)
     assert done.returncode == 0, done.stderr
     config = json.loads(done.stdout)[0]["Config"]
     user, _, group = config["User"].partition(":")
@@ -111,7 +130,7 @@ def _python(dockerd: Dockerd, image: str, code: str, user: str = USER) -> dict:
     return json.loads(done.stdout)
 
 
-def test_standin_bases_reproduce_the_real_ones(dockerd, image, kind):
+def test_standin_bases_reproduce_the_real_ones(dockerd, product, kind):
     """What the Dockerfile must cope with on the real bases: distroless has no shell, no apt and no
     standard-library bytecode; python:*-slim has pip in /usr/local/bin and no bytecode either."""
     probe = (
@@ -131,7 +150,7 @@ def test_standin_bases_reproduce_the_real_ones(dockerd, image, kind):
         assert done.returncode != 0 and not done.stdout.strip(), done.stdout
 
 
-def test_no_installers_or_caches_in_the_final_image(dockerd, image, kind):
+def test_no_installers_or_caches_in_the_final_image(dockerd, product, kind):
     probe = (
         "import glob, importlib.util, json, shutil; "
         "print(json.dumps({'tools': [t for t in ('gcc', 'cc', 'make', 'pip', 'pip3', 'sh') if shutil.which(t)], "
@@ -140,7 +159,7 @@ def test_no_installers_or_caches_in_the_final_image(dockerd, image, kind):
         "+ glob.glob('/opt/canary/finish_image.py')}))"
     )
     # As root, to see into /root.
-    found = _python(dockerd, image, probe, user="0:0")
+    found = _python(dockerd, product, probe, user="0:0")
     # The slim base keeps its shell; the distroless one has none.
     assert found == {"tools": ["sh"] if kind == "slim" else [], "pip_module": False, "caches": []}
 
@@ -150,13 +169,13 @@ def compiled_from_source(output: str) -> list[str]:
     return re.findall(r"code object from '?(\S+?\.py)'?$", output, flags=re.MULTILINE)
 
 
-def test_nothing_is_compiled_at_start_with_a_secret(dockerd, image, tmp_path):
+def test_nothing_is_compiled_at_start_with_a_secret(dockerd, product, tmp_path):
     """On the read-only root nothing can be compiled for later: `--help` and a run that reads its token
     from a Secret (the chart's default; the kubernetes client) find the bytecode of every module they
     import in the image, standard library and venv alike."""
     from tests.k8s_stub import SecretStub
 
-    done = run(dockerd, image, "--help", options=("--env", "PYTHONVERBOSE=1"))
+    done = run(dockerd, product, "--help", options=("--env", "PYTHONVERBOSE=1"))
     assert done.returncode == 0 and "code object from" in done.stderr, done.stderr[-2000:]
     assert compiled_from_source(done.stderr) == []
     with SecretStub(tmp_path / "stub") as stub:
@@ -165,7 +184,7 @@ def test_nothing_is_compiled_at_start_with_a_secret(dockerd, image, tmp_path):
         stub.tmpdir.chmod(0o755)
         kubeconfig.chmod(0o644)
         done = run(
-            dockerd, image, "run", "--hub-url", "http://127.0.0.1:9/", "--user", "u", "--attempts", "1",
+            dockerd, product, "run", "--hub-url", "http://127.0.0.1:9/", "--user", "u", "--attempts", "1",
             "--token-secret", "canary-token", "--token-secret-namespace", "default", "--termination-log", "/tmp/m",
             options=("--volume", f"{stub.tmpdir}:{stub.tmpdir}:ro", "--env", f"KUBECONFIG={kubeconfig}",
                      "--env", "PYTHONVERBOSE=1"),
@@ -185,15 +204,15 @@ def _venv_python(dockerd: Dockerd, image: str, code: str) -> dict:
     return json.loads(done.stdout)
 
 
-def test_the_image_holds_exactly_the_runtime_lock_and_its_sbom_says_so(dockerd, image):
+def test_the_image_holds_exactly_the_runtime_lock_and_its_sbom_says_so(dockerd, product):
     locked = _locked(ROOT / "requirements" / "runtime.lock")
-    installed = _venv_python(dockerd, image, (
+    installed = _venv_python(dockerd, product, (
         "import json, importlib.metadata as m; "
         "print(json.dumps({d.metadata['Name'].lower().replace('_', '-'): d.version for d in m.distributions()}))"
     ))
     assert installed == {**locked, "jupyterhub-canary": app.__version__}
     assert not {"aiohttp", "pydantic", "kubernetes-asyncio"} & set(installed)
-    done = dockerd.docker("run", "--rm", "--entrypoint=/opt/canary/bin/python", image, "-c",
+    done = dockerd.docker("run", "--rm", "--entrypoint=/opt/canary/bin/python", product, "-c",
                           "print(open('/opt/canary/sbom.cdx.json').read())")
     assert done.returncode == 0, done.stderr
     sbom = json.loads(done.stdout)
@@ -203,19 +222,19 @@ def test_the_image_holds_exactly_the_runtime_lock_and_its_sbom_says_so(dockerd, 
     assert components == locked
 
 
-def test_help(dockerd, image):
-    done = run(dockerd, image, "--help")
+def test_help(dockerd, product):
+    done = run(dockerd, product, "--help")
     assert done.returncode == 0, done.stderr
     assert "run" in done.stdout
-    done = run(dockerd, image, "run", "--help")
+    done = run(dockerd, product, "run", "--help")
     assert done.returncode == 0, done.stderr
     assert "--hub-url" in done.stdout
 
 
-def test_bad_configuration_exits_78_and_writes_the_termination_message(dockerd, image, tmp_path):
+def test_bad_configuration_exits_78_and_writes_the_termination_message(dockerd, product, tmp_path):
     shared = _shared_dir(tmp_path)
     done = run(
-        dockerd, image, "run", "--hub-url", "not-a-url", "--user", "canary", "--termination-log", "/shared/message",
+        dockerd, product, "run", "--hub-url", "not-a-url", "--user", "canary", "--termination-log", "/shared/message",
         options=("--volume", f"{shared}:/shared", "--env", "JUPYTERHUB_API_TOKEN=unused"),
     )
     assert done.returncode == ExitCode.CONFIGURATION, done.stdout + done.stderr
@@ -224,14 +243,14 @@ def test_bad_configuration_exits_78_and_writes_the_termination_message(dockerd, 
     assert "--hub-url" in message
 
 
-def test_configuration_from_variables_only(dockerd, image):
+def test_configuration_from_variables_only(dockerd, product):
     """The chart configures the container with CANARY_* variables and the default `run` command."""
-    done = run(dockerd, image, options=("--env", "CANARY_HUB_URL=http://127.0.0.1:9/", "--env", "CANARY_ATTEMPTS=zero"))
+    done = run(dockerd, product, options=("--env", "CANARY_HUB_URL=http://127.0.0.1:9/", "--env", "CANARY_ATTEMPTS=zero"))
     assert done.returncode == ExitCode.CONFIGURATION, done.stdout + done.stderr
     assert "CANARY_ATTEMPTS" in done.stdout + done.stderr
 
 
-def test_full_cycle_against_a_real_hub(dockerd, image, tmp_path):
+def test_full_cycle_against_a_real_hub(dockerd, product, tmp_path):
     from tests.localhub import LocalHub
 
     shared = _shared_dir(tmp_path)
@@ -244,7 +263,7 @@ def test_full_cycle_against_a_real_hub(dockerd, image, tmp_path):
         (shared / "token").write_text(token + "\n")
         (shared / "token").chmod(0o644)
         done = run(
-            dockerd, image, "run", "--termination-log", "/shared/message",
+            dockerd, product, "run", "--termination-log", "/shared/message",
             options=(
                 "--volume", f"{shared}:/shared",
                 "--env", f"CANARY_HUB_URL={hub.url}",
