@@ -7,6 +7,7 @@
 # the same start times), nothing in it but what runs the canary (nothing for an attacker, or for a stray
 # `kubectl exec`, to use), and Debian's security fixes of the interpreter arrive with the base's
 # rebuilds. The cost is no shell to debug with: use `kubectl debug` with an ephemeral container.
+# Debian 13's, because distroless retired its Debian 12 python3 image (May 2026).
 #
 # The builder must have the same Python at the same path as the runtime base, because the virtual
 # environment links to that interpreter: Debian 13 with Debian's python3 for distroless. Sites with
