@@ -1,5 +1,5 @@
 # The project's vocabulary: install, demo, test, test-compat, lint, chart-lint, chart-test,
-# image, image-test, bench. Every target installs what it needs.
+# image, image-test, bench (bench-image), lock. Every target installs what it needs.
 
 PYTHON ?= python3
 VENV := .venv
@@ -9,15 +9,21 @@ BIN := $(VENV)/bin
 COMPAT_LINES := 5 4.1
 COMPAT_JUPYTERHUB_5 := jupyterhub>=5.1,<6
 COMPAT_JUPYTERHUB_4.1 := jupyterhub>=4.1,<4.2
+# The locks (`make lock`): the image's dependencies, and the test environment of `make install`.
+RUNTIME_LOCK := requirements/runtime.lock
+TEST_LOCK := requirements/test.lock
 
 .PHONY: install demo test test-compat lint clean
 
 install: $(VENV)/.installed node_modules/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The locked test environment (requirements/test.lock, every file checked against its hash), then
+# the package itself without dependencies.
+$(VENV)/.installed: pyproject.toml $(TEST_LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --require-hashes --requirement $(TEST_LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -36,7 +42,10 @@ test-compat: $(addprefix test-compat-,$(COMPAT_LINES))
 test-compat-%: node_modules/.installed
 	$(PYTHON) -m venv .venv-compat-$*
 	.venv-compat-$*/bin/pip install --quiet --upgrade pip
-	.venv-compat-$*/bin/pip install --quiet -e '.[test]' '$(COMPAT_JUPYTERHUB_$*)'
+	.venv-compat-$*/bin/pip install --quiet --require-hashes --requirement $(TEST_LOCK)
+	.venv-compat-$*/bin/pip install --quiet --no-deps -e .
+	# then the other JupyterHub over the locked one, with whatever its own requirements change
+	.venv-compat-$*/bin/pip install --quiet '$(COMPAT_JUPYTERHUB_$*)'
 	.venv-compat-$*/bin/pytest -m hub
 
 # Python style and likely bugs (ruff: pycodestyle, pyflakes, isort, bugbear, pyupgrade; pyproject.toml).
@@ -87,11 +96,26 @@ chart-docs: install
 chart-test: install tools
 	$(BIN)/pytest tests/test_chart.py
 
-# The product image, with the docker of this machine (BASE_IMAGE defaults to python:3.12-slim).
+# The product image, with the docker of this machine (bases: distroless Python on Debian 13, built on
+# debian:13-slim; BASE_IMAGE and BUILDER_IMAGE override them), and its SBOM next to the build:
+# build/jupyterhub-canary-$(VERSION).cdx.json (CycloneDX JSON of the image's Python packages).
+REVISION := $(shell git rev-parse HEAD 2>/dev/null)$(shell git status --porcelain 2>/dev/null | grep -q . && echo -dirty)
+SOURCE ?= $(shell git remote get-url origin 2>/dev/null)
+SBOM ?= build/jupyterhub-canary-$(VERSION).cdx.json
+DOCKER ?= docker
+DOCKER_BUILD_OPTIONS ?=
 image:
-	docker build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE='$(BASE_IMAGE)') --build-arg VERSION=$(VERSION) --tag '$(IMAGE)' .
+	$(DOCKER) build $(DOCKER_BUILD_OPTIONS) $(if $(BASE_IMAGE),--build-arg BASE_IMAGE='$(BASE_IMAGE)') \
+		$(if $(BUILDER_IMAGE),--build-arg BUILDER_IMAGE='$(BUILDER_IMAGE)') \
+		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(or $(REVISION),unknown) \
+		--build-arg SOURCE='$(or $(SOURCE),unknown)' --tag '$(IMAGE)' .
+	mkdir -p $(dir $(SBOM))
+	container=$$($(DOCKER) create '$(IMAGE)') && $(DOCKER) cp "$$container:/opt/canary/sbom.cdx.json" $(SBOM); \
+		status=$$?; $(DOCKER) rm "$$container" >/dev/null; exit $$status
+	@echo "SBOM: $(SBOM)"
 
-# Builds a stand-in base image and the product image in a private dockerd, and runs it (needs root).
+# Builds stand-ins of the bases (distroless and python:*-slim) and the product image on each in a
+# private dockerd, and runs them (needs root).
 image-test: install tools
 	$(BIN)/pytest -m image tests/test_image.py tests/test_k8s_pods.py
 
@@ -117,9 +141,38 @@ $(PROMETHEUS_TOOLS):
 	touch $@
 
 # --- bench: the seed document's script against `jupyterhub-canary run` on a real local hub (~2 min) ---
-.PHONY: bench
+.PHONY: bench bench-image
 bench: install
 	$(BIN)/python -m bench.run --rounds 5
+	$(BIN)/python -m bench.image --rounds 5
+
+# The image part alone: this Dockerfile (distroless; python:3.13-slim) against the one at `main`, built on
+# the stand-in bases in a private dockerd (root, Debian's docker.io; skipped with a message without them).
+bench-image: install
+	$(BIN)/python -m bench.image --rounds 5
+
+# --- locks: requirements/*.lock, made by uv (pinned here) from pyproject.toml; tests/test_lock.py checks them ---
+# runtime.lock: the image's dependencies; test.lock: `make install`'s environment, with the runtime
+# pins as constraints (the tests run what the image ships); sbom.lock: the SBOM generator of the image
+# build. Universal (environment markers), for Python 3.11 and newer: the image's Python is 3.13.
+# Refresh after changing dependencies in pyproject.toml (`make lock`); upgrade everything with
+# `make lock LOCK_UPGRADE=--upgrade`.
+UV_VERSION := 0.13.9
+UV := $(TOOLS)/uv/bin/uv
+SBOM_TOOL := cyclonedx-bom==7.5.0
+LOCK_UPGRADE ?=
+UV_COMPILE = $(UV) pip compile --quiet --generate-hashes --universal --python-version 3.11 \
+	--custom-compile-command 'make lock' $(LOCK_UPGRADE)
+
+.PHONY: lock
+lock: $(UV)
+	$(UV_COMPILE) pyproject.toml --output-file $(RUNTIME_LOCK)
+	$(UV_COMPILE) pyproject.toml --extra test --constraint $(RUNTIME_LOCK) --output-file $(TEST_LOCK)
+	echo '$(SBOM_TOOL)' | $(UV_COMPILE) - --output-file requirements/sbom.lock
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)/uv
+	$(TOOLS)/uv/bin/pip install --quiet 'uv==$(UV_VERSION)'
 
 # --- A real Kubernetes control plane for the k8s test tier (tests/controlplane.py; make test-k8s) ---
 # kube-apiserver and kube-controller-manager of the release pinned in tools/k8s/go.mod, built from the
