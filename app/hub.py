@@ -36,7 +36,7 @@ import urllib3.exceptions
 
 from app import __version__, logs
 from app.deadline import Deadline
-from app.errors import CanaryError, ConfigError, HubUnavailable, PermissionDenied, SpawnFailed, StopFailed
+from app.errors import ConfigError, HubUnavailable, PermissionDenied, SpawnFailed, StopFailed
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 # Methods whose repetition does no harm: sending them again after any fault is safe.
@@ -100,10 +100,6 @@ def hub_message(response: requests.Response) -> str:
     except TRANSPORT_ERRORS:
         text = ""
     return text[:200] or response.reason or ""
-
-
-def is_transport_error(exc: BaseException) -> bool:
-    return isinstance(exc, TRANSPORT_ERRORS)
 
 
 def _tls_error(exc: BaseException) -> bool:
@@ -236,7 +232,7 @@ class HubClient:
             assert outcome is not None
             if outcome.failed:
                 exc = outcome.exception()
-                return is_transport_error(exc) and not _tls_error(exc) and (resend_safe or _never_sent(exc))
+                return isinstance(exc, TRANSPORT_ERRORS) and not _tls_error(exc) and (resend_safe or _never_sent(exc))
             status = outcome.result().status_code
             return status in RETRY_STATUSES and (resend_safe or status == 429)
 
@@ -540,8 +536,6 @@ class HubClient:
                 last = str(exc)
                 pause = min(STOP_RETRY_MAX_WAIT, STOP_POLL_INTERVAL * 2 ** min(tries, 4))
                 log.warning("stop_retry", message=last, try_number=tries, wait_s=round(min(pause, deadline.remaining()), 2))
-            except CanaryError:
-                raise
             if deadline.expired():
                 what = "still stopping" if stopping else "not stopped"
                 raise StopFailed(f"{what} after {deadline.seconds:g}s: {refused or last}")
