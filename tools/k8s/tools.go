@@ -1,9 +1,13 @@
 //go:build tools
 
-// Package tools records the commands this module builds, so `go mod tidy` keeps their dependencies.
+// Package tools records the commands this module builds, so `go mod tidy` keeps their dependencies:
+// the control plane (apiserver, controller-manager, scheduler) and the node (kubelet, kube-proxy).
 package tools
 
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
