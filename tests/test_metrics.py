@@ -232,12 +232,14 @@ def test_probes_of_one_user_coexist_in_the_pushgateway(hub, hub_user, tmp_path, 
     assert ("jupyterhub_canary_last_success_timestamp_seconds", None) not in failing
     for seen, probe in ((healthy, "cpu"), (failing, "gpu")):
         assert {labels["probe"] for _, labels in seen.values()} == {probe}
-    # The default hub (slow_spawn_timeout 10 s) answers the spawn with 201: no progress stream was
-    # followed, so no phase was marked and every phase is NaN, not a stale value.
+    # The default hub (slow_spawn_timeout 10 s) answers the spawn with 201; the progress stream,
+    # followed while the request was in flight, marks the spawn, and a local spawner marks no
+    # KubeSpawner phase: those are NaN, not a stale value.
     phases = {p: v for (name, p), (v, _) in healthy.items() if name == "jupyterhub_canary_phase_duration_seconds"}
     assert set(phases) == set(timeline.PHASES)
-    assert cpu.result["timeline_phases_ms"] == {}
-    assert all(math.isnan(v) for v in phases.values())
+    assert set(cpu.result["timeline_phases_ms"]) == {"spawn"}
+    assert phases["spawn"] == pytest.approx(cpu.result["timeline_phases_ms"]["spawn"] / 1000, abs=0.0005)
+    assert all(math.isnan(v) for p, v in phases.items() if p != "spawn")
 
 
 def test_phase_durations_are_pushed_for_every_phase_nan_when_not_marked():
