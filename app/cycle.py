@@ -20,7 +20,7 @@ from typing import Any
 
 import tenacity
 
-from app import logs, timeline
+from app import logs, spawn_causes, timeline
 from app.config import Config
 from app.deadline import Clock, Deadline, elapsed_ms
 from app.errors import CanaryError, HubUnavailable, PermissionDenied, ServerUnreachable, SpawnFailed, SpawnTimeout, StopFailed
@@ -164,7 +164,12 @@ class Canary:
             self.server_may_be_running = True
             self.timeline = timeline.Timeline(self._clock)
             try:
-                self.spawn(spawn_deadline)
+                try:
+                    self.spawn(spawn_deadline)
+                except (SpawnFailed, SpawnTimeout) as exc:
+                    exc.cause = exc.cause or self.spawn_cause(exc)
+                    log.info("spawn_cause", cause=exc.cause, reason=exc.reason)
+                    raise
                 self.timed("verify", self.verify)
                 if self.config.check_kernel:
                     self.timed(KERNEL_PHASE, self.check_kernel)
@@ -189,6 +194,11 @@ class Canary:
             ) from None
         finally:
             self._progress.stop()
+
+    def spawn_cause(self, failure: SpawnFailed | SpawnTimeout) -> str:
+        """Why the spawn failed, from its events and the failure's words (app/spawn_causes.py)."""
+        told = [(event.message, event.reason) for event in self.timeline.events] if self.timeline else []
+        return spawn_causes.classify(told, failure.message, timed_out=isinstance(failure, SpawnTimeout))
 
     def cleanup(self) -> None:
         """Stop the server this attempt may have started, with signals held off. Idempotent.
