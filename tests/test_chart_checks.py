@@ -106,7 +106,8 @@ def test_the_single_check_takes_them_too(helm):
 
 
 def test_both_an_inline_notebook_and_a_configmap_are_refused(helm):
-    error = render_error(helm, *HUB, *EXISTING, "--set-string", "canary.notebook=nbformat", "--set", "canary.notebookConfigMap.name=nb")
+    both = ("--set-string", "canary.notebook=nbformat", "--set", "canary.notebookConfigMap.name=nb")
+    error = render_error(helm, *HUB, *EXISTING, *both)
     assert "canary.notebook and canary.notebookConfigMap.name are both set" in error
     error = render_error(helm, *CHECKS, "--set-string", "probes.gpu.notebook=nbformat")
     assert "probes.gpu" in error and "both set" in error
