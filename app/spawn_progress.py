@@ -10,9 +10,10 @@ always on a healthy cluster.
 So the main thread sends the POST (sent once, as app/hub.py rules; it also takes the signals), and
 this follower only reads the stream (GETs): each event is recorded in the timeline the moment it
 arrives, so its time is right although the main thread reads it later, from a queue. Until the hub
-has taken the spawn in, the stream answers 400 ("not starting") or 404 (a named server not yet
-made): the follower asks again, every RETRY_PAUSE, while the request is in flight, and once more
-after its answer. It reads one whole stream, which ends with the spawn (ready or failed).
+has taken the spawn in, the stream answers 404 (no server yet) or 400 ("not starting"): the follower
+asks again while the request is in flight (soon, then less often: a hub that refuses the stream for
+good is not asked 5 times a second for as long as it holds the request), and once more right after
+its answer. It reads one whole stream, which ends with the spawn (ready or failed).
 
 Bounds: the stream is cut at the spawn's deadline by its watchdog (app/hub.py); `stop()` cuts it at
 once and joins the thread, so nothing is left running when the spawn phase ends.
@@ -32,7 +33,9 @@ from app.deadline import Deadline
 from app.hub import HubClient, StreamUnavailable
 from app.timeline import Event, Timeline
 
-RETRY_PAUSE = 0.2  # s between tries to open the stream before the hub has taken the spawn in
+# s between tries to open the stream before the hub has taken the spawn in: doubled after each, up to
+# the most. The first events are timed when they arrive, so the first tries come soon.
+RETRY_PAUSE, MAX_RETRY_PAUSE = 0.2, 1.0
 JOIN_TIMEOUT = 2.0  # s to wait for the thread once its stream is cut
 
 log = logs.get_logger()
@@ -55,6 +58,7 @@ class ProgressFollower:
         self._queue: queue.Queue[tuple[dict[str, Any], Event] | _End] = queue.Queue()
         self._answered = threading.Event()  # the spawn request has its answer (or will get none)
         self._stopping = threading.Event()
+        self._wake = threading.Event()  # ends a pause between tries: the answer came, or stop()
         self._lock = threading.Lock()
         self._cut: Callable[[], None] | None = None
         # The thread logs with the attempt's bound context (hub, user, attempt).
@@ -70,6 +74,7 @@ class ProgressFollower:
     def request_answered(self) -> None:
         """The spawn request is answered: a stream refused from now on is refused for good."""
         self._answered.set()
+        self._wake.set()
 
     def _opened(self, cut: Callable[[], None]) -> None:
         with self._lock:
@@ -79,6 +84,7 @@ class ProgressFollower:
 
     def _follow(self) -> None:
         end = _End()
+        pause = RETRY_PAUSE
         try:
             while not self._stopping.is_set() and not self._deadline.expired():
                 answered = self._answered.is_set()  # before the try: its answer may come meanwhile
@@ -92,8 +98,10 @@ class ProgressFollower:
                     if answered:
                         end = _End(exc)
                         return
-                    # Not pending yet: the hub has not taken the request in. Again, unless stopped.
-                    self._stopping.wait(min(RETRY_PAUSE, self._deadline.remaining()))
+                    # Not pending yet: the hub has not taken the request in. Again, after a pause that
+                    # the request's answer or stop() cut short.
+                    self._wake.wait(min(pause, self._deadline.remaining()))
+                    pause = min(pause * 2, MAX_RETRY_PAUSE)
         except Exception as exc:  # noqa: BLE001 - whatever it is, the main thread polls instead
             end = _End(StreamUnavailable(f"following the progress stream failed: {type(exc).__name__}: {exc}"))
         finally:
@@ -121,6 +129,7 @@ class ProgressFollower:
         """End the stream now and wait for the thread. Idempotent."""
         self._stopping.set()
         self._answered.set()
+        self._wake.set()
         with self._lock:
             cut = self._cut
         if cut is not None:
