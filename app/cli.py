@@ -223,6 +223,7 @@ def _run(config: Config, started: float) -> int:
             return report(
                 exc.exit_code, "failed", reason=exc.reason, message=str(exc),
                 last_progress_message=exc.progress_message or (canary and canary.last_progress_message),
+                cause=getattr(exc, "cause", None),
             )
         except Exception as exc:  # a bug: say so, with the traceback, and exit 1
             log.exception("internal_error")
@@ -244,6 +245,7 @@ def _finish(
     reason: str | None = None,
     last_progress_message: str | None = None,
     config: Config | None = None,
+    cause: str | None = None,
 ) -> int:
     """Push the metrics (when configured), log the one `canary_result` event, write the termination message."""
     result: dict[str, Any] = {
@@ -262,8 +264,13 @@ def _finish(
     }
     if config is not None:
         result["probe"] = config.probe
+    if canary is not None:
+        # What the checks against the server reported, each under its name (e.g. `notebook`).
+        result.update(canary.check_reports)
     if outcome != "ok":
         result["reason"] = reason
+        if cause:
+            result["cause"] = cause
         result["last_progress_message"] = last_progress_message
         # Each failed attempt's reason, in order: the run's story when the attempts failed differently.
         result["attempt_reasons"] = [failure.reason for failure in canary.failures] if canary else []

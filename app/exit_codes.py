@@ -11,6 +11,9 @@ class ExitCode(IntEnum):
     SERVER_UNREACHABLE = 12
     STOP_FAILED = 13
     KERNEL_FAILED = 14
+    STORAGE_FAILED = 15
+    NOTEBOOK_FAILED = 16
+    LAB_FAILED = 17
     HUB_UNAVAILABLE = 20
     KUBERNETES_UNAVAILABLE = 21
     PERMISSION = 77
@@ -27,6 +30,9 @@ MEANING = {
     ExitCode.SERVER_UNREACHABLE: "server unreachable (ready per the hub, but api/status failed)",
     ExitCode.STOP_FAILED: "stop failed: server left running",
     ExitCode.KERNEL_FAILED: "kernel failed: no kernel started, or it did not run the test code (--check-kernel)",
+    ExitCode.STORAGE_FAILED: "storage failed: a file could not be saved, read back or deleted in the home (--check-storage)",
+    ExitCode.NOTEBOOK_FAILED: "notebook failed: a cell of --notebook raised or did not finish",
+    ExitCode.LAB_FAILED: "JupyterLab failed: its page or a bundle it loads is not served (--check-lab)",
     ExitCode.HUB_UNAVAILABLE: "hub unavailable (connection errors, 5xx, 429 after retries)",
     ExitCode.KUBERNETES_UNAVAILABLE: "Kubernetes API unreachable while reading the token Secret",
     ExitCode.PERMISSION: "permission: token rejected by the hub, or Kubernetes forbids reading the Secret",
