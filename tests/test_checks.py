@@ -250,7 +250,9 @@ def write_notebook(path: Path, cells: list[str], kernel: str = "python3") -> Pat
 
 def test_a_notebook_failing_at_its_third_code_cell_is_16_naming_it(checks_hub, hub_user, tmp_path):
     user, token = account(checks_hub, hub_user())
-    cells = ["import json", "data = json.dumps({'a': 1})", "import no_such_package_in_this_image\nprint('never')", "x = 1"]
+    # The failing line carries the canary's token: its traceback quotes the line, and must not the token.
+    failing = f"import no_such_package_in_this_image  # {token}\nprint('never')"
+    cells = ["import json", "data = json.dumps({'a': 1})", failing, "x = 1"]
     notebook = write_notebook(tmp_path / "broken-image.ipynb", cells)
     run = canary(checks_hub, user, token, tmp_path, "--notebook", str(notebook), "--attempts", "3")
     assert run.exit_code == ExitCode.NOTEBOOK_FAILED == 16, run.output
@@ -263,6 +265,7 @@ def test_a_notebook_failing_at_its_third_code_cell_is_16_naming_it(checks_hub, h
     assert len(report["cell_ms"]) == 3
     assert report["traceback"] and not any("\x1b" in line for line in report["traceback"])
     assert any("ModuleNotFoundError" in line for line in report["traceback"])
+    assert any("# [REDACTED]" in line for line in report["traceback"]), report["traceback"]
     assert "cell 3 of broken-image.ipynb raised ModuleNotFoundError" in result["message"]
     assert result["attempts"] == 1, "a broken image raises again: no second spawn"
     assert len(run.named("kernel_deleted")) == 1
