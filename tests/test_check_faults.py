@@ -70,13 +70,14 @@ def test_a_delete_that_never_gets_through_fails_the_check_and_says_the_file_is_l
         assert left and list(fake.files) == [left[0]["path"]]
 
 
-def test_a_server_answering_507_is_no_space(tmp_path):
+@pytest.mark.parametrize(("status", "cause"), [(507, "no_space"), (403, "permission"), (500, "error")])
+def test_a_save_answered_with_an_error_status_is_15_with_its_cause(tmp_path, status, cause):
     with FakeHub(spawn="ready") as fake:
-        fake.fault("PUT", CONTENTS, "status", status=507, count=-1)
+        fake.fault("PUT", CONTENTS, "status", status=status, count=-1)
         run, _ = canary(fake, tmp_path, *STORAGE)
         assert run.exit_code == ExitCode.STORAGE_FAILED, run.output
-        assert run.result["cause"] == "no_space"
-        assert "answered 507" in run.result["message"]
+        assert run.result["cause"] == cause
+        assert f"answered {status}: fakehub: injected fault" in run.result["message"]
 
 
 @pytest.mark.parametrize("path", [r"/lab$", MAIN_BUNDLE, REMOTE_ENTRY], ids=["page", "main-bundle", "remote-entry"])

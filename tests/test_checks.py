@@ -155,6 +155,15 @@ def test_all_checks_pass_on_a_healthy_server(checks_hub, hub_user, tmp_path):
 # --- storage ---
 
 
+def test_storage_path_is_a_directory_under_the_servers_root(checks_hub, hub_user, tmp_path):
+    user, token = account(checks_hub, hub_user())
+    (home(checks_hub, user) / "work" / "notebooks").mkdir(parents=True)
+    run = canary(checks_hub, user, token, tmp_path, "--check-storage", "--storage-path", "/work/notebooks/")
+    assert run.exit_code == ExitCode.OK, run.output
+    assert run.named("storage_saved")[0]["path"].startswith("work/notebooks/jupyterhub-canary-")
+    assert_clean(checks_hub, user, run)
+
+
 def test_a_full_home_is_15_no_space_quoting_the_server_and_not_retried(checks_hub, hub_user, tmp_path, mounted_home):
     user, token = account(checks_hub, hub_user("fullhome-"))
     directory = mounted_home(user, "mode=0755", fill=True)

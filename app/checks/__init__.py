@@ -87,7 +87,8 @@ def all_checks() -> list[type[Check]]:
 def _subclasses(cls: type[Check]) -> list[type[Check]]:
     found = []
     for sub in cls.__subclasses__():
-        if "name" in vars(sub):  # a concrete check, not an intermediate base
+        # A concrete check of this package: not an intermediate base, not a subclass made elsewhere.
+        if "name" in vars(sub) and sub.__module__.startswith(f"{__name__}."):
             found.append(sub)
         found.extend(_subclasses(sub))
     return found
