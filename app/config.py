@@ -11,11 +11,14 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from app import secret
 from app.errors import ConfigError
+
+if TYPE_CHECKING:  # app.checks imports this module
+    from app.checks.notebook import Notebook
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 LOG_FORMATS = ("json", "console")
@@ -124,8 +127,8 @@ def _server_path(raw: str) -> str:
     return value
 
 
-def _notebook(raw: str) -> Any:  # -> app.checks.notebook.Notebook
-    from app.checks.notebook import read_notebook  # here: app.checks imports this module
+def _notebook(raw: str) -> Notebook:
+    from app.checks.notebook import read_notebook  # here, when parsing: app.checks imports this module
 
     return read_notebook(_existing_file(raw))
 
@@ -278,7 +281,7 @@ class Config:
     kernel_timeout: float
     check_storage: bool
     storage_path: str
-    notebook: Any  # app.checks.notebook.Notebook | None, read and validated here
+    notebook: Notebook | None  # read and validated here
     notebook_timeout: float
     check_lab: bool
     lab_path: str

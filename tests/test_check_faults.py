@@ -110,3 +110,19 @@ def test_a_missing_remote_entry_is_17_asset_missing_naming_it(tmp_path):
         assert run.exit_code == ExitCode.LAB_FAILED, run.output
         assert run.result["cause"] == "asset_missing"
         assert "/user/canary/lab/extensions/fake-ext/static/remoteEntry.abc.js" in run.result["message"]
+
+
+def test_each_check_is_a_phase_of_the_result_the_timeline_and_the_duration_metric(tmp_path):
+    from app.metrics import RunMetrics, registry_for
+
+    with FakeHub(spawn="ready") as fake:
+        run, _ = canary(fake, tmp_path, "--check-storage", "--check-lab")
+    assert run.exit_code == ExitCode.OK, run.output
+    phases = run.result["phases_ms"]
+    assert list(phases) == ["spawn_request", "ready_wait", "verify", "storage", "lab", "stop"]
+    lines = [e["message"] for e in run.result["timeline"]]
+    assert [line.split()[:3] for line in lines] == [["check", "storage", "passed"], ["check", "lab", "passed"]]
+    registry = registry_for(RunMetrics(success=True, exit_code=0, attempts=1, duration_seconds=1.0, phases_ms=phases))
+    for phase in ("storage", "lab"):
+        value = registry.get_sample_value("jupyterhub_canary_duration_seconds", {"phase": phase})
+        assert value == phases[phase] / 1000
