@@ -263,6 +263,9 @@ def _finish(
     }
     if config is not None:
         result["probe"] = config.probe
+    if canary is not None:
+        # What the checks against the server reported, each under its name (e.g. `notebook`).
+        result.update(canary.check_reports)
     if outcome != "ok":
         result["reason"] = reason
         # Why, where the failure can tell (a spawn's: app/spawn_causes.py), else null.

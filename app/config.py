@@ -11,11 +11,14 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from app import secret
 from app.errors import ConfigError
+
+if TYPE_CHECKING:  # app.checks imports this module
+    from app.checks.notebook import Notebook
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 LOG_FORMATS = ("json", "console")
@@ -116,6 +119,20 @@ def _path(raw: str) -> Path:
     return Path(_text(raw))
 
 
+def _server_path(raw: str) -> str:
+    """A path inside the user's server, relative to its root ("" is the root itself)."""
+    value = raw.strip().strip("/")
+    if ".." in value.split("/"):
+        raise ValueError(f"must not leave the server's root (no '..'), got {raw!r}")
+    return value
+
+
+def _notebook(raw: str) -> Notebook:
+    from app.checks.notebook import read_notebook  # here, when parsing: app.checks imports this module
+
+    return read_notebook(_existing_file(raw))
+
+
 @dataclass(frozen=True)
 class Option:
     """One flag of a command and its CANARY_* variable."""
@@ -156,6 +173,15 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("--check-kernel", _switch, False, "also start a kernel, run code on it over its websocket, delete it", switch=True),
     Option("--kernel-name", _text, None, "the kernelspec --check-kernel starts (default: the server's default kernel)", "NAME"),
     Option("--kernel-timeout", _positive_seconds, 60.0, "seconds for the whole kernel check (start, run, delete)", "S"),
+    Option(
+        "--check-storage", _switch, False,
+        "also save a file in the home through the server's contents API, read it back, delete it", switch=True,
+    ),
+    Option("--storage-path", _server_path, "", "the directory --check-storage writes in (default: the server's root)", "DIR"),
+    Option("--notebook", _notebook, None, "also run this notebook's (nbformat 4 .ipynb) code cells on a new kernel", "PATH"),
+    Option("--notebook-timeout", _positive_seconds, 300.0, "seconds for the whole notebook (start, cells, delete)", "S"),
+    Option("--check-lab", _switch, False, "also load JupyterLab's page and the bundles it loads, as a browser does", switch=True),
+    Option("--lab-path", _server_path, "lab", "JupyterLab's page under the server's URL (tree for Notebook 7)", "PATH"),
     Option("--attempts", _positive_int, 3, "cycles to try when a failure may be transient", "N"),
     Option("--deadline", _positive_seconds, 900.0, "seconds for all attempts, cleanup included", "S"),
     Option("--ca-bundle", _existing_file, None, "CA certificates (PEM) to verify the hub's TLS certificate", "PATH"),
@@ -253,6 +279,12 @@ class Config:
     check_kernel: bool
     kernel_name: str | None
     kernel_timeout: float
+    check_storage: bool
+    storage_path: str
+    notebook: Notebook | None  # read and validated here
+    notebook_timeout: float
+    check_lab: bool
+    lab_path: str
     pushgateway_url: str | None
     deadline: float
     ca_bundle: Path | None
@@ -397,6 +429,12 @@ def build_run_config(given: Mapping[str, str | None], env: Mapping[str, str]) ->
         check_kernel=value("check_kernel"),
         kernel_name=value("kernel_name"),
         kernel_timeout=value("kernel_timeout"),
+        check_storage=value("check_storage"),
+        storage_path=value("storage_path"),
+        notebook=value("notebook"),
+        notebook_timeout=value("notebook_timeout"),
+        check_lab=value("check_lab"),
+        lab_path=value("lab_path"),
         pushgateway_url=value("pushgateway_url"),
         deadline=value("deadline"),
         ca_bundle=value("ca_bundle"),

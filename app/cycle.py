@@ -1,5 +1,5 @@
 """The canary's cycle: preflight -> clear a stale server -> spawn -> wait until ready -> verify
-[-> kernel] -> stop.
+[-> the checks that are enabled: kernel, notebook, storage, lab (app/checks/)] -> stop.
 
 Attempts are repeated (tenacity) for failures that may be transient, never beyond the deadline,
 and only when another attempt still has time to succeed. Whatever happens after the spawn request —
@@ -21,14 +21,23 @@ from typing import Any
 import tenacity
 
 from app import logs, spawn_causes, timeline
+from app.checks import Server, enabled_checks
 from app.config import Config
 from app.deadline import Clock, Deadline, elapsed_ms
-from app.errors import CanaryError, HubUnavailable, PermissionDenied, ServerUnreachable, SpawnFailed, SpawnTimeout, StopFailed
+from app.errors import (
+    CanaryError,
+    CheckFailed,
+    HubUnavailable,
+    PermissionDenied,
+    ServerUnreachable,
+    SpawnFailed,
+    SpawnTimeout,
+    StopFailed,
+)
 from app.hub import HubClient, SpawnRefused, StreamUnavailable
 from app.spawn_progress import ProgressFollower
 
-PHASES = ("spawn_request", "ready_wait", "verify", "stop")
-KERNEL_PHASE = "kernel"  # only with --check-kernel, between verify and stop
+PHASES = ("spawn_request", "ready_wait", "verify", "stop")  # the enabled checks' phases come before the stop
 POLL_INTERVAL = 1.0  # polling the user model when the progress stream is not available
 # After a 201 (ready within the hub's slow_spawn_timeout) the stream, open since the request went
 # out, ends with the spawn: this long at most to take in its last events.
@@ -81,6 +90,10 @@ class Canary:
         self.server_may_be_running = False
         # The server's URL as the hub gives it (its model's `url`), once seen.
         self.server_url: str | None = None
+        # The checks against the server (app/checks/) this configuration runs, in order, and what
+        # each reported for the result (the last attempt's), under the check's name.
+        self.checks = enabled_checks(config)
+        self.check_reports: dict[str, Any] = {}
         self._spawn_cut_short = False  # this attempt's spawn budget was cut by the deadline
         self._progress: ProgressFollower | None = None  # this attempt's progress stream (app/spawn_progress.py)
 
@@ -150,6 +163,7 @@ class Canary:
         self.attempts = number
         self.timeline = None
         self.phases_ms = {}
+        self.check_reports = {}
         self._spawn_cut_short = False
         with logs.bound(attempt=number):
             self.preflight()
@@ -171,8 +185,7 @@ class Canary:
                     log.info("spawn_cause", cause=exc.cause, reason=exc.reason)
                     raise
                 self.timed("verify", self.verify)
-                if self.config.check_kernel:
-                    self.timed(KERNEL_PHASE, self.check_kernel)
+                self.run_checks()
             finally:
                 self.cleanup()
             log.info("attempt_passed", phases_ms=self.phases_ms)
@@ -387,22 +400,31 @@ class Canary:
     @property
     def phases(self) -> tuple[str, ...]:
         """The phases this configuration runs, in order (the result lists each, null when not reached)."""
-        if self.config.check_kernel:
-            return (*PHASES[:-1], KERNEL_PHASE, PHASES[-1])
-        return PHASES
+        return (*PHASES[:-1], *(check.name for check in self.checks), PHASES[-1])
 
-    def check_kernel(self) -> None:
-        from app.kernel import KernelCheck
-
-        KernelCheck(
-            self.client,
-            self.user,
-            self._server_url(),
-            kernel_name=self.config.kernel_name,
-            timeout=self.config.kernel_timeout,
-            # Whatever the kernel takes, the stop keeps its budget.
-            deadline=self.budget_before_stop(),
-        ).run()
+    def run_checks(self) -> None:
+        """Each enabled check in order, as a phase and a line of the timeline; the first failure ends the attempt."""
+        for check_class in self.checks:
+            # Whatever a check takes, the stop keeps its budget.
+            server = Server(self.client, self.user, self._server_url(), self.budget_before_stop(), self._shield)
+            check = check_class(self.config, server)
+            outcome = "failed"
+            try:
+                report = self.timed(check.name, check.run)
+                outcome = "passed"
+            except CheckFailed as exc:
+                outcome = f"failed: {exc.reason} ({exc.cause})"
+                if exc.details is not None:
+                    self.check_reports[check.name] = exc.details
+                raise
+            except CanaryError as exc:
+                outcome = f"failed: {exc.reason}"
+                raise
+            finally:
+                if self.timeline is not None:
+                    self.timeline.record({"message": f"check {check.name} {outcome} ({self.phases_ms[check.name]} ms)"})
+            if report is not None:
+                self.check_reports[check.name] = report
 
     def stop_server(self, deadline: Deadline, *, stale: bool, model: dict[str, Any] | None = None) -> None:
         """Stop the server within `deadline`; StopFailed (and `server_left_running`) if it may still run.

@@ -67,6 +67,49 @@ class KernelFailed(CanaryError):
     retryable = True
 
 
+class CheckFailed(CanaryError):
+    """A check against the user's server failed (app/checks/). `cause` says how (a stable word of the
+    check's own list); `details` is what the check saw, reported in the result under its name."""
+
+    cause = "error"
+    retryable_causes: frozenset[str] = frozenset()  # the causes another attempt (a new spawn) may cure
+
+    def __init__(self, message: str, *, cause: str = "error", details: dict[str, object] | None = None):
+        super().__init__(message)
+        self.cause = cause
+        self.details = details
+
+    @property
+    def retryable(self) -> bool:  # type: ignore[override]
+        return self.cause in self.retryable_causes
+
+
+class StorageFailed(CheckFailed):
+    """A file could not be written, read back or deleted through the contents API (--check-storage).
+    A full, read-only or forbidden volume is mounted the same by the next spawn, and a hung one costs
+    a whole spawn more: only an unexplained error is tried again."""
+
+    exit_code = ExitCode.STORAGE_FAILED
+    reason = "storage_failed"
+    retryable_causes = frozenset({"error"})
+
+
+class NotebookFailed(CheckFailed):
+    """A cell of --notebook raised or did not finish. The same image raises the same way again."""
+
+    exit_code = ExitCode.NOTEBOOK_FAILED
+    reason = "notebook_failed"
+
+
+class LabFailed(CheckFailed):
+    """JupyterLab's page, or a bundle it loads, is not served (--check-lab). A missing bundle is in
+    the image; only an unexplained error is tried again."""
+
+    exit_code = ExitCode.LAB_FAILED
+    reason = "lab_failed"
+    retryable_causes = frozenset({"error"})
+
+
 class StopFailed(CanaryError):
     exit_code = ExitCode.STOP_FAILED
     reason = "stop_failed"

@@ -11,6 +11,9 @@ Measured per cycle, all on this machine's wall clock (time.time()):
 - known_ready: when the client printed that it knows — the script's "* Server is running at" line,
   the canary's `phase_done` of `ready_wait` — stamped as each line arrives on the pipe (both the same way).
 - cycle: process start to exit. CPU seconds and peak RSS: the child's own rusage (os.wait4).
+- the checks against the server: in each round the canary also runs with --check-kernel
+  --check-storage --check-lab on a fresh user; what they add is their phases (from its
+  `canary_result`) and, noisier, its cycle against the plain canary's of the same round.
 Cold start: process start to the first HTTP request, received by a stand-in hub on loopback
 (a token file; a Secret read through tests/k8s_stub.py's HTTPS stub of the Kubernetes API).
 
@@ -44,6 +47,9 @@ CANARY = BIN / "jupyterhub-canary"
 SEED_SCRIPT = ROOT / "bench" / "seed_script.py"
 LAUNCH = ROOT / "bench" / "launch.py"
 USER_PREFIX = "slow1-"  # the server starts 1 s after the request, then jupyter-server's own start-up
+CHECKS = ("--check-kernel", "--check-storage", "--check-lab")
+CHECK_PHASES = ("kernel", "storage", "lab")
+KINDS = ("script", "canary", "checks")
 RESULTS = ROOT / "bench" / "RESULTS.md"
 # RESULTS.md from this line on is the image benchmark's (bench/image.py): kept when this one rewrites the rest.
 IMAGE_MARKER = "<!-- make bench-image: everything below is written by bench/image.py -->"
@@ -124,8 +130,13 @@ def one_cycle(hub: LocalHub, kind: str, n: int, records: Path, workdir: Path) ->
         token_file = workdir / f"token-{n}"
         token_file.write_text(token)
         argv = [str(CANARY), "run", "--hub-url", hub.url, "--user", user, "--token-file", str(token_file),
-                "--termination-log", str(workdir / "termination-log")]
+                "--termination-log", str(workdir / "termination-log"), *(CHECKS if kind == "checks" else ())]
         result = run_child(argv, env, '"phase": "ready_wait"', workdir)
+        results = [json.loads(line) for line in result["output"] if '"canary_result"' in line]
+        phases = results[0]["phases_ms"] if results else {}
+        if kind == "checks" and all(phases.get(phase) is not None for phase in CHECK_PHASES):
+            result["checks_ms"] = sum(phases[phase] for phase in CHECK_PHASES)
+            result["check_phases_ms"] = {phase: phases[phase] for phase in CHECK_PHASES}
     assert token not in "\n".join(result["output"]) or kind == "script", "the canary printed its token"
     result["hub_ready"] = hub_ready_at(records, user)
     if result["hub_ready"]:
@@ -213,6 +224,7 @@ def machine() -> str:
 
 def report(data: dict) -> str:
     script, canary, cold = data["script"], data["canary"], data["cold_start_s"]
+    with_checks = data.get("checks", [])
 
     def values(rows: list[dict], key: str) -> list[float]:
         return [r[key] for r in rows if r.get(key) is not None]
@@ -225,6 +237,16 @@ def report(data: dict) -> str:
         for s, c in zip(script, canary, strict=True)
         if s.get("cycle_s") is not None and c.get("cycle_s") is not None
     ]
+    added = values(with_checks, "checks_ms")
+    # The cycle with the checks against the plain canary's of the same round.
+    pairs = [(c, k) for c, k in zip(canary, with_checks, strict=False)
+             if c.get("cycle_s") is not None and k.get("cycle_s") is not None]
+    cycle_delta = [k["cycle_s"] - c["cycle_s"] for c, k in pairs]
+    cycle_ratio = [k["cycle_s"] / c["cycle_s"] for c, k in pairs]
+
+    def phase(name: str) -> list[float]:
+        return [r["check_phases_ms"][name] for r in with_checks if r.get("check_phases_ms")]
+
     rss = values(canary, "max_rss_mb")
     cpu = values(canary, "cpu_s")
     checks = [
@@ -232,6 +254,9 @@ def report(data: dict) -> str:
         ("canary cycle ≥ 1.5× faster than the script's", statistics.median(ratios) >= 1.5,
          f"{statistics.median(ratios):.2f}×"),
         ("peak RSS ≤ 80 MB", max(rss) <= 80, f"max {max(rss):.1f} MB"),
+        ("kernel + storage + JupyterLab checks add < 2 s (their phases, every round)",
+         bool(added) and max(added) < 2000, f"median {statistics.median(added):.0f} ms, max {max(added):.0f} ms"
+         if added else "not measured"),
         ("cold start ≤ 0.6 s with a token file", statistics.median(cold["token_file"]) <= 0.6,
          f"median {statistics.median(cold['token_file']):.3f} s"),
     ]
@@ -259,6 +284,19 @@ def report(data: dict) -> str:
         f"| for reference: hub ready − process start (s) | {med(values(script, 'spawn_s'))} | {med(values(canary, 'spawn_s'))} |",
         f"| exit codes | {sorted({r['exit_code'] for r in script})} | {sorted({r['exit_code'] for r in canary})} |",
         "",
+        "The checks against the server on a healthy server: the canary again, same rounds, fresh users, with"
+        f" `{' '.join(CHECKS)}` (ms unless said):",
+        "",
+        "| measure | with the checks |",
+        "|---|---|",
+        *(f"| phase `{name}` | {med(phase(name), 0)} |" for name in CHECK_PHASES),
+        f"| the three phases together | {med(added, 0)} |",
+        f"| cycle with the checks − plain canary's, same round (s; spawn times vary by seconds) | {med(cycle_delta)} |",
+        f"| cycle ratio with the checks / plain, same round | {med(cycle_ratio)} |",
+        f"| CPU seconds of the process | {med(values(with_checks, 'cpu_s'))} |",
+        f"| peak RSS of the process (MB) | {med(values(with_checks, 'max_rss_mb'), 1)} |",
+        f"| exit codes | {sorted({r['exit_code'] for r in with_checks})} |",
+        "",
         "Cold start of `jupyterhub-canary run` — process start to the first byte of its first HTTP request,"
         f" received by a stand-in hub on loopback ({len(cold['token_file'])} runs each):",
         "",
@@ -278,6 +316,20 @@ def report(data: dict) -> str:
 
 
 NOTES = """## How it is measured, and why the numbers are what they are
+
+- **The checks against the server** (`--check-kernel --check-storage --check-lab`, third client of
+  each round): what they add is read from their own phases in the run's `canary_result` — the cycle
+  difference against the plain canary's of the same round is reported too, but it carries the
+  spawn's round-to-round variation (seconds), not the checks'. Storage (PUT, GET, DELETE of a small
+  file) and JupyterLab (the page, its main bundle, one federated extension's remoteEntry: ~240 kB)
+  cost about 0.1 s each. The kernel phase is nearly all the kernel's own start-up, which a user waits
+  for too. The run of 2026-11-30 07:00 had a load average of 7–8 on these 2 cores (five other
+  builds and test suites ran beside it); in `make demo`'s log a minute before, under the same load, a
+  kernel's life split as POST api/kernels 0.46 s, the first reply over the websocket 1.47 s
+  (ipykernel importing; the code itself runs in milliseconds), DELETE 0.42 s (the server waits for
+  the kernel to exit). That made the three checks together 2.1 s median (1.9–2.6 s), just over the
+  2 s target: what is over is the kernel's start-up on a loaded machine, not the canary's own work.
+  Not re-measured on an idle machine (there was none during this session).
 
 - **Hub-side ready moment**: a `SimpleLocalProcessSpawner` subclass in the hub's config (bench/run.py,
   `READY_HOOK`) writes `time.time()` when the spawner's spawn-pending flag clears while its server is
@@ -342,14 +394,14 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         records = workdir / "hub" / "ready.jsonl"
         hub = LocalHub(workdir / "hub", slow_spawn_timeout=1, extra_config=READY_HOOK % {"path": str(records)})
-        data: dict = {"rounds": args.rounds, "script": [], "canary": [], "machine": machine(),
+        data: dict = {"rounds": args.rounds, **{kind: [] for kind in KINDS}, "machine": machine(),
                       "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         with hub:
             data["hub_version"] = hub.version
             for n in range(args.rounds):
-                # Alternate who goes first: the second of a pair spawns while the first's server is
-                # still winding down, which would always handicap the same side.
-                for kind in ("script", "canary") if n % 2 == 0 else ("canary", "script"):
+                # Rotate who goes first: the next one spawns while the one before's server is still
+                # winding down, which would always handicap the same side.
+                for kind in KINDS[n % len(KINDS):] + KINDS[:n % len(KINDS)]:
                     row = one_cycle(hub, kind, n, records, workdir)
                     print(f"{kind:6} round {n}: cycle {row['cycle_s']:.2f}s lag {row.get('lag_ms', float('nan')):.0f}ms"
                           f" cpu {row['cpu_s']:.2f}s rss {row['max_rss_mb']:.1f}MB exit {row['exit_code']}", flush=True)

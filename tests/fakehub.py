@@ -1,7 +1,8 @@
 """An in-process fake JupyterHub for the transport faults a real hub cannot produce on demand.
 
 It speaks just enough of the REST API for one canary cycle and the token command (version, token
-owner, user model, spawn, progress stream, stop, api/status, kernels, tokens), over raw HTTP/1.1
+owner, user model, spawn, progress stream, stop, api/status, kernels, tokens; the single-user
+server's contents API and a JupyterLab page with its bundles), over raw HTTP/1.1
 written by hand, so that it can misbehave at the byte level:
 
 - the progress stream is chunked server-sent events with keepalives, like JupyterHub's;
@@ -85,6 +86,7 @@ class FakeHub:
         self.tokens: dict[str, dict[str, Any]] = {}
         self.token_numbers = itertools.count(1)
         self.kernels: list[dict[str, Any]] = []
+        self.files: dict[str, str] = {}  # the server's contents API: path -> text
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
         self.spawns = 0
@@ -176,8 +178,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _json(self, status: int, body: Any, fault: Fault | None = None) -> None:
-        data = b"" if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", "Content-Length": str(len(data))}
+        self._body(status, b"" if body is None else json.dumps(body).encode(), "application/json", fault)
+
+    def _body(self, status: int, data: bytes, content_type: str, fault: Fault | None = None) -> None:
+        headers = {"Content-Type": content_type, "Content-Length": str(len(data))}
         if fault is not None and fault.action == "cut_body":
             headers["Content-Length"] = str(len(data) + 100)
             self._head(status, headers)
@@ -287,6 +291,11 @@ class _Handler(BaseHTTPRequestHandler):
         m = re.fullmatch(r"/user/[^/]+/(?:[^/]+/)?api/kernels(?:/([^/]+))?", path)
         if m:
             return self._kernels(method, m.group(1), body, fault)
+        m = re.fullmatch(r"/user/[^/]+/api/contents/(.+)", path)
+        if m:
+            return self._contents(method, unquote(m.group(1)), body, fault)
+        if method == "GET" and re.fullmatch(r"/user/[^/]+/(lab|static/lab/main\.js|lab/extensions/.+)", path):
+            return self._lab(path, fault)
         self._error(404, f"fakehub: no route for {method} {path}")
 
     def _act(self, method: str, path: str, body: dict[str, Any]) -> None:
@@ -432,9 +441,41 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(204, None, fault)
         self._error(404, "no such kernel")
 
+    def _contents(self, method: str, path: str, body: dict[str, Any], fault: Fault | None) -> None:
+        """jupyter_server's contents API, for text files."""
+        files = self.owner.files
+        if method == "PUT":
+            files[path] = str(body.get("content", ""))
+            return self._json(201, {"name": path.rsplit("/", 1)[-1], "path": path, "type": "file"}, fault)
+        if path not in files:
+            return self._error(404, f"No such file or directory: {path}")
+        if method == "GET":
+            return self._json(200, {"path": path, "type": "file", "format": "text", "content": files[path]}, fault)
+        if method == "DELETE":
+            del files[path]
+            return self._json(204, None, fault)
+        self._error(405, "fakehub: method not allowed")
+
+    def _lab(self, path: str, fault: Fault | None) -> None:
+        """JupyterLab's page (with its page config), its main bundle and one federated extension."""
+        user = path.split("/")[2]
+        if path.endswith("/lab"):
+            config = {
+                "fullStaticUrl": f"/user/{user}/static/lab",
+                "fullLabextensionsUrl": f"/user/{user}/lab/extensions",
+                "federated_extensions": [{"name": "fake-ext", "load": "static/remoteEntry.abc.js", "extension": "./ext"}],
+            }
+            page = (
+                '<!doctype html><html><head><script id="jupyter-config-data" type="application/json">'
+                f'{json.dumps(config)}</script><script defer="defer" src="/user/{user}/static/lab/main.js?v=1">'
+                "</script></head><body></body></html>"
+            )
+            return self._body(200, page.encode(), "text/html", fault)
+        return self._body(200, b"/* a bundle */ " * 64, "application/javascript", fault)
+
     def _start_kernel(self, body: dict[str, Any]) -> dict[str, Any]:
         kernel = {"id": secrets.token_hex(8), "name": body.get("name") or "python3"}
         self.owner.kernels.append(kernel)
         return kernel
 
-    do_GET = do_POST = do_DELETE = _handle
+    do_GET = do_POST = do_DELETE = do_PUT = _handle

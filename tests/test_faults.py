@@ -18,10 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from app.checks.kernel import KernelCheck
 from app.deadline import Deadline
 from app.exit_codes import ExitCode
 from app.hub import HubClient
-from app.kernel import KernelCheck
 from tests.background import serve_in_background, stop_serving
 from tests.fakehub import FakeHub
 from tests.runner import Run, run_main, run_token

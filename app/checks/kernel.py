@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 from app import logs
+from app.checks import Check
 from app.deadline import Deadline, elapsed_ms
 from app.errors import HubUnavailable, KernelFailed, PermissionDenied
 from app.hub import HubClient, hub_message
@@ -147,6 +148,17 @@ class KernelCheck:
         return {}
 
     def execute(self, kernel_id: str) -> dict[str, Any]:
+        outcome = self.run_code(kernel_id, CODE)
+        text = outcome["output"]
+        if outcome["error"]:
+            raise KernelFailed(f"the kernel raised {outcome['error']} running {CODE!r}")
+        if EXPECTED not in text.split():
+            raise KernelFailed(f"the kernel ran {CODE!r} but printed {text.strip()[:100]!r}, not {EXPECTED!r}")
+        log.info("kernel_executed", kernel_id=kernel_id, code=CODE, output=text.strip(), duration_ms=outcome["execute_ms"])
+        return outcome
+
+    def run_code(self, kernel_id: str, code: str) -> dict[str, Any]:
+        """One execute_request over the kernel's websocket: {output, error, error_content, execute_ms}."""
         import websocket  # websocket-client: only when the check runs (start-up time)
 
         logging.getLogger("websocket").setLevel(logging.WARNING)
@@ -168,23 +180,18 @@ class KernelCheck:
             raise KernelFailed(f"the kernel's websocket could not be opened: {type(exc).__name__}: {exc}") from None
         try:
             msg_id = uuid.uuid4().hex
-            connection.send(json.dumps(execute_request(msg_id, session)))
+            connection.send(json.dumps(execute_request(msg_id, session, code)))
             outcome = self._collect(connection, msg_id, websocket)
         finally:
             connection.close()
         outcome["execute_ms"] = elapsed_ms(started)
-        text = outcome["output"]
-        if outcome["error"]:
-            raise KernelFailed(f"the kernel raised {outcome['error']} running {CODE!r}")
-        if EXPECTED not in text.split():
-            raise KernelFailed(f"the kernel ran {CODE!r} but printed {text.strip()[:100]!r}, not {EXPECTED!r}")
-        log.info("kernel_executed", kernel_id=kernel_id, code=CODE, output=text.strip(), duration_ms=outcome["execute_ms"])
         return outcome
 
     def _collect(self, connection: Any, msg_id: str, websocket: Any) -> dict[str, Any]:
         """Read the kernel's messages for our request until it has replied and gone idle again."""
         output: list[str] = []
         error: str | None = None
+        error_content: dict[str, Any] = {}  # the kernel's own ename, evalue and traceback
         replied = idle = False
         while not (replied and idle):
             remaining = self.deadline.remaining()
@@ -216,13 +223,15 @@ class KernelCheck:
                 output.append(str((content.get("data") or {}).get("text/plain", "")))
             elif kind == "error":
                 error = f"{content.get('ename')}: {content.get('evalue')}"
+                error_content = content
             elif kind == "status" and content.get("execution_state") == "idle":
                 idle = True
             elif kind == "execute_reply":
                 replied = True
                 if content.get("status") != "ok" and not error:
                     error = f"{content.get('ename', 'error')}: {content.get('evalue', content.get('status'))}"
-        return {"output": "".join(output), "error": error}
+                    error_content = content
+        return {"output": "".join(output), "error": error, "error_content": error_content}
 
 
 def _cause(response: Any) -> str:
@@ -259,3 +268,21 @@ def execute_request(msg_id: str, session: str, code: str = CODE) -> dict[str, An
         "channel": "shell",
         "buffers": [],
     }
+
+
+class Kernel(Check):
+    """--check-kernel: a kernel started, `print(6*7)` run on it, the kernel deleted."""
+
+    name = "kernel"
+    order = 10
+    enabled_by = "check_kernel"
+
+    def run(self) -> None:
+        KernelCheck(
+            self.server.client,
+            self.server.user,
+            self.server.url,
+            kernel_name=self.config.kernel_name,
+            timeout=self.config.kernel_timeout,
+            deadline=self.server.deadline,
+        ).run()

@@ -1,0 +1,153 @@
+"""--notebook PATH: run a notebook's code cells in order on a new kernel, as a user's "Run All" does.
+
+The kernel is the notebook's own (its `metadata.kernelspec.name`) unless --kernel-name is given. It
+is started, reached and deleted by the kernel check's code (app/checks/kernel.py: POST api/kernels,
+one execute_request per cell over the kernel's websocket, DELETE). The first cell that raises ends
+the run (exit 16): the result's `notebook` names the cell (the 1-based number among the code cells),
+the exception and the last lines of its traceback (ANSI colours stripped, secrets masked).
+--notebook-timeout bounds the whole notebook (and the run's budget bounds it too): a cell still
+running then is interrupted, reported with cause `timeout`, and the kernel deleted. The kernel is
+deleted whatever happens, with signals held off.
+
+The file is read with the stdlib's json (nbformat is not in the image: its dependencies would cost
+megabytes for what is a JSON document with a published schema), when the configuration is read: a
+file that is not an nbformat 4 notebook is a configuration error (78) naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from app import logs
+from app.checks import Check
+from app.checks.kernel import DELETE_BUDGET, KernelCheck
+from app.deadline import Deadline, elapsed_ms
+from app.errors import HubUnavailable, KernelFailed, NotebookFailed
+
+TRACEBACK_LINES = 20  # the traceback's last lines in the result
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+log = logs.get_logger()
+
+
+@dataclass(frozen=True)
+class Notebook:
+    name: str  # the file's name, as the result reports it
+    kernel_name: str | None  # its kernelspec
+    cells: tuple[str, ...]  # the code cells' sources, in order
+
+
+def read_notebook(path: Path) -> Notebook:
+    """The code cells of an nbformat 4 notebook; ValueError naming the file when it is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{str(path)!r} cannot be read: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"{str(path)!r} is not a notebook: not JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+        raise ValueError(f"{str(path)!r} is not a notebook: no list of cells")
+    if data.get("nbformat") != 4:
+        raise ValueError(f"{str(path)!r} is nbformat {data.get('nbformat')!r}; only nbformat 4 notebooks are run")
+    cells = []
+    for number, cell in enumerate(data["cells"], 1):
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        source = cell.get("source", "")
+        if isinstance(source, list) and all(isinstance(line, str) for line in source):
+            source = "".join(source)
+        if not isinstance(source, str):
+            raise ValueError(f"{str(path)!r}: cell {number} has a source that is not text")
+        cells.append(source)
+    if not cells:
+        raise ValueError(f"{str(path)!r} has no code cell")
+    kernelspec = (data.get("metadata") or {}).get("kernelspec") or {}
+    kernel_name = kernelspec.get("name") if isinstance(kernelspec, dict) else None
+    return Notebook(path.name, str(kernel_name) if kernel_name else None, tuple(cells))
+
+
+def traceback_tail(lines: Any) -> list[str]:
+    """The last lines of a kernel's traceback (a list of ANSI-coloured strings), plain and masked."""
+    text = "\n".join(str(line) for line in lines) if isinstance(lines, list) else str(lines or "")
+    plain = [logs.mask(ANSI.sub("", line)).rstrip() for line in text.splitlines()]
+    return [line for line in plain if line.strip()][-TRACEBACK_LINES:]
+
+
+class NotebookRun(Check):
+    name = "notebook"
+    order = 20
+    enabled_by = "notebook"
+
+    def run(self) -> dict[str, Any]:
+        notebook: Notebook = self.config.notebook
+        self.report: dict[str, Any] = {
+            "name": notebook.name, "cells": len(notebook.cells), "cells_run": 0, "cell_ms": [],
+        }
+        kernel = KernelCheck(
+            self.server.client,
+            self.server.user,
+            self.server.url,
+            kernel_name=self.config.kernel_name or notebook.kernel_name,
+            timeout=self.config.notebook_timeout,
+            deadline=self.server.deadline,
+        )
+        try:
+            kernel_id = str(kernel.start()["id"])
+        except KernelFailed as exc:
+            raise self._failed(f"{notebook.name}: {exc.message}", "kernel") from None
+        try:
+            for number, source in enumerate(notebook.cells, 1):
+                self._run_cell(kernel, kernel_id, number, source)
+        finally:
+            with self.server.shield():
+                kernel.delete(kernel_id)
+        log.info("notebook_passed", notebook=notebook.name, cells=len(notebook.cells), cell_ms=self.report["cell_ms"])
+        return self.report
+
+    def _run_cell(self, kernel: KernelCheck, kernel_id: str, number: int, source: str) -> None:
+        name = self.report["name"]
+        started = time.monotonic()
+        try:
+            outcome = kernel.run_code(kernel_id, source)
+        except KernelFailed as exc:
+            self.report["cell_ms"].append(elapsed_ms(started))
+            if kernel.deadline.expired():
+                self._interrupt(kernel, kernel_id)
+                raise self._failed(
+                    f"cell {number} of {name} did not finish within {kernel.deadline.seconds:g}s "
+                    "(--notebook-timeout, or the run's --deadline); it was interrupted",
+                    "timeout",
+                    cell=number,
+                ) from None
+            raise self._failed(f"cell {number} of {name}: {exc.message}", "kernel", cell=number) from None
+        self.report["cell_ms"].append(outcome["execute_ms"])
+        self.report["cells_run"] = number
+        log.info("notebook_cell_done", notebook=name, cell=number, duration_ms=outcome["execute_ms"], error=outcome["error"])
+        if outcome["error"]:
+            content = outcome["error_content"]
+            ename, evalue = str(content.get("ename", "error")), logs.mask(str(content.get("evalue", "")))
+            raise self._failed(
+                f"cell {number} of {name} raised {ename}: {evalue}",
+                "raised",
+                cell=number, ename=ename, evalue=evalue, traceback=traceback_tail(content.get("traceback")),
+            )
+
+    def _failed(self, message: str, cause: str, **details: Any) -> NotebookFailed:
+        return NotebookFailed(logs.mask(message), cause=cause, details={**self.report, **details})
+
+    def _interrupt(self, kernel: KernelCheck, kernel_id: str) -> None:
+        """Interrupt the cell still running (the DELETE follows): a kernel's shutdown can wait for it otherwise."""
+        url = kernel.server_url + f"api/kernels/{quote(kernel_id, safe='')}/interrupt"
+        try:
+            # Interrupting twice does no harm: safe to resend.
+            response = self.server.client.request("POST", url, Deadline(DELETE_BUDGET), idempotent=True)
+        except HubUnavailable as exc:
+            log.warning("kernel_interrupt_failed", kernel_id=kernel_id, message=str(exc))
+            return
+        log.info("kernel_interrupted", kernel_id=kernel_id, status=response.status_code)

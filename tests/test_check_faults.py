@@ -1,0 +1,128 @@
+"""Transport faults on the requests of the storage and JupyterLab checks (app/checks/), injected by
+the fake hub (tests/fakehub.py): a connection cut, a stall, a body that trickles. Each ends within
+its budget with the documented code and cause, or passes when a safe retry cures it; the canary's
+file never stays behind while the server answers; the token never shows.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from app.exit_codes import ExitCode
+from tests.fakehub import FakeHub
+from tests.test_faults import SLACK, canary
+
+CONTENTS = r"/api/contents/jupyterhub-canary-"
+MAIN_BUNDLE = r"/static/lab/main\.js$"
+REMOTE_ENTRY = r"/lab/extensions/fake-ext/static/remoteEntry"
+STORAGE = ("--check-storage", "--attempts", "1", "--request-timeout", "3")
+LAB = ("--check-lab", "--attempts", "1", "--request-timeout", "3")
+
+
+@pytest.mark.parametrize(
+    ("method", "fault"),
+    [
+        pytest.param("PUT", "stall", id="save-stalls"),
+        pytest.param("PUT", "trickle", id="save-answer-trickles"),
+        pytest.param("GET", "stall", id="read-stalls"),
+        pytest.param("GET", "trickle", id="read-trickles"),
+    ],
+)
+def test_a_storage_request_that_stalls_or_trickles_is_15_timeout_at_the_request_timeout(tmp_path, method, fault):
+    with FakeHub(spawn="ready") as fake:
+        fake.fault(method, CONTENTS, fault, count=-1)
+        run, elapsed = canary(fake, tmp_path, *STORAGE)
+        assert run.exit_code == ExitCode.STORAGE_FAILED, run.output
+        assert run.result["cause"] == "timeout"
+        assert 3 <= run.result["phases_ms"]["storage"] / 1000 < 3 + SLACK
+        # Deleted all the same (a trickled save still stored the file).
+        assert fake.files == {} and fake.count("DELETE", CONTENTS) == 1
+        assert fake.servers == {}
+    assert elapsed < 3 + SLACK + 5
+
+
+def test_a_hung_save_is_cut_by_the_deadline_too(tmp_path):
+    with FakeHub(spawn="ready") as fake:
+        fake.fault("PUT", CONTENTS, "stall", count=-1)
+        run, elapsed = canary(fake, tmp_path, "--check-storage", "--deadline", "8", "--stop-timeout", "3")
+        assert run.exit_code == ExitCode.STORAGE_FAILED, run.output
+        assert run.result["cause"] == "timeout"
+        assert fake.servers == {}
+    assert elapsed < 8 + SLACK
+
+
+def test_a_save_whose_connection_is_cut_is_sent_again_a_put_is_safe_to_resend(tmp_path):
+    with FakeHub(spawn="ready") as fake:
+        fake.fault("PUT", CONTENTS, "reset", after=True)
+        run, _ = canary(fake, tmp_path, *STORAGE)
+        assert run.exit_code == ExitCode.OK, run.output
+        assert fake.count("PUT", CONTENTS) == 2
+        assert fake.files == {}
+
+
+def test_a_delete_that_never_gets_through_fails_the_check_and_says_the_file_is_left(tmp_path):
+    with FakeHub(spawn="ready") as fake:
+        fake.fault("DELETE", CONTENTS, "reset", count=-1)
+        run, _ = canary(fake, tmp_path, *STORAGE)
+        assert run.exit_code == ExitCode.STORAGE_FAILED, run.output
+        assert run.result["cause"] == "error"
+        left = run.named("storage_file_left")
+        assert left and list(fake.files) == [left[0]["path"]]
+
+
+@pytest.mark.parametrize(("status", "cause"), [(507, "no_space"), (403, "permission"), (500, "error")])
+def test_a_save_answered_with_an_error_status_is_15_with_its_cause(tmp_path, status, cause):
+    with FakeHub(spawn="ready") as fake:
+        fake.fault("PUT", CONTENTS, "status", status=status, count=-1)
+        run, _ = canary(fake, tmp_path, *STORAGE)
+        assert run.exit_code == ExitCode.STORAGE_FAILED, run.output
+        assert run.result["cause"] == cause
+        assert f"answered {status}: fakehub: injected fault" in run.result["message"]
+
+
+@pytest.mark.parametrize("path", [r"/lab$", MAIN_BUNDLE, REMOTE_ENTRY], ids=["page", "main-bundle", "remote-entry"])
+@pytest.mark.parametrize("fault", ["stall", "trickle"])
+def test_a_lab_request_that_stalls_or_trickles_is_17_error_within_the_request_timeout(tmp_path, path, fault):
+    with FakeHub(spawn="ready") as fake:
+        fake.fault("GET", path, fault, count=-1)
+        run, elapsed = canary(fake, tmp_path, *LAB)
+        assert run.exit_code == ExitCode.LAB_FAILED, run.output
+        assert run.result["cause"] == "error"
+        assert run.result["phases_ms"]["lab"] / 1000 < 3 + SLACK
+        assert fake.servers == {}
+    assert elapsed < 3 + SLACK + 5
+
+
+@pytest.mark.parametrize("fault", ["reset", "cut_body"])
+def test_a_lab_request_cut_once_is_retried_and_passes(tmp_path, fault):
+    with FakeHub(spawn="ready") as fake:
+        fake.fault("GET", REMOTE_ENTRY, fault)
+        run, _ = canary(fake, tmp_path, *LAB)
+        assert run.exit_code == ExitCode.OK, run.output
+        assert fake.count("GET", REMOTE_ENTRY) == 2
+        assert run.named("lab_served")[0]["assets"] == 2
+
+
+def test_a_missing_remote_entry_is_17_asset_missing_naming_it(tmp_path):
+    with FakeHub(spawn="ready") as fake:
+        fake.fault("GET", REMOTE_ENTRY, "status", status=404, count=-1)
+        run, _ = canary(fake, tmp_path, *LAB)
+        assert run.exit_code == ExitCode.LAB_FAILED, run.output
+        assert run.result["cause"] == "asset_missing"
+        assert "/user/canary/lab/extensions/fake-ext/static/remoteEntry.abc.js" in run.result["message"]
+
+
+def test_each_check_is_a_phase_of_the_result_the_timeline_and_the_duration_metric(tmp_path):
+    from app.metrics import RunMetrics, registry_for
+
+    with FakeHub(spawn="ready") as fake:
+        run, _ = canary(fake, tmp_path, "--check-storage", "--check-lab")
+    assert run.exit_code == ExitCode.OK, run.output
+    phases = run.result["phases_ms"]
+    assert list(phases) == ["spawn_request", "ready_wait", "verify", "storage", "lab", "stop"]
+    lines = [e["message"] for e in run.result["timeline"]]
+    assert [line.split()[:3] for line in lines] == [["check", "storage", "passed"], ["check", "lab", "passed"]]
+    registry = registry_for(RunMetrics(success=True, exit_code=0, attempts=1, duration_seconds=1.0, phases_ms=phases))
+    for phase in ("storage", "lab"):
+        value = registry.get_sample_value("jupyterhub_canary_duration_seconds", {"phase": phase})
+        assert value == phases[phase] / 1000
