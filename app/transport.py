@@ -385,7 +385,11 @@ class Transport:
                 )
         resend_safe = method.upper() in IDEMPOTENT if idempotent is None else idempotent
 
+        faults: list[BaseException] = []  # each try's, for the answer when the budget ran out between tries
+
         def send() -> requests.Response:
+            if watchdog.fired and faults:
+                raise faults[-1]  # no new try on a spent budget: the last fault is the answer
             timeout = deadline.for_wait(self.request_timeout)
             try:
                 with watchdog.active():
@@ -401,8 +405,11 @@ class Transport:
             except TRANSPORT_ERRORS as exc:
                 if watchdog.fired and not isinstance(exc, requests.exceptions.SSLError):
                     # The budget, not the peer, ended it; the peer's last fault still says something.
-                    text = f"no complete answer within {deadline.seconds:g}s ({type(exc).__name__})"
-                    raise (requests.exceptions.ConnectTimeout if _never_sent(exc) else requests.Timeout)(text) from None
+                    text = f"no complete answer within {deadline.seconds:g}s ({_fault(exc)})"
+                    cut = (requests.exceptions.ConnectTimeout if _never_sent(exc) else requests.Timeout)(text)
+                    faults.append(cut)
+                    raise cut from None
+                faults.append(exc)
                 raise
             return response
 
@@ -448,7 +455,7 @@ class Transport:
             ) from None
         except TRANSPORT_ERRORS as exc:
             tries_made = retrying.statistics.get("attempt_number", 1)
-            answer = f"{type(exc).__name__} after {tries_made} tr{'y' if tries_made == 1 else 'ies'}"
+            answer = f"{_fault(exc)} after {tries_made} tr{'y' if tries_made == 1 else 'ies'}"
             if isinstance(exc, requests.Timeout) and watchdog.fired:
                 answer = f"{exc}, {answer}"
             if not resend_safe and not _never_sent(exc):
@@ -499,6 +506,12 @@ class Transport:
                     raise
                 log.info("request_resent", method="POST", path=self._path(url), took_effect=False)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _fault(exc: BaseException) -> str:
+    """A transport fault's type, with urllib3's reason inside requests' ConnectionError (refused, no name, ...)."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return f"{type(exc).__name__} ({type(reason).__name__})" if isinstance(reason, BaseException) else type(exc).__name__
 
 
 def _answer(outcome: Any) -> str:

@@ -35,7 +35,8 @@ from tests.background import serve_in_background, stop_serving
 MAX_HOLD = 60.0  # s: no stall, trickle or stream of this fake outlives this
 
 # What a fault does to the answer of a matching request.
-ACTIONS = ("reset", "stall", "status", "cut_body", "cut_chunk", "trickle", "bad_gzip", "signal")
+ACTIONS = ("reset", "stall", "status", "cut_body", "cut_chunk", "trickle", "trickle_head", "bad_gzip", "signal")
+TRICKLE_PAUSE = 0.5  # s between two bytes of a trickled head
 
 
 @dataclass
@@ -244,11 +245,27 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.action == "status":
             self._error(fault.status, "fakehub: injected fault")
             return True
+        if fault.action == "trickle_head":
+            # Never silent long enough for a per-read timeout, never a complete head either.
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Trickle: " + b"." * 10_000
+            began = time.monotonic()
+            for byte in head:
+                if time.monotonic() - began > MAX_HOLD:
+                    break
+                try:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                except OSError:
+                    return True  # the client gave up
+                if not self.owner.hold(TRICKLE_PAUSE):
+                    break
+            self._reset()
+            return True
         return False
 
     def _route(self, method: str, path: str, body: dict[str, Any], fault: Fault | None) -> None:
         hub = self.owner
-        if fault is not None and fault.after and fault.action in ("reset", "stall", "status"):
+        if fault is not None and fault.after and fault.action in ("reset", "stall", "status", "trickle_head"):
             # Take effect first, answer badly afterwards.
             self._act(method, path, body)
             self._misbehave_before(fault)

@@ -12,12 +12,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from app import transport
 from app.deadline import Deadline
+from app.errors import HubUnavailable
 from app.exit_codes import ExitCode
 from app.hub import HubClient
 from app.kernel import KernelCheck
@@ -286,3 +290,84 @@ def test_the_servers_url_comes_from_the_hubs_model(tmp_path):
         run = run_main(args, env={"JUPYTERHUB_API_TOKEN": TOKEN})
         assert run.exit_code == ExitCode.OK, run.output
         assert fake.count("GET", r"^/user/ok\.svc@example\.org/probe~1/api/status$") == 1
+
+
+# --- 8. every wait bounded: connect, headers, name resolution (issue 14) ---
+
+
+def test_headers_that_trickle_are_cut_at_the_deadline(tmp_path):
+    with FakeHub() as fake:
+        fake.fault("GET", USER_MODEL, "trickle_head", count=-1)  # a byte every 0.5 s, never a whole head
+        run, elapsed = canary(fake, tmp_path, "--deadline", "6", "--stop-timeout", "2", "--request-timeout", "30")
+        assert run.exit_code == ExitCode.HUB_UNAVAILABLE, run.output
+        assert elapsed < 6 + SLACK, f"took {elapsed:.1f}s with --deadline 6"
+        assert "no complete answer" in run.result["message"], run.result["message"]
+
+
+def test_a_stop_whose_headers_trickle_ends_with_the_stop_timeout(tmp_path):
+    with FakeHub(spawn="ready") as fake:
+        fake.fault("DELETE", SERVER, "trickle_head", count=-1)
+        run, elapsed = canary(fake, tmp_path, "--stop-timeout", "3", "--attempts", "1", "--request-timeout", "30")
+        assert run.exit_code == ExitCode.STOP_FAILED, run.output
+        assert elapsed < 3 + SLACK, f"took {elapsed:.1f}s with --stop-timeout 3"
+        fake.servers.clear()
+
+
+def test_a_sigterm_during_a_stop_whose_headers_trickle_ends_the_run_with_the_stop_timeout(tmp_path):
+    with FakeHub(spawn="ready") as fake:
+        fake.fault("GET", r"/api/status$", "signal", call=lambda: os.kill(os.getpid(), signal.SIGTERM))
+        fake.fault("DELETE", SERVER, "trickle_head", count=-1)
+        run, elapsed = canary(fake, tmp_path, "--stop-timeout", "3", "--request-timeout", "30")
+        # The stop failed: 13 wins over the interruption; the signal did not wait longer than the stop's budget.
+        assert run.exit_code == ExitCode.STOP_FAILED, run.output
+        assert run.named("signal_received")
+        assert elapsed < 3 + SLACK, f"took {elapsed:.1f}s with --stop-timeout 3"
+        fake.servers.clear()
+
+
+class BlockingResolver:
+    """A name resolution that hangs (a CoreDNS outage) until released: no DNS query is ever made."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.asked: list[str] = []
+
+    def __call__(self, host, port):
+        self.asked.append(host)
+        self.release.wait(60)
+        raise socket.gaierror(socket.EAI_AGAIN, "released by the test")
+
+
+def test_name_resolution_is_bounded_by_the_budget():
+    resolver = BlockingResolver()
+    with FakeHub() as fake:
+        client = HubClient(fake.url.replace("127.0.0.1", "localhost"), TOKEN, request_timeout=30, resolver=resolver)
+        started = time.monotonic()
+        try:
+            with pytest.raises(HubUnavailable) as failure:
+                client.version(Deadline(2))
+        finally:
+            resolver.release.set()
+            client.close()
+        elapsed = time.monotonic() - started
+    assert resolver.asked and set(resolver.asked) == {"localhost"}
+    assert elapsed < 2 + SLACK, f"took {elapsed:.1f}s with a budget of 2s"
+    assert "NameResolutionError" in str(failure.value) or "resolving" in str(failure.value), str(failure.value)
+
+
+def test_a_run_whose_name_resolution_hangs_is_20_within_the_deadline(tmp_path, monkeypatch):
+    resolver = BlockingResolver()
+    monkeypatch.setattr(transport, "system_resolver", resolver)
+    try:
+        with FakeHub() as fake:
+            args = ["--hub-url", fake.url.replace("127.0.0.1", "localhost"), "--user", "canary",
+                    "--termination-log", str(tmp_path / "term"), "--deadline", "5", "--stop-timeout", "2"]
+            started = time.monotonic()
+            run = run_main(args, env={"JUPYTERHUB_API_TOKEN": TOKEN})
+            elapsed = time.monotonic() - started
+    finally:
+        resolver.release.set()
+    assert run.exit_code == ExitCode.HUB_UNAVAILABLE, run.output
+    assert elapsed < 5 + SLACK, f"took {elapsed:.1f}s with --deadline 5"
+    assert json.loads((tmp_path / "term").read_text())["exit_code"] == 20
+    run.assert_no_secret(TOKEN)
