@@ -211,6 +211,7 @@ TOKEN_COMMAND_OPTIONS: tuple[Option, ...] = (
     Option("--key", _text, "token", "the key of the token in the Secret", "KEY"),
     Option("--dry-run", _switch, False, "change nothing; print the Secret that would be written, token redacted", switch=True),
     Option("--print", _switch, False, "write the bare token to stdout (only when asked)", switch=True),
+    Option("--deadline", _positive_seconds, 120.0, "seconds for the whole command, the Kubernetes API included", "S"),
     *_shared(
         "--request-timeout", "--ca-bundle", "--insecure-skip-tls-verify", "--kube-relaxed-x509", "--log-format",
         "--log-level",
@@ -299,6 +300,7 @@ class TokenCommandConfig:
     secret: SecretToken | None  # where to store the token
     dry_run: bool
     print_token: bool
+    deadline: float
     request_timeout: float
     ca_bundle: Path | None
     insecure_skip_tls_verify: bool
@@ -451,6 +453,7 @@ def build_token_config(action: str, given: Mapping[str, str | None], env: Mappin
         secret=secret_ref,
         dry_run=value("dry_run"),
         print_token=value("print"),
+        deadline=value("deadline"),
         request_timeout=value("request_timeout"),
         ca_bundle=value("ca_bundle"),
         insecure_skip_tls_verify=value("insecure_skip_tls_verify"),

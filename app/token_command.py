@@ -26,7 +26,6 @@ from app.token_source import read_token
 
 log = logs.get_logger()
 
-BUDGET = 120.0  # seconds for the whole command
 LABELS = {"app.kubernetes.io/managed-by": "jupyterhub-canary", "app.kubernetes.io/component": "api-token"}
 ANNOTATION = "jupyterhub-canary.jupyter.org/"  # prefix of what the Secret records about its token
 
@@ -64,7 +63,7 @@ class TokenCommand:
         self.config = config
         self.user = config.user
         self.out = out or sys.stdout
-        self.deadline = Deadline(BUDGET, clock)
+        self.deadline = Deadline(config.deadline, clock)  # the whole command's, Kubernetes API included
         # Signals wait while a minted token is on its way to where it belongs (app/signals.py):
         # interrupted there, it would be a live token that nobody holds.
         self._shield = shield
