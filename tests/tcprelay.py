@@ -2,6 +2,7 @@
 
 - `SilentListener`: accepts connections and never sends a byte (an apiserver behind a broken
   load balancer, a half-dead node). A dead port is refused at once; this one is not.
+- `TrickleAnswer`: reads a request, then answers one byte at a time (a Pushgateway that trickles).
 - `TrickleRelay`: forwards to a real server (the control plane's apiserver), the client's bytes at
   once and the server's one at a time, `pause` apart: every read gets a byte before any per-read
   timeout, and the whole answer (TLS handshake included) takes minutes.
@@ -106,3 +107,25 @@ class TrickleRelay(_Listener):
                 upstream.sendall(data)
         except OSError:
             pass
+
+
+class TrickleAnswer(_Listener):
+    """Reads a request, then answers it one byte every `pause` (a Pushgateway that trickles): status
+    line and headers that never end within MAX_HOLD."""
+
+    def __init__(self, pause: float = 0.5):
+        super().__init__()
+        self.pause = pause
+
+    def _serve(self, client: socket.socket) -> None:
+        began = time.monotonic()
+        try:
+            client.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nX-Trickle: " + b"." * 10_000:
+                if time.monotonic() - began > MAX_HOLD:
+                    return
+                client.sendall(bytes([byte]))
+                if self._stopping.wait(self.pause):
+                    return
+        except OSError:
+            return
