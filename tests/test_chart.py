@@ -461,6 +461,14 @@ def test_api_mode_reads_one_secret_with_a_dedicated_service_account(helm):
     assert "Secret" not in by_kind(docs)
 
 
+def test_kube_relaxed_x509_reaches_the_canary_in_api_mode_only(helm):
+    assert "CANARY_KUBE_RELAXED_X509" not in env(render(helm, *DEFAULTS))
+    relaxed = env(render(helm, *DEFAULTS, "--set", "token.kubeRelaxedX509=true"))
+    assert relaxed["CANARY_KUBE_RELAXED_X509"] == "true"
+    mounted = render(helm, *HUB, *EXISTING, "--set", "token.mount=true", "--set", "token.kubeRelaxedX509=true")
+    assert "CANARY_KUBE_RELAXED_X509" not in env(mounted), "no Kubernetes API in mount mode"
+
+
 def test_api_mode_with_token_value_reads_the_chart_secret(helm):
     docs = render(helm, *DEFAULTS)
     secret_name = the(docs, "Secret")["metadata"]["name"]
