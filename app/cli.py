@@ -176,6 +176,8 @@ def _token(config: TokenCommandConfig, clock: Clock) -> int:
             log.warning("signal_received", signal=signal.Signals(exc.signum).name, during_cleanup=guard.during_cleanup)
             return _token_finish(exc.exit_code, "interrupted", reason="interrupted", message=str(exc))
         except CanaryError as exc:
+            if guard.received is not None:  # it came during a shielded step that then failed: that failure is the news
+                log.warning("signal_received", signal=signal.Signals(guard.received).name, during_cleanup=True)
             return _token_finish(exc.exit_code, "failed", reason=exc.reason, message=str(exc))
         except Exception as exc:  # a bug
             log.exception("internal_error")
