@@ -114,10 +114,9 @@ class Watchdog:
 
     Its timer runs while it is entered; while it is also `active()`, every connection this thread
     opens or reuses through a watched pool (`watch_pools`) is registered with it. When the budget
-    runs out, each is shut down. It keeps a
-    duplicate of each socket's descriptor: shutting that down ends the connection even after TLS has
-    wrapped (and detached) the socket it was made from, and never touches a descriptor number that
-    was closed and reused.
+    runs out, each is shut down. It keeps a duplicate of each socket's descriptor: shutting that
+    down ends the connection even after TLS has wrapped (and detached) the socket it was made from,
+    and never touches a descriptor number that was closed and reused.
     """
 
     def __init__(self, deadline: Deadline, resolver: Resolver | None = None):
