@@ -402,6 +402,8 @@ class Transport:
                         response.close()
                         raise
             except TRANSPORT_ERRORS as exc:
+                if watchdog.fired and faults and _never_sent(exc):
+                    raise faults[-1] from None  # cut before it was sent: the last try's fault is the answer
                 if watchdog.fired and not isinstance(exc, requests.exceptions.SSLError):
                     # The budget, not the peer, ended it; the peer's last fault still says something.
                     text = f"no complete answer within {deadline.seconds:g}s ({_fault(exc)})"
@@ -432,7 +434,9 @@ class Transport:
                 wait_s=round(state.upcoming_sleep, 2),
             )
 
-        stop = tenacity.stop_before_delay(deadline.remaining())
+        # No try that would begin with the budget spent (the wait is cut to what is left): the
+        # watchdog would only end it, and hide the last real fault.
+        stop = tenacity.stop_before_delay(deadline.remaining()) | _spent_after_wait(deadline)
         if tries is not None:
             stop = stop | tenacity.stop_after_attempt(tries)
         retrying = tenacity.Retrying(
@@ -505,6 +509,13 @@ class Transport:
                     raise
                 log.info("request_resent", method="POST", path=self._path(url), took_effect=False)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _spent_after_wait(deadline: Deadline) -> Callable[[tenacity.RetryCallState], bool]:
+    def spent(state: tenacity.RetryCallState) -> bool:
+        return deadline.remaining() - state.upcoming_sleep <= 0
+
+    return spent
 
 
 def _fault(exc: BaseException) -> str:

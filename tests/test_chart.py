@@ -552,6 +552,7 @@ def test_the_chart_covers_every_cli_option(helm):
     for name, args in VALUE_SETS.items():
         seen |= set(canary_env(render(helm, *args), name))
     seen |= set(canary_env(render(helm, *DEFAULTS, "--set", "token.mount=true")))
+    seen |= set(canary_env(render(helm, *DEFAULTS, "--set", "token.kubeRelaxedX509=true")))  # only when on
     assert seen | set(NOT_SET_BY_CHART) == {option.env for option in RUN_OPTIONS}
 
 
