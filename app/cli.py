@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -27,7 +28,7 @@ from app.config import (
     resolve,
 )
 from app.cycle import PHASES, Canary
-from app.deadline import Deadline, elapsed_ms
+from app.deadline import Clock, Deadline, elapsed_ms
 from app.errors import CanaryError, ConfigError, Interrupted
 from app.exit_codes import MEANING, ExitCode
 from app.hub import HubClient
@@ -44,6 +45,26 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise ConfigError(message)
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            raise ConfigError(f"unrecognized arguments: {' '.join(_without_values(unknown))}")
+        return parsed
+
+
+def _without_values(unknown: list[str]) -> list[str]:
+    """Unknown arguments, the value of each unknown flag hidden: it may be a secret (`--token abc`)."""
+    shown: list[str] = []
+    for arg in unknown:
+        if arg.startswith("-"):
+            flag, given = arg.split("=", 1) if "=" in arg else (arg, None)
+            shown.append(flag if given is None else f"{flag}=<hidden>")
+        elif shown and shown[-1].startswith("-") and "=" not in shown[-1]:
+            shown.append("<hidden>")
+        else:
+            shown.append(arg)  # e.g. a mistyped command
+    return shown
 
 
 def _add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
@@ -101,11 +122,18 @@ def _with_default_command(argv: list[str]) -> list[str]:
     return ["run", *argv]
 
 
-def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    """Run the command line; return the exit code (never raise)."""
+def main(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None, *, clock: Clock = time.monotonic
+) -> int:
+    """Run the command line; return the exit code (never raise). `clock` times the run's budgets."""
     env = os.environ if env is None else env
     args = list(sys.argv[1:] if argv is None else argv)
-    started = time.monotonic()
+    started = clock()
+    # A fresh run: forget an earlier run's secrets (tests call main() repeatedly), then mask the
+    # tokens known before parsing, so that no configuration error can show them.
+    logs.forget_secrets()
+    for variable in (TOKEN_ENV, ADMIN_TOKEN_ENV):
+        logs.add_secret(env.get(variable, "").strip())
     args = _with_default_command(args)
     try:
         parsed = vars(build_parser().parse_args(args))
@@ -123,25 +151,48 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         early = _reporting_settings(args, env, RUN_OPTIONS)
         logs.configure(early["log_format"], early["log_level"])
         return _finish(
-            exc.exit_code, "failed", started, early["termination_log"], reason=exc.reason, message=str(exc)
+            exc.exit_code, "failed", started, early["termination_log"], reason=exc.reason, message=str(exc), clock=clock
         )
     if parsed["command"] == "token":
         logs.configure(token_config.log_format, token_config.log_level, stream=sys.stderr)
-        return _token(token_config)
+        return _token(token_config, clock)
     logs.configure(config.log_format, config.log_level)
-    return _run(config, started)
+    return _run(config, started, clock)
 
 
-def _token(config: TokenCommandConfig) -> int:
+def _token(config: TokenCommandConfig, clock: Clock) -> int:
     logs.bind(hub=config.hub_url, user=config.user, action=config.action)
-    try:
-        TokenCommand(config).run()
-    except CanaryError as exc:
-        return _token_finish(exc.exit_code, "failed", reason=exc.reason, message=str(exc))
-    except Exception as exc:  # a bug
-        log.exception("internal_error")
-        return _token_finish(ExitCode.INTERNAL_ERROR, "failed", reason="internal_error", message=f"internal error: {exc!r}")
-    return _token_finish(ExitCode.OK, "ok", message=f"token {config.action} done")
+    if config.insecure_skip_tls_verify:
+        _warn_insecure()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    # As in `run`: a signal interrupts the command, except while a minted token is being stored (or
+    # printed, or taken back): then it waits until the token is in one place, and only there.
+    with SignalGuard() if in_main_thread else NoSignals() as guard:
+        try:
+            with guard.armed():
+                TokenCommand(config, shield=guard.shield, clock=clock).run()
+            guard.raise_if_received()
+        except Interrupted as exc:
+            log.warning("signal_received", signal=signal.Signals(exc.signum).name, during_cleanup=guard.during_cleanup)
+            return _token_finish(exc.exit_code, "interrupted", reason="interrupted", message=str(exc))
+        except CanaryError as exc:
+            if guard.received is not None:  # it came during a shielded step that then failed: that failure is the news
+                log.warning("signal_received", signal=signal.Signals(guard.received).name, during_cleanup=True)
+            return _token_finish(exc.exit_code, "failed", reason=exc.reason, message=str(exc))
+        except Exception as exc:  # a bug
+            log.exception("internal_error")
+            return _token_finish(
+                ExitCode.INTERNAL_ERROR, "failed", reason="internal_error", message=f"internal error: {exc!r}"
+            )
+        return _token_finish(ExitCode.OK, "ok", message=f"token {config.action} done")
+
+
+def _warn_insecure() -> None:
+    """Our own warning, once, in the JSON log; urllib3's would be a raw line on stderr with every request."""
+    import urllib3.exceptions
+
+    log.warning("tls_verification_disabled", hint="--insecure-skip-tls-verify: the hub's identity is not checked")
+    warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
 
 
 def _token_finish(exit_code: int, outcome: str, *, message: str, reason: str | None = None) -> int:
@@ -151,7 +202,6 @@ def _token_finish(exit_code: int, outcome: str, *, message: str, reason: str | N
 
 
 REPORTING = ("log_format", "log_level", "termination_log")
-PUSH_TIMEOUT = 10.0  # seconds: a slow Pushgateway must not hold up the result
 
 
 def _reporting_settings(args: list[str], env: Mapping[str, str], command_options: Sequence[Option]) -> dict[str, Any]:
@@ -177,36 +227,51 @@ def _reporting_settings(args: list[str], env: Mapping[str, str], command_options
     return settings
 
 
-def _run(config: Config, started: float) -> int:
+def _run(config: Config, started: float, clock: Clock) -> int:
     logs.bind(hub=config.hub_url, user=config.user, server=config.server_name, probe=config.probe)
     if config.insecure_skip_tls_verify:
-        log.warning("tls_verification_disabled", hint="--insecure-skip-tls-verify: the hub's identity is not checked")
+        _warn_insecure()
     in_main_thread = threading.current_thread() is threading.main_thread()
     canary: Canary | None = None
-
-    def report(exit_code: int, outcome: str, **details: Any) -> int:
-        return _finish(exit_code, outcome, started, config.termination_log, canary, config=config, **details)
-
     # The whole run's budget, from the process start: reading the token counts too.
-    deadline = Deadline(config.deadline, clock=time.monotonic)
+    deadline = Deadline(config.deadline - (clock() - started), clock)
     # The guard stays installed until the result is reported: a signal while it is being reported is
-    # remembered, and the one result line and the termination message are still written.
+    # remembered, logged, and the one result line and the termination message are still written.
     with SignalGuard() if in_main_thread else NoSignals() as guard:
+        noted: list[int] = []
+
+        def note_signal(**where: Any) -> None:
+            """Log the signal once, wherever it ended up being acted on (or not)."""
+            if guard.received is not None and not noted:
+                noted.append(guard.received)
+                log.warning("signal_received", signal=signal.Signals(guard.received).name, **where)
+
+        def report(exit_code: int, outcome: str, **details: Any) -> int:
+            note_signal(during_cleanup=guard.during_cleanup)
+            code = _finish(
+                exit_code, outcome, started, config.termination_log, canary,
+                config=config, deadline=deadline, clock=clock, **details,
+            )
+            note_signal(during_report=True)  # it changes nothing: the result is reported already
+            return code
+
         try:
             with guard.armed():
-                token = read_token(config.token_source, min(config.request_timeout, deadline.remaining()))
+                token = read_token(config.token_source, deadline, request_timeout=config.request_timeout,
+                                   kube_relaxed_x509=config.kube_relaxed_x509)
                 logs.add_secret(token)
                 log.info("token_loaded", source=config.token_source.describe())
                 client = HubClient(
                     config.hub_url, token, request_timeout=config.request_timeout, verify=config.tls_verify
                 )
                 canary = Canary(
-                    config, client, shield=guard.shield, interrupted=guard.raise_if_received, deadline=deadline
+                    config, client, shield=guard.shield, interrupted=guard.raise_if_received, deadline=deadline,
+                    clock=clock,
                 )
                 canary.run()
             guard.raise_if_received()
         except Interrupted as exc:
-            log.warning("signal_received", signal=signal.Signals(exc.signum).name, during_cleanup=guard.during_cleanup)
+            note_signal(during_cleanup=guard.during_cleanup)
             try:
                 if canary is not None:
                     canary.cleanup()  # a no-op unless the signal came before the attempt's own cleanup
@@ -245,13 +310,16 @@ def _finish(
     cause: str | None = None,
     last_progress_message: str | None = None,
     config: Config | None = None,
+    deadline: Deadline | None = None,
+    clock: Clock = time.monotonic,
 ) -> int:
-    """Push the metrics (when configured), log the one `canary_result` event, write the termination message."""
+    """Log the one `canary_result` event, write the termination message, then push the metrics (when
+    configured) within what is left of `deadline` (at least LAST_LOOK, app/deadline.py)."""
     result: dict[str, Any] = {
         "outcome": outcome,
         "exit_code": int(exit_code),
         "attempts": canary.attempts if canary else 0,
-        "duration_ms": elapsed_ms(started),
+        "duration_ms": elapsed_ms(started, clock),
         "phases_ms": {phase: canary.phases_ms.get(phase) for phase in canary.phases}
         if canary
         else dict.fromkeys(PHASES),
@@ -273,15 +341,16 @@ def _finish(
         result["last_progress_message"] = last_progress_message
         # Each failed attempt's reason, in order: the run's story when the attempts failed differently.
         result["attempt_reasons"] = [failure.reason for failure in canary.failures] if canary else []
-    if config is not None and config.pushgateway_url:
-        _push_metrics(config, result)
     level = log.info if exit_code == ExitCode.OK else log.error
     level("canary_result", **result)
     termination.write(termination_log, outcome, int(exit_code), message, cause=cause)
+    if config is not None and config.pushgateway_url:
+        timeout = deadline.for_wait(config.request_timeout) if deadline else config.request_timeout
+        _push_metrics(config, result, timeout)
     return int(exit_code)
 
 
-def _push_metrics(config: Config, result: dict[str, Any]) -> None:
+def _push_metrics(config: Config, result: dict[str, Any], timeout: float) -> None:
     """A failed push is logged by metrics.push and changes nothing here: not the outcome, not the exit code."""
     from app import metrics
 
@@ -298,5 +367,5 @@ def _push_metrics(config: Config, result: dict[str, Any]) -> None:
             cause=result.get("cause") or "none",
             timeline_phases_ms=result["timeline_phases_ms"],
         ),
-        timeout=min(config.request_timeout, PUSH_TIMEOUT),
+        timeout=timeout,
     )

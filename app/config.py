@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from app import secret
+from app.deadline import MAX_SECONDS
 from app.errors import ConfigError
 
 if TYPE_CHECKING:  # app.checks imports this module
@@ -45,6 +46,8 @@ def _positive_seconds(raw: str) -> float:
         raise ValueError(f"must be a number of seconds, got {raw!r}") from None
     if not value > 0 or value == float("inf"):
         raise ValueError(f"must be a positive number of seconds, got {raw!r}")
+    if value > MAX_SECONDS:  # no run means it, and timers overflow (app/deadline.py)
+        raise ValueError(f"must be at most {MAX_SECONDS:.0f} seconds (a year), got {raw!r}")
     return value
 
 
@@ -186,6 +189,11 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("--deadline", _positive_seconds, 900.0, "seconds for all attempts, cleanup included", "S"),
     Option("--ca-bundle", _existing_file, None, "CA certificates (PEM) to verify the hub's TLS certificate", "PATH"),
     Option("--insecure-skip-tls-verify", _switch, False, "do not verify the hub's TLS certificate (logs a warning)", switch=True),
+    Option(
+        "--kube-relaxed-x509", _switch, False,
+        "accept a Kubernetes API CA certificate that strict X.509 checks reject (e.g. no keyUsage); "
+        "it is still verified", switch=True,
+    ),
     Option("--pushgateway-url", _pushgateway_url, None, "push the run's metrics to this Prometheus Pushgateway", "URL"),
     Option("--log-format", _choice(*LOG_FORMATS), "json", "json (one object per line) or console", "FORMAT"),
     Option("--log-level", _choice(*LOG_LEVELS), "info", "the least severe level logged", "LEVEL"),
@@ -229,7 +237,11 @@ TOKEN_COMMAND_OPTIONS: tuple[Option, ...] = (
     Option("--key", _text, "token", "the key of the token in the Secret", "KEY"),
     Option("--dry-run", _switch, False, "change nothing; print the Secret that would be written, token redacted", switch=True),
     Option("--print", _switch, False, "write the bare token to stdout (only when asked)", switch=True),
-    *_shared("--request-timeout", "--ca-bundle", "--insecure-skip-tls-verify", "--log-format", "--log-level"),
+    Option("--deadline", _positive_seconds, 120.0, "seconds for the whole command, the Kubernetes API included", "S"),
+    *_shared(
+        "--request-timeout", "--ca-bundle", "--insecure-skip-tls-verify", "--kube-relaxed-x509", "--log-format",
+        "--log-level",
+    ),
 )
 
 
@@ -289,6 +301,7 @@ class Config:
     deadline: float
     ca_bundle: Path | None
     insecure_skip_tls_verify: bool
+    kube_relaxed_x509: bool
     log_format: str
     log_level: str
     termination_log: Path | None
@@ -319,9 +332,11 @@ class TokenCommandConfig:
     secret: SecretToken | None  # where to store the token
     dry_run: bool
     print_token: bool
+    deadline: float
     request_timeout: float
     ca_bundle: Path | None
     insecure_skip_tls_verify: bool
+    kube_relaxed_x509: bool
     log_format: str
     log_level: str
 
@@ -439,6 +454,7 @@ def build_run_config(given: Mapping[str, str | None], env: Mapping[str, str]) ->
         deadline=value("deadline"),
         ca_bundle=value("ca_bundle"),
         insecure_skip_tls_verify=value("insecure_skip_tls_verify"),
+        kube_relaxed_x509=value("kube_relaxed_x509"),
         log_format=value("log_format"),
         log_level=value("log_level"),
         termination_log=value("termination_log") or default_termination_log(),
@@ -475,9 +491,11 @@ def build_token_config(action: str, given: Mapping[str, str | None], env: Mappin
         secret=secret_ref,
         dry_run=value("dry_run"),
         print_token=value("print"),
+        deadline=value("deadline"),
         request_timeout=value("request_timeout"),
         ca_bundle=value("ca_bundle"),
         insecure_skip_tls_verify=value("insecure_skip_tls_verify"),
+        kube_relaxed_x509=value("kube_relaxed_x509"),
         log_format=value("log_format"),
         log_level=value("log_level"),
     )

@@ -23,7 +23,7 @@ import tenacity
 from app import logs, spawn_causes, timeline
 from app.checks import Server, enabled_checks
 from app.config import Config
-from app.deadline import Clock, Deadline, elapsed_ms
+from app.deadline import LAST_LOOK, Clock, Deadline, elapsed_ms
 from app.errors import (
     CanaryError,
     CheckFailed,
@@ -233,8 +233,8 @@ class Canary:
             log.info("phase_done", phase=phase, duration_ms=self.phases_ms[phase])
 
     def budget_before_stop(self) -> Deadline:
-        """What is left of the deadline once the stop's budget is set aside (at least a second)."""
-        return self.deadline.within(max(1.0, self.deadline.remaining() - self.config.stop_timeout))
+        """What is left of the deadline once the stop's budget is set aside (at least LAST_LOOK)."""
+        return self.deadline.within(max(LAST_LOOK, self.deadline.remaining() - self.config.stop_timeout))
 
     def preflight(self) -> None:
         budget = self.budget_before_stop()

@@ -1,17 +1,7 @@
 """The JupyterHub REST API, spoken in one place: every call a canary or the token command makes,
-every answer it understands, and every transport rule.
-
-The transport rules:
-- A budget (a `Deadline`) bounds every request, body and stream included: a watchdog shuts the
-  connection down when the budget runs out, so a peer that trickles bytes or keeps a stream alive
-  with keepalives (JupyterHub's progress stream sends one every 8 s) cannot hold the canary past it.
-- Any network fault (refused, reset, cut mid-chunk, a body cut short, a stall) is a transport
-  failure: retried while the budget lasts when it is safe, else `HubUnavailable` — never a crash.
-- What is safe to send again: GET, HEAD, PUT and DELETE always; a POST (it mints, starts or
-  creates something) only when it certainly did not reach the hub (the connection was refused,
-  the hub answered 429). After any other fault a POST's outcome is unknown (`OutcomeUnknown`):
-  `post_once` asks the caller to find out what happened before it sends again.
-- 429 honours Retry-After; 502/503/504 and transport faults back off exponentially with jitter.
+and every answer it understands. How a request survives the network (budgets, the watchdog,
+retries, what is safe to resend) is app/transport.py's; `HubClient` is a `Transport` that knows
+what JupyterHub's answers mean.
 
 The cycle gets plain outcomes (a server is ready or pending, a stop is done) and the typed failures
 of app.errors, never a status code.
@@ -19,72 +9,44 @@ of app.errors, never a status code.
 
 from __future__ import annotations
 
-import email.utils
-import http.client
 import json
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote, urljoin
 
 import requests
-import tenacity
-import urllib3.exceptions
 
 from app import __version__, logs
 from app.deadline import Deadline
 from app.errors import ConfigError, HubUnavailable, PermissionDenied, SpawnFailed, StopFailed
 
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
-# Methods whose repetition does no harm: sending them again after any fault is safe.
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-# Whatever the transport raises when a connection fails, is cut or stalls: requests wraps most of
-# it, but a body read can surface urllib3's or http.client's own errors, or a bare OSError.
-TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
-    requests.RequestException,
-    urllib3.exceptions.HTTPError,
-    http.client.HTTPException,
-    OSError,
+# Transport names the dialect's users import from here too (app/checks/).
+from app.transport import (  # noqa: F401 - re-exported
+    IDEMPOTENT,
+    MAX_TRIES,
+    RETRY_STATUSES,
+    TRANSPORT_ERRORS,
+    OutcomeUnknown,
+    Resolver,
+    Transport,
+    Watchdog,
+    retry_after_seconds,
 )
-MAX_TRIES = 5
-MIN_REQUEST_TIMEOUT = 1.0
+
 STOP_POLL_INTERVAL = 0.5
 STOP_RETRY_MAX_WAIT = 4.0  # s between tries of a stop that lost the hub: soon back once the hub is
-MAX_RESENDS = 3  # a POST whose outcome was unknown and found not to have happened, sent again
 
 log = logs.get_logger()
-T = TypeVar("T")
 
 
 class StreamUnavailable(Exception):
     """The progress stream could not be read (not offered, refused or dropped): poll instead."""
 
 
-class OutcomeUnknown(HubUnavailable):
-    """A request that must not be sent twice failed in a way that does not tell whether it took effect."""
-
-
 class SpawnRefused(SpawnFailed):
     """The hub answered the spawn request with an error (its message is generic; the reason is in the stream)."""
-
-
-def retry_after_seconds(response: requests.Response) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date), if any."""
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def hub_message(response: requests.Response) -> str:
@@ -102,59 +64,7 @@ def hub_message(response: requests.Response) -> str:
     return text[:200] or response.reason or ""
 
 
-def _tls_error(exc: BaseException) -> bool:
-    return isinstance(exc, requests.exceptions.SSLError)
-
-
-def _never_sent(exc: BaseException) -> bool:
-    """The connection was never made (refused, no route, connect timeout): nothing reached the hub."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return True
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return isinstance(exc, requests.ConnectionError) and isinstance(reason, urllib3.exceptions.ConnectTimeoutError)
-
-
-class _Watchdog:
-    """Shuts a response's connection down when its budget runs out.
-
-    A per-read timeout is not a budget: a peer that keeps sending keepalives or trickles bytes resets
-    it forever. Shutting the socket down makes a read blocked in another frame return at once; the
-    reader then sees a transport error, and `fired` tells it the budget, not the peer, ended it.
-    """
-
-    def __init__(self, response: requests.Response, deadline: Deadline):
-        self.fired = False
-        connection = getattr(response.raw, "connection", None)
-        self._sock: socket.socket | None = getattr(connection, "sock", None)
-        self._timer: threading.Timer | None = None
-        if self._sock is not None:
-            # Like every request, at least MIN_REQUEST_TIMEOUT: a last look at the deadline still gets an answer.
-            self._timer = threading.Timer(max(MIN_REQUEST_TIMEOUT, deadline.remaining()), self.cut)
-            self._timer.daemon = True
-
-    def cut(self) -> None:
-        """Shut the connection down now (also used by its owner to end a stream early)."""
-        self.fired = True
-        if self._sock is None:
-            return
-        try:
-            # socket.socket's own shutdown also for TLS: SSLSocket.shutdown would unwrap the TLS
-            # layer under the reading thread's feet.
-            socket.socket.shutdown(self._sock, socket.SHUT_RDWR)  # type: ignore[arg-type]
-        except OSError:
-            pass
-
-    def __enter__(self) -> _Watchdog:
-        if self._timer is not None:
-            self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
-
-class HubClient:
+class HubClient(Transport):
     def __init__(
         self,
         hub_url: str,
@@ -163,158 +73,19 @@ class HubClient:
         request_timeout: float,
         verify: bool | str = True,
         sleep: Callable[[float], None] = time.sleep,
+        resolver: Resolver | None = None,
     ):
+        super().__init__(hub_url, request_timeout=request_timeout, verify=verify, sleep=sleep, resolver=resolver)
         self.hub_url = hub_url
         self.api_url = hub_url + "hub/api/"
-        self.request_timeout = request_timeout
-        self._sleep = sleep
-        self.session = requests.Session()
         self.session.headers["Authorization"] = f"token {token}"
         self.session.headers["User-Agent"] = f"jupyterhub-canary/{__version__}"
-        # Given with every request: a session-wide setting loses to REQUESTS_CA_BUNDLE in the environment.
-        self.verify = verify
 
-    def close(self) -> None:
-        self.session.close()
-
-    # --- transport: requests with retries, bounded by a budget ---
-
-    def _wait(self, deadline: Deadline) -> Callable[[tenacity.RetryCallState], float]:
-        backoff = tenacity.wait_exponential_jitter(multiplier=0.5, max=8, jitter=0.5)
-
-        def wait(state: tenacity.RetryCallState) -> float:
-            seconds = backoff(state)
-            outcome = state.outcome
-            if outcome is not None and not outcome.failed:
-                retry_after = retry_after_seconds(outcome.result())
-                if retry_after is not None:
-                    seconds = retry_after
-            return min(seconds, deadline.remaining())
-
-        return wait
-
-    def request(
-        self,
-        method: str,
-        url: str,
-        deadline: Deadline,
-        *,
-        stream: bool = False,
-        idempotent: bool | None = None,
-        tries: int | None = MAX_TRIES,
-        **kwargs: Any,
-    ) -> requests.Response:
-        """One request, retried while transient and safe to resend. Returns the last answer, whatever its status.
-
-        The body is read within `deadline` (unless `stream`: then the caller reads it, see
-        `progress_events`). `idempotent` defaults by method (see IDEMPOTENT); `tries=None` retries
-        until the deadline. Raises HubUnavailable when the hub could not be reached, or still answered
-        a transient status, after the retries or at the deadline; OutcomeUnknown when a request that
-        is not idempotent may or may not have taken effect.
-        """
-        resend_safe = method.upper() in IDEMPOTENT if idempotent is None else idempotent
-
-        def send() -> requests.Response:
-            timeout = max(MIN_REQUEST_TIMEOUT, min(self.request_timeout, deadline.remaining()))
-            response = self.session.request(
-                method, url, timeout=timeout, stream=True, allow_redirects=False, verify=self.verify, **kwargs
-            )
-            if not stream:
-                with _Watchdog(response, deadline) as watchdog:
-                    try:
-                        response.content  # noqa: B018 - reads the body, within the budget
-                    except TRANSPORT_ERRORS:
-                        response.close()
-                        if watchdog.fired:
-                            raise requests.Timeout(f"no complete answer within {deadline.seconds:g}s") from None
-                        raise
-            return response
-
-        def retry(state: tenacity.RetryCallState) -> bool:
-            outcome = state.outcome
-            assert outcome is not None
-            if outcome.failed:
-                exc = outcome.exception()
-                return isinstance(exc, TRANSPORT_ERRORS) and not _tls_error(exc) and (resend_safe or _never_sent(exc))
-            status = outcome.result().status_code
-            return status in RETRY_STATUSES and (resend_safe or status == 429)
-
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            log.warning(
-                "request_retry",
-                method=method,
-                path=self._path(url),
-                answer=_answer(state.outcome),
-                try_number=state.attempt_number,
-                wait_s=round(state.upcoming_sleep, 2),
-            )
-
-        stop = tenacity.stop_before_delay(deadline.remaining())
-        if tries is not None:
-            stop = stop | tenacity.stop_after_attempt(tries)
-        retrying = tenacity.Retrying(
-            retry=retry,
-            wait=self._wait(deadline),
-            stop=stop,
-            sleep=self._sleep,
-            before_sleep=before_sleep,
-            reraise=True,
-            # The last answer when the tries are spent, to be judged below like any other.
-            retry_error_callback=lambda state: state.outcome.result(),
-        )
-        try:
-            response = retrying(send)
-        except requests.exceptions.SSLError:
-            # Not transient: the certificate will not change on its own. The text names the cause.
-            raise self._unavailable(
-                method, url, "TLS verification failed (set --ca-bundle to the hub's CA, or fix its certificate)"
-            ) from None
-        except TRANSPORT_ERRORS as exc:
-            tries_made = retrying.statistics.get("attempt_number", 1)
-            answer = f"{type(exc).__name__} after {tries_made} tr{'y' if tries_made == 1 else 'ies'}"
-            if not resend_safe and not _never_sent(exc):
-                raise self._unavailable(method, url, answer, OutcomeUnknown) from None
-            raise self._unavailable(method, url, answer) from None
-        if response.status_code in RETRY_STATUSES:
-            answer = f"HTTP {response.status_code} {hub_message(response)}"
-            if not resend_safe and response.status_code != 429:
-                raise self._unavailable(method, url, answer, OutcomeUnknown)
-            raise self._unavailable(method, url, answer)
-        return response
-
-    def _path(self, url: str) -> str:
-        return "/" + url.removeprefix(self.hub_url)
-
-    def _unavailable(
-        self, method: str, url: str, answer: str, kind: type[HubUnavailable] = HubUnavailable
-    ) -> HubUnavailable:
-        return kind(f"{method} {self._path(url)}: {answer}")
+    def describe(self, response: requests.Response) -> str:
+        return hub_message(response)
 
     def api(self, method: str, path: str, deadline: Deadline, **kwargs: Any) -> requests.Response:
         return self.request(method, self.api_url + path, deadline, **kwargs)
-
-    def post_once(
-        self, url: str, deadline: Deadline, *, find_outcome: Callable[[], T | None], **kwargs: Any
-    ) -> requests.Response | T:
-        """POST something that must not happen twice (a token, a server, a kernel).
-
-        When its outcome is unknown, `find_outcome()` asks the hub what happened: it returns what the
-        lost request made (the POST is not sent again), or None when it made nothing (or the caller
-        undid it), and only then is the POST sent again.
-        """
-        for resend in range(MAX_RESENDS + 1):
-            try:
-                return self.request("POST", url, deadline, idempotent=False, **kwargs)
-            except OutcomeUnknown as exc:
-                log.warning("request_outcome_unknown", method="POST", path=self._path(url), message=str(exc))
-                found = find_outcome()
-                if found is not None:
-                    log.info("request_outcome_found", method="POST", path=self._path(url), took_effect=True)
-                    return found
-                if deadline.expired() or resend == MAX_RESENDS:
-                    raise
-                log.info("request_resent", method="POST", path=self._path(url), took_effect=False)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
     def json(response: requests.Response) -> Any:
@@ -561,40 +332,42 @@ class HubClient:
         """
         url = self.api_url + self.server_path(user, server_name) + "/progress"
         try:
-            response = self.request("GET", url, deadline, stream=True, headers={"Accept": "text/event-stream"})
+            with self.streaming("GET", url, deadline, headers={"Accept": "text/event-stream"}) as (response, watchdog):
+                yield from self._events(response, watchdog, deadline, on_open)
         except HubUnavailable as exc:
             raise StreamUnavailable(str(exc)) from None
-        with response, _Watchdog(response, deadline) as watchdog:
-            if response.status_code != 200:
-                raise StreamUnavailable(f"progress answered {response.status_code} {hub_message(response)}")
-            if on_open is not None:
-                on_open(watchdog.cut)
-            data: list[str] = []
-            try:
-                for line in response.iter_lines(decode_unicode=True):
-                    if deadline.expired():
-                        return
-                    if line:
-                        if line.startswith("data:"):
-                            data.append(line[5:].lstrip())
-                        continue
-                    if data:  # a blank line ends an event
-                        event = "\n".join(data)
-                        data = []
-                        try:
-                            parsed = json.loads(event)
-                        except ValueError:
-                            continue
-                        if isinstance(parsed, dict):
-                            yield parsed
-            except TRANSPORT_ERRORS as exc:
-                if watchdog.fired or deadline.expired():
+
+    def _events(
+        self,
+        response: requests.Response,
+        watchdog: Watchdog,
+        deadline: Deadline,
+        on_open: Callable[[Callable[[], None]], None] | None,
+    ) -> Iterator[dict[str, Any]]:
+        if response.status_code != 200:
+            raise StreamUnavailable(f"progress answered {response.status_code} {hub_message(response)}")
+        if on_open is not None:
+            on_open(watchdog.cut)
+        data: list[str] = []
+        try:
+            for line in response.iter_lines(decode_unicode=True):
+                if deadline.expired():
                     return
-                raise StreamUnavailable(f"progress stream dropped: {type(exc).__name__}") from None
+                if line:
+                    if line.startswith("data:"):
+                        data.append(line[5:].lstrip())
+                    continue
+                if data:  # a blank line ends an event
+                    event = "\n".join(data)
+                    data = []
+                    try:
+                        parsed = json.loads(event)
+                    except ValueError:
+                        continue
+                    if isinstance(parsed, dict):
+                        yield parsed
+        except TRANSPORT_ERRORS as exc:
+            if watchdog.fired or deadline.expired():
+                return
+            raise StreamUnavailable(f"progress stream dropped: {type(exc).__name__}") from None
 
-
-def _answer(outcome: Any) -> str:
-    """A retried try's outcome in a few words: the exception's type or the HTTP status."""
-    if outcome.failed:
-        return type(outcome.exception()).__name__
-    return f"HTTP {outcome.result().status_code}"

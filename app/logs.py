@@ -25,6 +25,11 @@ def add_secret(value: str) -> None:
         _secrets.add(value)
 
 
+def forget_secrets() -> None:
+    """Mask nothing any more: for a fresh run in the same process (tests call main() repeatedly)."""
+    _secrets.clear()
+
+
 def mask(text: str) -> str:
     for secret in _secrets:
         # As written, and as the JSON renderer and repr() (the console renderer) escape it.
@@ -45,8 +50,10 @@ def _lead_with_basics(_logger: Any, _name: str, event: dict[str, Any]) -> dict[s
 
 
 def configure(log_format: str = "json", level: str = "info", stream: TextIO | None = None) -> None:
-    """(Re)configure structlog; called once per `main()` so tests may call main() repeatedly."""
-    _secrets.clear()
+    """(Re)configure structlog; called once per `main()` so tests may call main() repeatedly.
+
+    The secrets registered so far stay masked: they may be known before the configuration is.
+    """
     structlog.contextvars.clear_contextvars()
     renderer: Any
     if log_format == "console":

@@ -8,12 +8,14 @@ replaces only the metrics it carries: `jupyterhub_canary_last_success_timestamp_
 on success, so a failed run leaves the last success's timestamp in place (a PUT would delete it).
 
 A push that fails is a warning in the log, nothing more: it never changes the outcome or the exit
-code. prometheus_client is imported only here, when a push happens (start-up time of every run).
+code. It happens after the result is logged and the termination message written, within a hard
+bound. prometheus_client is imported only here, when a push happens (start-up time of every run).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -101,21 +103,35 @@ def registry_for(metrics: RunMetrics):  # -> prometheus_client.CollectorRegistry
 
 
 def push(url: str, group: Group, metrics: RunMetrics, *, timeout: float) -> bool:
-    """Push the run's metrics; True when the Pushgateway took them. Never raises."""
-    started = time.monotonic()
-    try:
-        from prometheus_client import pushadd_to_gateway
+    """Push the run's metrics within `timeout` seconds, all of it; True when the Pushgateway took them. Never raises.
 
-        pushadd_to_gateway(
-            url, job=JOB, registry=registry_for(metrics), grouping_key=group.grouping_key(), timeout=timeout
-        )
-    except Exception as exc:  # noqa: BLE001 - any failure to push is only a warning
-        log.warning(
-            "metrics_push_failed",
-            pushgateway=url,
-            error=f"{type(exc).__name__}: {exc}",
-            hint="the outcome and exit code are unaffected",
-        )
+    prometheus_client's own timeout is per socket operation: a Pushgateway that trickles its answer
+    resets it for ever. So the push runs in a daemon thread that is waited for `timeout` at most; one
+    that is still talking then is abandoned (it ends with the process). Only this thread logs.
+    """
+    started = time.monotonic()
+    failure: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            from prometheus_client import pushadd_to_gateway
+
+            pushadd_to_gateway(
+                url, job=JOB, registry=registry_for(metrics), grouping_key=group.grouping_key(), timeout=timeout
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure to push is only a warning
+            failure.append(exc)
+
+    sender = threading.Thread(target=send, name="metrics-push", daemon=True)
+    sender.start()
+    sender.join(timeout)
+    error = None
+    if sender.is_alive():
+        error = f"no complete answer within {timeout:g}s: abandoned"
+    elif failure:
+        error = f"{type(failure[0]).__name__}: {failure[0]}"
+    if error is not None:
+        log.warning("metrics_push_failed", pushgateway=url, error=error, hint="the outcome and exit code are unaffected")
         return False
     log.info("metrics_pushed", pushgateway=url, duration_ms=round((time.monotonic() - started) * 1000))
     return True

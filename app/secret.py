@@ -2,6 +2,13 @@
 
 The client is imported only here and only when a Secret is used: importing its CoreV1Api costs
 most of a second, which a token file or variable should not pay.
+
+Every call is bounded by the run's deadline as a whole: the client takes a timeout only as an `int`
+or a (connect, read) tuple (a float is silently ignored), and a read timeout is per socket read, so
+its connections are also watched by app/transport.py's watchdog. Its TLS is verified with
+VERIFY_X509_STRICT set explicitly (Python 3.13, which the image ships, sets it by default; 3.11 does
+not), so a CA certificate that strict checks reject fails alike everywhere, with the reason named;
+--kube-relaxed-x509 clears that one flag, nothing else.
 """
 
 from __future__ import annotations
@@ -10,11 +17,21 @@ import base64
 import binascii
 import contextlib
 import os
+import ssl
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from app.deadline import Deadline
 from app.errors import ConfigError, KubernetesUnavailable, PermissionDenied
+from app.transport import Watchdog, watch_pools
+
+RELAXED_HINT = (
+    "the cluster's own CA certificate fails only strict X.509 checks (e.g. it has no keyUsage; "
+    "Python 3.13 makes them by default): "
+    "mount the token Secret as a file instead (--token-file, the chart's token.mount), "
+    "or pass --kube-relaxed-x509 (CANARY_KUBE_RELAXED_X509) to accept it, still verified"
+)
 
 # Where Kubernetes mounts a pod's service-account token, CA and namespace. Tests point it elsewhere.
 SERVICEACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -28,7 +45,37 @@ def own_namespace() -> str | None:
         return None
 
 
-def _api_client() -> Any:
+def tls_context(relaxed_x509: bool) -> ssl.SSLContext:
+    """The Kubernetes client's TLS context: urllib3's, strict X.509 checks set or cleared explicitly."""
+    from urllib3.util.ssl_ import create_urllib3_context
+
+    context = create_urllib3_context()
+    # As Python 3.13 does by default, on every Python: the same certificates pass or fail everywhere.
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | ssl.VERIFY_X509_STRICT
+    if relaxed_x509:
+        context.verify_flags &= ~ssl.VERIFY_X509_STRICT
+    return context
+
+
+def _cause(exc: BaseException) -> str:
+    """What ended a Kubernetes API call, in a few words: a TLS verification failure's own reason,
+    else the innermost error's type and text (urllib3 wraps it in MaxRetryError)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {current.verify_message}"
+        inner = getattr(current, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = next((a for a in current.args if isinstance(a, BaseException)), None)
+        current = inner or current.__cause__ or current.__context__
+    innermost = seen[-1]
+    text = " ".join(str(innermost).split())[:200]
+    return f"{type(exc).__name__}" + (f" ({type(innermost).__name__}: {text})" if innermost is not exc else "")
+
+
+def _api_client(relaxed_x509: bool) -> Any:
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
@@ -48,20 +95,27 @@ def _api_client() -> Any:
     except (ConfigException, OSError) as exc:
         raise ConfigError(f"cannot configure the Kubernetes client to reach the token Secret: {exc}") from None
     configuration.retries = 2
-    return client.ApiClient(configuration)
+    api_client = client.ApiClient(configuration)
+    manager = watch_pools(api_client.rest_client.pool_manager)
+    manager.connection_pool_kw["ssl_context"] = tls_context(relaxed_x509)
+    return api_client
 
 
 class SecretStore:
     """One Secret, read and written through the Kubernetes API."""
 
-    def __init__(self, name: str, namespace: str, request_timeout: float):
+    def __init__(
+        self, name: str, namespace: str, deadline: Deadline, *, request_timeout: float, relaxed_x509: bool = False
+    ):
         from kubernetes import client
 
         self.name = name
         self.namespace = namespace
         self.where = f"Secret {namespace}/{name}"
-        self._timeout = request_timeout
-        self._api = client.CoreV1Api(_api_client())
+        self._deadline = deadline
+        self._request_timeout = request_timeout
+        self._relaxed_x509 = relaxed_x509
+        self._api = client.CoreV1Api(_api_client(relaxed_x509))
 
     def close(self) -> None:
         self._api.api_client.close()
@@ -72,30 +126,42 @@ class SecretStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _timeout(self) -> tuple[float, float]:
+        """(connect, read): the client ignores a float."""
+        seconds = self._deadline.for_wait(self._request_timeout)
+        return (seconds, seconds)
+
     @contextlib.contextmanager
-    def _errors(self, verb: str) -> Iterator[None]:
+    def _call(self, verb: str) -> Iterator[None]:
+        """One API call, bounded by the deadline whatever the apiserver does; its failures typed."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
-        try:
-            yield
-        except ApiException as exc:
-            # Only the status: the exception's text carries the response headers and body.
-            if exc.status == 404:
-                raise ConfigError(f"{self.where} not found (check the Secret's name and namespace)") from None
-            if exc.status in (401, 403):
-                raise PermissionDenied(
-                    f"Kubernetes answered {exc.status} {exc.reason} to {verb} {self.where}: "
-                    f"the ServiceAccount needs '{verb}' on that Secret"
-                ) from None
-            raise KubernetesUnavailable(f"Kubernetes answered {exc.status} {exc.reason} to {verb} {self.where}") from None
-        except (HTTPError, OSError) as exc:
-            raise KubernetesUnavailable(f"cannot reach the Kubernetes API to {verb} {self.where}: {type(exc).__name__}") from None
+        with Watchdog(self._deadline) as watchdog, watchdog.active():
+            try:
+                yield
+            except ApiException as exc:
+                # Only the status: the exception's text carries the response headers and body.
+                if exc.status == 404:
+                    raise ConfigError(f"{self.where} not found (check the Secret's name and namespace)") from None
+                if exc.status in (401, 403):
+                    raise PermissionDenied(
+                        f"Kubernetes answered {exc.status} {exc.reason} to {verb} {self.where}: "
+                        f"the ServiceAccount needs '{verb}' on that Secret"
+                    ) from None
+                raise KubernetesUnavailable(f"Kubernetes answered {exc.status} {exc.reason} to {verb} {self.where}") from None
+            except (HTTPError, OSError) as exc:
+                cause = _cause(exc)
+                if watchdog.fired:
+                    cause = f"no complete answer within the deadline ({self._deadline.seconds:g}s): {cause}"
+                strict = "certificate verify failed" in cause and not self._relaxed_x509
+                hint = f"; if {RELAXED_HINT}" if strict else ""
+                raise KubernetesUnavailable(f"cannot reach the Kubernetes API to {verb} {self.where}: {cause}{hint}") from None
 
     def read(self) -> Any:
         """The Secret (a V1Secret); ConfigError when it does not exist."""
-        with self._errors("get"):
-            return self._api.read_namespaced_secret(self.name, self.namespace, _request_timeout=self._timeout)
+        with self._call("get"):
+            return self._api.read_namespaced_secret(self.name, self.namespace, _request_timeout=self._timeout())
 
     def read_key(self, key: str) -> str:
         """The decoded value of `key`, whitespace stripped."""
@@ -125,19 +191,21 @@ class SecretStore:
                 type="Opaque",
                 data={key: encoded},
             )
-            with self._errors("create"):
-                self._api.create_namespaced_secret(self.namespace, body, _request_timeout=self._timeout)
+            with self._call("create"):
+                self._api.create_namespaced_secret(self.namespace, body, _request_timeout=self._timeout())
             return "created"
         # Replace with the resourceVersion just read: a concurrent writer makes this fail, not vanish.
         current.data = {**(current.data or {}), key: encoded}
         current.metadata.labels = {**(current.metadata.labels or {}), **labels}
         current.metadata.annotations = {**(current.metadata.annotations or {}), **annotations}
-        with self._errors("update"):
-            self._api.replace_namespaced_secret(self.name, self.namespace, current, _request_timeout=self._timeout)
+        with self._call("update"):
+            self._api.replace_namespaced_secret(self.name, self.namespace, current, _request_timeout=self._timeout())
         return "updated"
 
 
-def read_secret_token(name: str, key: str, namespace: str, request_timeout: float) -> str:
-    """Return the decoded value of `key` in Secret `namespace/name`, whitespace stripped."""
-    with SecretStore(name, namespace, request_timeout) as store:
+def read_secret_token(
+    name: str, key: str, namespace: str, deadline: Deadline, *, request_timeout: float, relaxed_x509: bool = False
+) -> str:
+    """Return the decoded value of `key` in Secret `namespace/name`, whitespace stripped, within `deadline`."""
+    with SecretStore(name, namespace, deadline, request_timeout=request_timeout, relaxed_x509=relaxed_x509) as store:
         return store.read_key(key)

@@ -11,19 +11,21 @@ what was asked for (the token with --print, the manifest with --dry-run).
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from app import __version__, logs
 from app.config import TokenCommandConfig
-from app.deadline import Deadline
+from app.deadline import Clock, Deadline
 from app.errors import ConfigError, HubUnavailable
 from app.hub import HubClient, hub_message
 from app.token_source import read_token
 
 log = logs.get_logger()
 
-BUDGET = 120.0  # seconds for the whole command
 LABELS = {"app.kubernetes.io/managed-by": "jupyterhub-canary", "app.kubernetes.io/component": "api-token"}
 ANNOTATION = "jupyterhub-canary.jupyter.org/"  # prefix of what the Secret records about its token
 
@@ -46,18 +48,34 @@ def _major(version: str) -> int:
         return 0
 
 
+Shield = Callable[[], contextlib.AbstractContextManager[None]]
+
+
 class TokenCommand:
-    def __init__(self, config: TokenCommandConfig, out: TextIO | None = None):
+    def __init__(
+        self,
+        config: TokenCommandConfig,
+        out: TextIO | None = None,
+        *,
+        shield: Shield = contextlib.nullcontext,
+        clock: Clock = time.monotonic,
+    ):
         self.config = config
         self.user = config.user
         self.out = out or sys.stdout
-        self.deadline = Deadline(BUDGET)
+        self.deadline = Deadline(config.deadline, clock)  # the whole command's, Kubernetes API included
+        # Signals wait while a minted token is on its way to where it belongs (app/signals.py):
+        # interrupted there, it would be a live token that nobody holds.
+        self._shield = shield
         self.client: HubClient | None = None
 
     # --- the two actions ---
 
     def run(self) -> None:
-        admin_token = read_token(self.config.admin_token_source, self.config.request_timeout)
+        admin_token = read_token(
+            self.config.admin_token_source, self.deadline,
+            request_timeout=self.config.request_timeout, kube_relaxed_x509=self.config.kube_relaxed_x509,
+        )
         logs.add_secret(admin_token)
         self.client = HubClient(
             self.config.hub_url, admin_token, request_timeout=self.config.request_timeout, verify=self.config.tls_verify
@@ -71,7 +89,8 @@ class TokenCommand:
             if self.config.action == "rotate":
                 self.rotate(scopes)
             else:
-                self.mint_and_store(scopes)
+                with self._shield():
+                    self.mint_and_store(scopes)
         finally:
             self.client.close()
 
@@ -92,11 +111,10 @@ class TokenCommand:
         return minted
 
     def rotate(self, scopes: list[str] | None) -> None:
-        from app.secret import SecretStore
 
         ref = self.config.secret
         assert ref is not None  # config guarantees it
-        with SecretStore(ref.name, ref.namespace, self.config.request_timeout) as store:
+        with self._secret_store() as store:
             current = store.read()
             old_token = store.read_key(ref.key)
         logs.add_secret(old_token)
@@ -106,7 +124,8 @@ class TokenCommand:
             log.info("rotation_planned", old_token_id=old_id)
             self.print_manifest(scopes)
             return
-        minted = self.mint_and_store(scopes)
+        with self._shield():
+            minted = self.mint_and_store(scopes)
         assert minted is not None
         if old_id is None:
             log.warning("old_token_not_revoked", reason="the previous token is already invalid, or its id is unknown")
@@ -159,13 +178,22 @@ class TokenCommand:
         return minted
 
     def store(self, minted: dict[str, Any]) -> None:
-        from app.secret import SecretStore
 
         ref = self.config.secret
         assert ref is not None
-        with SecretStore(ref.name, ref.namespace, self.config.request_timeout) as store:
+        with self._secret_store() as store:
             action = store.write_key(ref.key, minted["token"], LABELS, self.annotations(minted))
         log.info(f"secret_{action}", secret=ref.name, namespace=ref.namespace, key=ref.key)
+
+    def _secret_store(self) -> Any:  # -> app.secret.SecretStore (imported when used: start-up time)
+        from app.secret import SecretStore
+
+        ref = self.config.secret
+        assert ref is not None  # config guarantees it
+        return SecretStore(
+            ref.name, ref.namespace, self.deadline,
+            request_timeout=self.config.request_timeout, relaxed_x509=self.config.kube_relaxed_x509,
+        )
 
     def annotations(self, minted: dict[str, Any]) -> dict[str, str]:
         return {

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from app.config import EnvToken, FileToken, SecretToken, TokenSource
+from app.deadline import Deadline
 from app.errors import ConfigError
 
 
-def read_token(source: TokenSource, request_timeout: float) -> str:
-    """The token, surrounding whitespace and newlines stripped. Never logged."""
+def read_token(source: TokenSource, deadline: Deadline, *, request_timeout: float, kube_relaxed_x509: bool = False) -> str:
+    """The token, surrounding whitespace and newlines stripped. Never logged. A Secret is read within `deadline`."""
     if isinstance(source, SecretToken):
         from app.secret import read_secret_token
 
-        token = read_secret_token(source.name, source.key, source.namespace, request_timeout)
+        token = read_secret_token(
+            source.name, source.key, source.namespace, deadline,
+            request_timeout=request_timeout, relaxed_x509=kube_relaxed_x509,
+        )
     elif isinstance(source, FileToken):
         try:
             token = source.path.read_text(encoding="utf-8").strip()

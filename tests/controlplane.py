@@ -7,6 +7,10 @@ controller-manager) and a service-account signing key, starts the three processe
 ports with their state in a temporary directory, waits until the apiserver's /readyz answers 200 and
 the controller-manager has made the `default` ServiceAccount, and stops them by PID.
 
+The apiserver also answers to NO_KEY_USAGE_NAME (SNI) with a certificate from a second CA that has
+no keyUsage extension, which strict X.509 checks (Python 3.13's default) reject:
+`write_no_key_usage_kubeconfig` reaches it that way.
+
 What it has: RBAC (`--authorization-mode=Node,RBAC`), the PodSecurity admission plugin,
 ServiceAccount tokens (TokenRequest) and every controller of kube-controller-manager: CronJob,
 Job, garbage collection, ... What it has not: a scheduler, a kubelet, a container runtime, cluster
@@ -18,6 +22,7 @@ allocation only: nothing may connect to it; whatever plays a pod reaches the api
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import re
@@ -31,8 +36,10 @@ from pathlib import Path
 import psutil
 import requests
 import trustme
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.kubefiles import KubeClientFiles
 
@@ -45,6 +52,9 @@ HOST = "127.0.0.1"
 # An allocation only: the apiserver gives the `kubernetes` Service an address in it; nothing connects there.
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
+# The name the apiserver also answers to (by SNI, `tls-server-name` in a kubeconfig) with a certificate
+# of a CA that has no keyUsage extension, as older EKS and MicroK8s clusters' CAs have. Never resolved.
+NO_KEY_USAGE_NAME = "no-key-usage.kube-apiserver.test"
 
 
 def free_port() -> int:
@@ -88,6 +98,7 @@ class ControlPlane(KubeClientFiles):
         self.port = 0
         self.url = ""
         self.ca_file = self.dir / "ca.crt"
+        self.no_key_usage_ca_file = self.dir / "no-key-usage-ca.crt"
         self.kubeconfig = self.dir / "admin.kubeconfig"
         self.processes: dict[str, subprocess.Popen] = {}
         self._logs: list = []
@@ -111,6 +122,7 @@ class ControlPlane(KubeClientFiles):
             f"--bind-address={HOST}", f"--advertise-address={HOST}", f"--secure-port={self.port}",
             f"--cert-dir={d / 'apiserver-certs'}",
             f"--tls-cert-file={d / 'apiserver.crt'}", f"--tls-private-key-file={d / 'apiserver.key'}",
+            f"--tls-sni-cert-key={d / 'no-key-usage.crt'},{d / 'no-key-usage.key'}:{NO_KEY_USAGE_NAME}",
             f"--client-ca-file={self.ca_file}",
             f"--service-account-issuer={ISSUER}", f"--service-account-key-file={d / 'sa.pub'}",
             f"--service-account-signing-key-file={d / 'sa.key'}",
@@ -246,6 +258,15 @@ class ControlPlane(KubeClientFiles):
         stored["data"] = {k: base64.b64decode(v).decode("utf-8") for k, v in (stored.get("data") or {}).items()}
         return stored
 
+    def write_no_key_usage_kubeconfig(self, path: Path, token: str, namespace: str = "default") -> Path:
+        """A kubeconfig that reaches the apiserver as NO_KEY_USAGE_NAME, trusting the CA without keyUsage."""
+        path = self.write_kubeconfig(path, token, namespace)
+        config = json.loads(path.read_text(encoding="utf-8"))
+        config["clusters"][0]["cluster"].update(
+            {"certificate-authority": str(self.no_key_usage_ca_file), "tls-server-name": NO_KEY_USAGE_NAME})
+        path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+        return path
+
     def in_cluster_env(self) -> dict[str, str]:
         """What the kubelet would set for a pod's in-cluster config, pointed at loopback."""
         return {"KUBERNETES_SERVICE_HOST": HOST, "KUBERNETES_SERVICE_PORT": str(self.port)}
@@ -265,11 +286,42 @@ class ControlPlane(KubeClientFiles):
         for name, leaf in leaves.items():
             leaf.cert_chain_pems[0].write_to_path(str(self.dir / f"{name}.crt"))
             leaf.private_key_pem.write_to_path(str(self.dir / f"{name}.key"))
+        self._write_no_key_usage_certificates()
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         (self.dir / "sa.key").write_bytes(key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
         (self.dir / "sa.pub").write_bytes(key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+    def _write_no_key_usage_certificates(self) -> None:
+        """A CA without the keyUsage extension (otherwise a valid CA) and the apiserver's SNI certificate from it."""
+        now = datetime.datetime.now(datetime.UTC)
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "CA without keyUsage")])
+        ca = (
+            x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        key = ec.generate_private_key(ec.SECP256R1())
+        leaf = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, NO_KEY_USAGE_NAME)]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(NO_KEY_USAGE_NAME)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        self.no_key_usage_ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        (self.dir / "no-key-usage.crt").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+        (self.dir / "no-key-usage.key").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
 
     def _write_client_kubeconfig(self, path: Path, name: str) -> None:
         """A kubeconfig with the client certificate `name`.crt."""

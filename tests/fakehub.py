@@ -17,6 +17,8 @@ listens on 127.0.0.1 only. `requests` records what arrived, for assertions.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
 import json
 import re
@@ -36,7 +38,9 @@ from tests.background import serve_in_background, stop_serving
 MAX_HOLD = 60.0  # s: no stall, trickle or stream of this fake outlives this
 
 # What a fault does to the answer of a matching request.
-ACTIONS = ("reset", "stall", "status", "cut_body", "cut_chunk", "trickle", "bad_gzip", "signal")
+ACTIONS = ("reset", "stall", "status", "cut_body", "cut_chunk", "trickle", "trickle_head", "bad_gzip", "signal")
+TRICKLE_PAUSE = 0.5  # s between two bytes of a trickled head or websocket frame
+WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455
 
 
 @dataclass
@@ -248,11 +252,27 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.action == "status":
             self._error(fault.status, "fakehub: injected fault")
             return True
+        if fault.action == "trickle_head":
+            # Never silent long enough for a per-read timeout, never a complete head either.
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Trickle: " + b"." * 10_000
+            began = time.monotonic()
+            for byte in head:
+                if time.monotonic() - began > MAX_HOLD:
+                    break
+                try:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                except OSError:
+                    return True  # the client gave up
+                if not self.owner.hold(TRICKLE_PAUSE):
+                    break
+            self._reset()
+            return True
         return False
 
     def _route(self, method: str, path: str, body: dict[str, Any], fault: Fault | None) -> None:
         hub = self.owner
-        if fault is not None and fault.after and fault.action in ("reset", "stall", "status"):
+        if fault is not None and fault.after and fault.action in ("reset", "stall", "status", "trickle_head"):
             # Take effect first, answer badly afterwards.
             self._act(method, path, body)
             self._misbehave_before(fault)
@@ -288,6 +308,8 @@ class _Handler(BaseHTTPRequestHandler):
                         return self._json(302, None, fault)
                     return self._json(200, {"connections": 0, "kernels": len(hub.kernels), "started": "now"}, fault)
             return self._error(404, "fakehub: no server routed here")
+        if re.fullmatch(r"/user/[^/]+/(?:[^/]+/)?api/kernels/[^/]+/channels", path):
+            return self._websocket(fault)
         m = re.fullmatch(r"/user/[^/]+/(?:[^/]+/)?api/kernels(?:/([^/]+))?", path)
         if m:
             return self._kernels(method, m.group(1), body, fault)
@@ -472,6 +494,27 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return self._body(200, page.encode(), "text/html", fault)
         return self._body(200, b"/* a bundle */ " * 64, "application/javascript", fault)
+
+    def _websocket(self, fault: Fault | None) -> None:
+        """A kernel's websocket, only to misbehave: `trickle` upgrades it, then sends one frame a byte
+        at a time; without a fault there is no kernel to talk to (404)."""
+        if fault is None or fault.action != "trickle":
+            return self._error(404, "fakehub: kernels over websockets only misbehave here")
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        accept = base64.b64encode(hashlib.sha1((key + WEBSOCKET_GUID).encode()).digest()).decode()
+        self._head(101, {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Accept": accept})
+        payload = json.dumps({"header": {"msg_type": "status"}, "content": {"execution_state": "busy"}}).encode()
+        frame = bytes([0x81, 126]) + struct.pack("!H", len(payload)) + payload  # one text frame, unmasked
+        began = time.monotonic()
+        for byte in frame:
+            try:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+            except OSError:
+                return
+            if not self.owner.hold(TRICKLE_PAUSE) or time.monotonic() - began > MAX_HOLD:
+                return
+        self.close_connection = True
 
     def _start_kernel(self, body: dict[str, Any]) -> dict[str, Any]:
         kernel = {"id": secrets.token_hex(8), "name": body.get("name") or "python3"}

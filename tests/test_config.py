@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
 
-from app import secret
+from app import logs, secret
 from app.cli import main
 from app.config import RUN_OPTIONS, EnvToken, FileToken, SecretToken, build_run_config
 from app.errors import ConfigError
 from app.exit_codes import ExitCode
-from tests.runner import run_main
+from tests.runner import run_main, run_token
 
 BASE = ["--hub-url", "http://127.0.0.1:9/", "--user", "canary"]
 TOKEN_ENV = {"JUPYTERHUB_API_TOKEN": "t0ken-for-config-tests"}
@@ -153,3 +154,51 @@ def test_default_termination_log_only_when_writable(monkeypatch, tmp_path):
     assert config_module.default_termination_log() is None  # its folder does not exist
     (tmp_path / "dev").mkdir()
     assert config_module.default_termination_log() == Path(tmp_path / "dev" / "termination-log")
+
+
+# --- issue 14: absurd budgets, tokens in configuration errors, secrets that survive configure() ---
+
+
+@pytest.mark.parametrize("flag", ["--deadline", "--stop-timeout", "--request-timeout"])
+def test_a_budget_beyond_a_year_is_78_naming_the_flag(flag, tmp_path):
+    run = run_main(["--hub-url", "http://127.0.0.1:9/", "--user", "u", flag, "1e10",
+                    "--termination-log", str(tmp_path / "term")], env={"JUPYTERHUB_API_TOKEN": "t" * 32})
+    assert run.exit_code == ExitCode.CONFIGURATION, run.output
+    assert flag in run.result["message"] and "a year" in run.result["message"], run.result["message"]
+
+
+SECRET = "s3cr3t-t0k3n-0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["--hub-url", SECRET], id="env-token-in-a-bad-value"),
+        pytest.param(["--hub-url", "http://127.0.0.1:9/", "--token", SECRET], id="ambiguous-flag"),
+        pytest.param(["--hub-url", "http://127.0.0.1:9/", "--api-token", SECRET], id="unknown-flag"),
+        pytest.param(["--hub-url", "http://127.0.0.1:9/", f"--api-token={SECRET}"], id="unknown-flag-equals"),
+    ],
+)
+def test_a_token_never_appears_in_a_configuration_error(args, tmp_path):
+    term = tmp_path / "term"
+    run = run_main([*args, "--user", "u", "--termination-log", str(term)], env={"JUPYTERHUB_API_TOKEN": SECRET})
+    assert run.exit_code == ExitCode.CONFIGURATION, run.output
+    run.assert_no_secret(SECRET)
+    assert SECRET not in term.read_text()
+    culprit = "--hub-url" if args[1] == SECRET else args[-1].split("=")[0] if "=" in args[-1] else args[-2]
+    assert culprit in run.result["message"], run.result["message"]
+
+
+def test_the_admin_token_in_the_environment_is_masked_in_token_command_errors():
+    run = run_token(["--hub-url", SECRET, "--user", "u", "--print"], env={"JUPYTERHUB_ADMIN_TOKEN": SECRET})
+    assert run.exit_code == ExitCode.CONFIGURATION, run.log
+    assert SECRET not in run.log and "--hub-url" in run.result["message"]
+
+
+def test_configure_keeps_the_secrets_registered_before_it():
+    stream = io.StringIO()
+    logs.forget_secrets()
+    logs.add_secret(SECRET)
+    logs.configure("json", "info", stream=stream)
+    logs.get_logger().info("probe", value=SECRET)
+    assert SECRET not in stream.getvalue() and logs.REDACTED in stream.getvalue()

@@ -21,7 +21,7 @@ def table_rows(first_cell: str) -> dict[str, list[str]]:
 
 
 def test_every_run_flag_is_documented_with_its_variable_and_default():
-    rows = table_rows(r"`--[a-z-]+`")
+    rows = table_rows(r"`--[a-z0-9-]+`")
     for option in RUN_OPTIONS:
         row = rows.get(f"`{option.flag}`")
         assert row, f"{option.flag} is missing from the README's configuration table"

@@ -9,22 +9,28 @@ nothing was left running where the canary could stop it, and that the token neve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from app import transport
 from app.checks.kernel import KernelCheck
-from app.deadline import Deadline
+from app.deadline import LAST_LOOK, Deadline
+from app.errors import HubUnavailable, KernelFailed
 from app.exit_codes import ExitCode
 from app.hub import HubClient
 from tests.background import serve_in_background, stop_serving
 from tests.fakehub import FakeHub
 from tests.runner import Run, run_main, run_token
+from tests.tcprelay import TrickleAnswer
 
 TOKEN = "f4k3t0k3n" * 4
 SLACK = 3.0  # s beyond a budget that a run may take to notice, stop and report
@@ -220,7 +226,10 @@ def test_a_sigterm_while_a_stale_server_is_stopped_ends_the_run_then(tmp_path):
         assert json.loads((tmp_path / "term").read_text())["exit_code"] == 143
 
 
-def test_a_sigterm_while_the_success_is_reported_still_reports_it(tmp_path):
+@contextlib.contextmanager
+def signalling_pushgateway() -> Iterator[str]:
+    """A Pushgateway that sends this process SIGTERM while it takes a push, then accepts it: its URL."""
+
     class Pushgateway(BaseHTTPRequestHandler):
         def do_POST(self):
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -236,10 +245,14 @@ def test_a_sigterm_while_the_success_is_reported_still_reports_it(tmp_path):
     gateway = ThreadingHTTPServer(("127.0.0.1", 0), Pushgateway)
     thread = serve_in_background(gateway, "pushgateway")
     try:
-        with FakeHub() as fake:
-            run, _ = canary(fake, tmp_path, "--pushgateway-url", f"http://127.0.0.1:{gateway.server_address[1]}/")
+        yield f"http://127.0.0.1:{gateway.server_address[1]}/"
     finally:
         stop_serving(gateway, thread)
+
+
+def test_a_sigterm_while_the_success_is_reported_still_reports_it(tmp_path):
+    with signalling_pushgateway() as url, FakeHub() as fake:
+        run, _ = canary(fake, tmp_path, "--pushgateway-url", url)
     assert run.exit_code == ExitCode.OK, run.output
     assert run.result["outcome"] == "ok" and run.named("metrics_pushed")
     assert json.loads((tmp_path / "term").read_text())["exit_code"] == 0
@@ -291,3 +304,157 @@ def test_the_servers_url_comes_from_the_hubs_model(tmp_path):
         run = run_main(args, env={"JUPYTERHUB_API_TOKEN": TOKEN})
         assert run.exit_code == ExitCode.OK, run.output
         assert fake.count("GET", r"^/user/ok\.svc@example\.org/probe~1/api/status$") == 1
+
+
+# --- 8. every wait bounded: connect, headers, name resolution (issue 14) ---
+
+
+def test_headers_that_trickle_are_cut_at_the_deadline(tmp_path):
+    with FakeHub() as fake:
+        fake.fault("GET", USER_MODEL, "trickle_head", count=-1)  # a byte every 0.5 s, never a whole head
+        run, elapsed = canary(fake, tmp_path, "--deadline", "6", "--stop-timeout", "2", "--request-timeout", "30")
+        assert run.exit_code == ExitCode.HUB_UNAVAILABLE, run.output
+        assert elapsed < 6 + SLACK, f"took {elapsed:.1f}s with --deadline 6"
+        assert "no complete answer" in run.result["message"], run.result["message"]
+
+
+def test_a_stop_whose_headers_trickle_ends_with_the_stop_timeout(tmp_path):
+    with FakeHub(spawn="ready") as fake:
+        fake.fault("DELETE", SERVER, "trickle_head", count=-1)
+        run, elapsed = canary(fake, tmp_path, "--stop-timeout", "3", "--attempts", "1", "--request-timeout", "30")
+        assert run.exit_code == ExitCode.STOP_FAILED, run.output
+        assert elapsed < 3 + SLACK, f"took {elapsed:.1f}s with --stop-timeout 3"
+        fake.servers.clear()
+
+
+def test_a_sigterm_during_a_stop_whose_headers_trickle_ends_the_run_with_the_stop_timeout(tmp_path):
+    with FakeHub(spawn="ready") as fake:
+        fake.fault("GET", r"/api/status$", "signal", call=lambda: os.kill(os.getpid(), signal.SIGTERM))
+        fake.fault("DELETE", SERVER, "trickle_head", count=-1)
+        run, elapsed = canary(fake, tmp_path, "--stop-timeout", "3", "--request-timeout", "30")
+        # The stop failed: 13 wins over the interruption; the signal did not wait longer than the stop's budget.
+        assert run.exit_code == ExitCode.STOP_FAILED, run.output
+        assert run.named("signal_received")
+        assert elapsed < 3 + SLACK, f"took {elapsed:.1f}s with --stop-timeout 3"
+        fake.servers.clear()
+
+
+class BlockingResolver:
+    """A name resolution that hangs (a CoreDNS outage) until released: no DNS query is ever made."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.asked: list[str] = []
+
+    def __call__(self, host, port):
+        self.asked.append(host)
+        self.release.wait(60)
+        raise socket.gaierror(socket.EAI_AGAIN, "released by the test")
+
+
+def test_name_resolution_is_bounded_by_the_budget():
+    resolver = BlockingResolver()
+    with FakeHub() as fake:
+        client = HubClient(fake.url.replace("127.0.0.1", "localhost"), TOKEN, request_timeout=30, resolver=resolver)
+        started = time.monotonic()
+        try:
+            with pytest.raises(HubUnavailable) as failure:
+                client.version(Deadline(2))
+        finally:
+            resolver.release.set()
+            client.close()
+        elapsed = time.monotonic() - started
+    assert resolver.asked and set(resolver.asked) == {"localhost"}
+    assert elapsed < 2 + SLACK, f"took {elapsed:.1f}s with a budget of 2s"
+    assert "NameResolutionError" in str(failure.value) or "resolving" in str(failure.value), str(failure.value)
+
+
+def test_a_run_whose_name_resolution_hangs_is_20_within_the_deadline(tmp_path, monkeypatch):
+    resolver = BlockingResolver()
+    monkeypatch.setattr(transport, "system_resolver", resolver)
+    try:
+        with FakeHub() as fake:
+            args = ["--hub-url", fake.url.replace("127.0.0.1", "localhost"), "--user", "canary",
+                    "--termination-log", str(tmp_path / "term"), "--deadline", "5", "--stop-timeout", "2"]
+            started = time.monotonic()
+            run = run_main(args, env={"JUPYTERHUB_API_TOKEN": TOKEN})
+            elapsed = time.monotonic() - started
+    finally:
+        resolver.release.set()
+    assert run.exit_code == ExitCode.HUB_UNAVAILABLE, run.output
+    assert elapsed < 5 + SLACK, f"took {elapsed:.1f}s with --deadline 5"
+    assert json.loads((tmp_path / "term").read_text())["exit_code"] == 20
+    run.assert_no_secret(TOKEN)
+
+
+# --- 9. the report first, the push bounded; the kernel's websocket and DELETE within their budget (issue 14) ---
+
+
+def test_a_trickling_pushgateway_does_not_delay_the_result_or_the_exit(tmp_path):
+    with TrickleAnswer() as gateway, FakeHub(spawn="ready") as fake:
+        run, elapsed = canary(fake, tmp_path, "--deadline", "8", "--stop-timeout", "2", "--request-timeout", "30",
+                              "--pushgateway-url", f"http://127.0.0.1:{gateway.port}")
+        assert gateway.accepted == 1
+    assert run.exit_code == ExitCode.OK, run.output
+    assert elapsed < 8 + SLACK, f"took {elapsed:.1f}s with --deadline 8"
+    events = [e["event"] for e in run.events]
+    assert events.index("canary_result") < events.index("metrics_push_failed"), "the result comes first"
+    assert "abandoned" in run.named("metrics_push_failed")[0]["error"]
+    assert json.loads((tmp_path / "term").read_text())["exit_code"] == 0
+
+
+def kernel_check(fake: FakeHub, timeout: float, deadline: float) -> KernelCheck:
+    client = HubClient(fake.url, TOKEN, request_timeout=30)
+    return KernelCheck(client, "canary", f"{fake.url}user/canary/", kernel_name=None, timeout=timeout,
+                       deadline=Deadline(deadline))
+
+
+def test_a_kernel_websocket_frame_that_trickles_is_cut_at_the_kernel_timeout():
+    with FakeHub(spawn="ready") as fake:
+        fake.fault("GET", r"/channels$", "trickle", count=-1)
+        check = kernel_check(fake, timeout=3, deadline=60)
+        started = time.monotonic()
+        with pytest.raises(KernelFailed) as failure:
+            check.run()
+        elapsed = time.monotonic() - started
+        assert "within --kernel-timeout 3s" in str(failure.value), str(failure.value)
+        assert elapsed < 3 + SLACK, f"took {elapsed:.1f}s with --kernel-timeout 3"
+        assert fake.kernels == [], "the kernel was not deleted"
+
+
+def test_a_kernel_delete_that_stalls_stays_within_the_kernel_timeout_and_the_deadline(tmp_path):
+    with FakeHub(spawn="ready") as fake:
+        fake.fault("GET", r"/channels$", "trickle", count=-1)
+        fake.fault("DELETE", r"/api/kernels/", "stall", count=-1)
+        run, elapsed = canary(fake, tmp_path, "--check-kernel", "--kernel-timeout", "3", "--deadline", "6",
+                              "--stop-timeout", "2", "--request-timeout", "30")
+        assert run.exit_code == ExitCode.KERNEL_FAILED, run.output
+        assert run.result["phases_ms"]["kernel"] < (3 + LAST_LOOK + 0.5) * 1000, run.result["phases_ms"]
+        assert run.named("kernel_delete_failed")
+        assert elapsed < 6 + SLACK, f"took {elapsed:.1f}s with --deadline 6"
+        assert fake.servers == {}
+
+
+# --- 10. the token command: signals, and what it mints is its own to take back (issue 14) ---
+
+
+def test_a_sigint_during_the_mint_leaves_the_token_where_it_belongs_and_reports_130():
+    with FakeHub() as fake:
+        fake.fault("POST", r"/tokens$", "signal", call=lambda: os.kill(os.getpid(), signal.SIGINT))
+        run = run_token(["--hub-url", fake.url, "--user", "canary", "--print"], env={"JUPYTERHUB_ADMIN_TOKEN": TOKEN})
+        assert run.exit_code == ExitCode.SIGINT, run.log
+        assert run.result["outcome"] == "interrupted" and run.named("signal_received")
+        assert "Traceback" not in run.log
+        (live,) = fake.tokens.values()
+        assert run.stdout.strip() == live["token"], "the minted token is on the hub but nobody holds it"
+        assert TOKEN not in run.log and live["token"] not in run.log
+
+
+def test_a_sigterm_during_the_report_of_a_failure_is_logged_and_changes_nothing(tmp_path):
+    with signalling_pushgateway() as url, FakeHub(spawn="fail") as fake:
+        run, _ = canary(fake, tmp_path, "--attempts", "1", "--pushgateway-url", url)
+    assert run.exit_code == ExitCode.SPAWN_FAILED, run.output
+    assert run.result["exit_code"] == 10
+    (received,) = run.named("signal_received")
+    assert received["signal"] == "SIGTERM" and received["during_report"] is True
+    assert json.loads((tmp_path / "term").read_text())["exit_code"] == 10

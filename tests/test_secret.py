@@ -5,12 +5,18 @@ drop the connection) is played by the HTTPS stub of tests/k8s_stub.py."""
 
 from __future__ import annotations
 
+import json
+import ssl
+import time
+
 import pytest
 import trustme
 
 from app import secret
 from app.exit_codes import ExitCode
-from tests.runner import run_main
+from tests.fakehub import FakeHub
+from tests.runner import run_main, run_token
+from tests.tcprelay import SilentListener, TrickleRelay
 
 DEAD_HUB = ["--hub-url", "http://127.0.0.1:9/", "--user", "canary"]
 # The Secrets the reader's Role may `get` (RBAC answers 403, not 404, for any other name).
@@ -107,6 +113,7 @@ def test_custom_key(kube_access, control_plane, k8s_namespace, reader_token):
 # --- what only the stub can do: a 500, a dropped connection; and no API server at all ---
 
 SA_TOKEN = "serviceaccount-bearer-token-0123456789"
+ADMIN = "adm1nt0k3n" * 4
 
 
 @pytest.fixture
@@ -150,3 +157,101 @@ def test_no_kubeconfig_outside_a_pod(monkeypatch, tmp_path):
     run = run_main([*DEAD_HUB, "--token-secret", "canary-token"], env={})
     assert run.exit_code == ExitCode.CONFIGURATION, run.output
     assert "Kubernetes client" in run.result["message"]
+
+
+# --- every call bounded by the deadline (issue 14): a silent API, a trickling one, a strict-X.509 failure ---
+
+SLACK = 3.0  # s beyond the deadline that a run may take to notice, report and exit
+
+
+def in_cluster_at(port: int, serviceaccount, ca_pem: bytes, monkeypatch) -> None:
+    """In-cluster config pointed at 127.0.0.1:`port`, trusting `ca_pem`."""
+    serviceaccount.mkdir(parents=True, exist_ok=True)
+    for name, text in (("token", SA_TOKEN), ("namespace", "jhub")):
+        (serviceaccount / name).write_text(text)
+    (serviceaccount / "ca.crt").write_bytes(ca_pem)
+    monkeypatch.setattr(secret, "SERVICEACCOUNT_DIR", serviceaccount)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(port))
+
+
+def timed(args: list[str], env: dict[str, str] | None = None):
+    started = time.monotonic()
+    run = run_main(args, env=env or {})
+    return run, time.monotonic() - started
+
+
+def test_a_silent_kubernetes_api_is_21_within_the_deadline(monkeypatch, tmp_path):
+    with SilentListener() as silent:
+        in_cluster_at(silent.port, tmp_path / "sa", trustme.CA().cert_pem.bytes(), monkeypatch)
+        run, elapsed = timed([*DEAD_HUB, "--token-secret", "canary-token", "--deadline", "4", "--stop-timeout", "1",
+                              "--request-timeout", "30", "--termination-log", str(tmp_path / "term")])
+        assert silent.accepted >= 1, "the client never reached the silent API"
+    assert run.exit_code == ExitCode.KUBERNETES_UNAVAILABLE, run.output
+    assert elapsed < 4 + SLACK, f"took {elapsed:.1f}s with --deadline 4"
+    assert "no complete answer within the deadline" in run.result["message"], run.result["message"]
+    assert json.loads((tmp_path / "term").read_text())["exit_code"] == 21
+    run.assert_no_secret(SA_TOKEN)
+
+
+def test_the_token_commands_secret_store_is_bounded_and_takes_its_token_back(monkeypatch, tmp_path):
+    with SilentListener() as silent, FakeHub() as fake:
+        in_cluster_at(silent.port, tmp_path / "sa", trustme.CA().cert_pem.bytes(), monkeypatch)
+        started = time.monotonic()
+        run = run_token(["--hub-url", fake.url, "--user", "canary", "--secret", "canary-token", "--deadline", "4",
+                         "--request-timeout", "30"], env={"JUPYTERHUB_ADMIN_TOKEN": ADMIN})
+        elapsed = time.monotonic() - started
+        assert run.exit_code == ExitCode.KUBERNETES_UNAVAILABLE, run.log
+        assert elapsed < 4 + SLACK, f"took {elapsed:.1f}s with --deadline 4"
+        assert run.named("token_revoked") and fake.tokens == {}, "the minted token was left on the hub"
+        assert ADMIN not in run.log + run.stdout
+
+
+@pytest.mark.k8s
+def test_a_kubernetes_api_that_trickles_is_21_within_the_deadline(control_plane, k8s_namespace, reader_token,
+                                                                   tmp_path, monkeypatch):
+    control_plane.create_secret(k8s_namespace, "canary-token", {"token": "hub-token-that-must-not-leak"})
+    serviceaccount = control_plane.write_serviceaccount_dir(tmp_path / "sa", reader_token, k8s_namespace)
+    with TrickleRelay(control_plane.port) as relay:
+        in_cluster_at(relay.port, serviceaccount, control_plane.ca_file.read_bytes(), monkeypatch)
+        (serviceaccount / "token").write_text(reader_token)
+        (serviceaccount / "namespace").write_text(k8s_namespace)
+        run, elapsed = timed([*DEAD_HUB, "--token-secret", "canary-token", "--deadline", "4", "--stop-timeout", "1",
+                              "--request-timeout", "30"])
+        assert relay.accepted >= 1
+    assert run.exit_code == ExitCode.KUBERNETES_UNAVAILABLE, run.output
+    assert elapsed < 4 + SLACK, f"took {elapsed:.1f}s with --deadline 4"
+    run.assert_no_secret(reader_token, "hub-token-that-must-not-leak")
+
+
+@pytest.mark.k8s
+@pytest.mark.parametrize("relaxed", [False, True], ids=["strict", "relaxed"])
+def test_a_ca_without_key_usage_is_named_and_relaxed_x509_accepts_it(control_plane, k8s_namespace, reader_token,
+                                                                      tmp_path, monkeypatch, relaxed):
+    """The apiserver also serves (by SNI) a certificate of a CA without keyUsage, as older EKS and
+    MicroK8s clusters have: strict X.509 checks (Python 3.13's default, set explicitly by the
+    canary on every Python) reject it, with the reason; --kube-relaxed-x509 accepts it, verified."""
+    control_plane.create_secret(k8s_namespace, "canary-token", {"token": "a-token-for-a-dead-hub"})
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setattr(secret, "SERVICEACCOUNT_DIR", tmp_path / "not-in-a-pod")
+    kubeconfig = control_plane.write_no_key_usage_kubeconfig(tmp_path / "kubeconfig", reader_token, k8s_namespace)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    args = [*DEAD_HUB, "--token-secret", "canary-token", "--token-secret-namespace", k8s_namespace,
+            "--deadline", "4", "--stop-timeout", "1", "--termination-log", str(tmp_path / "term")]
+    run = run_main([*args, "--kube-relaxed-x509"] if relaxed else args, env={})
+    run.assert_no_secret(reader_token, "a-token-for-a-dead-hub")
+    if relaxed:  # the token was read; the hub at port 9 is down
+        assert run.exit_code == ExitCode.HUB_UNAVAILABLE, run.output
+        return
+    assert run.exit_code == ExitCode.KUBERNETES_UNAVAILABLE, run.output
+    message = run.result["message"]
+    assert "certificate verify failed: CA cert does not include key usage extension" in message, message
+    assert "--kube-relaxed-x509" in message
+    assert "key usage" in json.loads((tmp_path / "term").read_text())["message"]
+
+
+def test_the_kubernetes_tls_context_is_strict_on_every_python():
+    assert secret.tls_context(False).verify_flags & ssl.VERIFY_X509_STRICT
+    relaxed = secret.tls_context(True)
+    assert not relaxed.verify_flags & ssl.VERIFY_X509_STRICT
+    assert relaxed.verify_flags & ssl.VERIFY_X509_PARTIAL_CHAIN, "only the strict flag is cleared"

@@ -7,7 +7,7 @@ once TLS succeeds it answers 404 for /hub/api/, which the canary reports as a wr
 from __future__ import annotations
 
 from app.exit_codes import ExitCode
-from tests.runner import run_main
+from tests.runner import finish_process, run_main, start_process
 
 TOKEN = "tls-test-token-0123456789abcdef"
 
@@ -35,3 +35,16 @@ def test_insecure_skip_tls_verify_warns(secret_stub):
     run = canary(secret_stub.url, "--insecure-skip-tls-verify")
     assert run.named("tls_verification_disabled")[0]["level"] == "warning"
     assert "TLS" not in run.result["message"]
+
+
+def test_insecure_skip_tls_verify_writes_only_json_lines(secret_stub):
+    """urllib3's InsecureRequestWarning would be a raw line on stderr with every request: only the
+    canary's own warning is written, in the JSON log. A child process: pytest captures warnings."""
+    process = start_process(["--hub-url", secret_stub.url, "--user", "u", "--attempts", "1", "--stop-timeout", "2",
+                             "--deadline", "6", "--insecure-skip-tls-verify", "--termination-log", "/dev/null"],
+                            env={"JUPYTERHUB_API_TOKEN": TOKEN})
+    run = finish_process(process, timeout=60)  # parses every line as one JSON object
+    assert run.exit_code == ExitCode.HUB_UNAVAILABLE, run.output
+    assert "InsecureRequestWarning" not in run.output
+    assert len(run.named("tls_verification_disabled")) == 1
+    run.assert_no_secret(TOKEN)

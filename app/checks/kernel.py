@@ -3,8 +3,10 @@
 Through the proxy, with the canary's token: POST <server>/api/kernels starts a kernel, its websocket
 <server>/api/kernels/<id>/channels carries one `execute_request` (Jupyter messaging protocol 5.3) of
 `print(6*7)`, the output must be "42", then DELETE <server>/api/kernels/<id> — in a `finally:`, so a
-kernel is never left behind by a failed check. Everything runs within one deadline (--kernel-timeout);
-the DELETE has its own short budget so that it still happens after a timeout.
+kernel is never left behind by a failed check. Everything runs within one deadline (--kernel-timeout,
+itself within the run's --deadline): start and execute get CLEANUP_SHARE (app/deadline.py) less of it, so that the
+DELETE still has its share after they time out. The websocket, from its connect to its last frame,
+is watched like every request (app/transport.py): a frame that trickles cannot hold the check.
 
 websocket-client (a dependency of the kubernetes client) is imported only when the check runs. It
 would log the request headers — the token — only with `websocket.enableTrace(True)`, which is never
@@ -15,22 +17,20 @@ from __future__ import annotations
 
 import json
 import logging
-import ssl
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from app import logs
 from app.checks import Check
 from app.deadline import Deadline, elapsed_ms
 from app.errors import HubUnavailable, KernelFailed, PermissionDenied
 from app.hub import HubClient, hub_message
+from app.transport import Watchdog, tls_context
 
 CODE = "print(6*7)"
 EXPECTED = "42"
-DELETE_BUDGET = 10.0  # seconds for the DELETE, also after the check's own deadline
 PROTOCOL_VERSION = "5.3"
 
 log = logs.get_logger()
@@ -53,7 +53,8 @@ class KernelCheck:
         self.user = user
         self.server_url = server_url
         self.kernel_name = kernel_name
-        self.deadline = deadline.within(timeout)
+        self.whole = deadline.within(timeout)  # start, execute and delete
+        self.deadline = self.whole.before_cleanup()  # start and execute; the DELETE gets the rest
         self.timeout = timeout
 
     def run(self) -> dict[str, Any]:
@@ -122,7 +123,7 @@ class KernelCheck:
     def delete(self, kernel_id: str) -> None:
         """Delete the kernel; a failure is only logged: stopping the server ends the kernel anyway."""
         try:
-            response = self.client.request("DELETE", self._kernels_url(kernel_id), Deadline(DELETE_BUDGET))
+            response = self.client.request("DELETE", self._kernels_url(kernel_id), self.whole)
         except HubUnavailable as exc:
             log.warning("kernel_delete_failed", kernel_id=kernel_id, message=str(exc))
             return
@@ -139,14 +140,6 @@ class KernelCheck:
         url = self._kernels_url(kernel_id) + "/channels"
         return "ws" + url.removeprefix("http")  # http -> ws, https -> wss
 
-    def _sslopt(self) -> dict[str, Any]:
-        verify = self.client.verify
-        if verify is False:
-            return {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
-        if isinstance(verify, str):
-            return {"ca_certs": verify}
-        return {}
-
     def execute(self, kernel_id: str) -> dict[str, Any]:
         outcome = self.run_code(kernel_id, CODE)
         text = outcome["output"]
@@ -162,32 +155,48 @@ class KernelCheck:
         import websocket  # websocket-client: only when the check runs (start-up time)
 
         logging.getLogger("websocket").setLevel(logging.WARNING)
-        started = time.monotonic()
+        clock = self.deadline.clock
+        started = clock()
         session = uuid.uuid4().hex
-        try:
-            connection = websocket.create_connection(
-                self._websocket_url(kernel_id),
-                # The session's own headers: the token is not copied anywhere else.
-                header=[f"{name}: {self.client.session.headers[name]}" for name in ("Authorization", "User-Agent")],
-                timeout=max(0.5, self.deadline.remaining()),
-                sslopt=self._sslopt(),
-                # No Origin header: a non-browser client, and a proxy may rewrite the Host header.
-                suppress_origin=True,
-            )
-        except websocket.WebSocketBadStatusException as exc:
-            raise KernelFailed(f"the kernel's websocket was refused: HTTP {exc.status_code}") from None
-        except (OSError, websocket.WebSocketException) as exc:
-            raise KernelFailed(f"the kernel's websocket could not be opened: {type(exc).__name__}: {exc}") from None
-        try:
-            msg_id = uuid.uuid4().hex
-            connection.send(json.dumps(execute_request(msg_id, session, code)))
-            outcome = self._collect(connection, msg_id, websocket)
-        finally:
-            connection.close()
-        outcome["execute_ms"] = elapsed_ms(started)
+        url = self._websocket_url(kernel_id)
+        parts = urlsplit(url)
+        with self.client.watchdog(self.deadline) as watchdog:
+            try:
+                # Our own socket, watched from name resolution on (websocket-client's connect is not).
+                sock = watchdog.connect(
+                    parts.hostname or "", parts.port or (443 if parts.scheme == "wss" else 80),
+                    self.client.request_timeout,
+                )
+                if parts.scheme == "wss":
+                    sock = tls_context(self.client.verify).wrap_socket(sock, server_hostname=parts.hostname)
+                connection = websocket.create_connection(
+                    url,
+                    socket=sock,
+                    # The session's own headers: the token is not copied anywhere else.
+                    header=[f"{name}: {self.client.session.headers[name]}" for name in ("Authorization", "User-Agent")],
+                    timeout=self.deadline.for_wait(),
+                    # No Origin header: a non-browser client, and a proxy may rewrite the Host header.
+                    suppress_origin=True,
+                )
+            except websocket.WebSocketBadStatusException as exc:
+                raise KernelFailed(f"the kernel's websocket was refused: HTTP {exc.status_code}") from None
+            except (OSError, websocket.WebSocketException) as exc:
+                if watchdog.fired:
+                    raise self._too_slow("(no websocket)") from None
+                raise KernelFailed(f"the kernel's websocket could not be opened: {type(exc).__name__}: {exc}") from None
+            try:
+                msg_id = uuid.uuid4().hex
+                connection.send(json.dumps(execute_request(msg_id, session, code)))
+                outcome = self._collect(connection, msg_id, websocket, watchdog)
+            finally:
+                connection.close()
+        outcome["execute_ms"] = elapsed_ms(started, clock)
         return outcome
 
-    def _collect(self, connection: Any, msg_id: str, websocket: Any) -> dict[str, Any]:
+    def _too_slow(self, what: str) -> KernelFailed:
+        return KernelFailed(f"the kernel did not run {CODE!r} within --kernel-timeout {self.timeout:g}s {what}")
+
+    def _collect(self, connection: Any, msg_id: str, websocket: Any, watchdog: Watchdog) -> dict[str, Any]:
         """Read the kernel's messages for our request until it has replied and gone idle again."""
         output: list[str] = []
         error: str | None = None
@@ -195,17 +204,16 @@ class KernelCheck:
         replied = idle = False
         while not (replied and idle):
             remaining = self.deadline.remaining()
-            if remaining <= 0:
-                raise KernelFailed(
-                    f"the kernel did not run {CODE!r} within --kernel-timeout {self.timeout:g}s"
-                    + (" (no reply)" if not replied else " (no idle status)")
-                )
+            if remaining <= 0 or watchdog.fired:
+                raise self._too_slow("(no reply)" if not replied else "(no idle status)")
             connection.settimeout(remaining)
             try:
                 raw = connection.recv()
             except websocket.WebSocketTimeoutException:
                 continue  # the loop's deadline check reports it
             except (OSError, websocket.WebSocketException) as exc:
+                if watchdog.fired:  # the budget cut it (a frame that trickled): the loop reports it
+                    continue
                 raise KernelFailed(f"the kernel's websocket closed: {type(exc).__name__}: {exc}") from None
             if not isinstance(raw, str) or not raw:
                 continue

@@ -26,8 +26,8 @@ from urllib.parse import quote
 
 from app import logs
 from app.checks import Check
-from app.checks.kernel import DELETE_BUDGET, KernelCheck
-from app.deadline import Deadline, elapsed_ms
+from app.checks.kernel import KernelCheck
+from app.deadline import elapsed_ms
 from app.errors import HubUnavailable, KernelFailed, NotebookFailed
 
 TRACEBACK_LINES = 20  # the traceback's last lines in the result
@@ -145,8 +145,8 @@ class NotebookRun(Check):
         """Interrupt the cell still running (the DELETE follows): a kernel's shutdown can wait for it otherwise."""
         url = kernel.server_url + f"api/kernels/{quote(kernel_id, safe='')}/interrupt"
         try:
-            # Interrupting twice does no harm: safe to resend.
-            response = self.server.client.request("POST", url, Deadline(DELETE_BUDGET), idempotent=True)
+            # Interrupting twice does no harm: safe to resend. Out of the share kept for the DELETE.
+            response = self.server.client.request("POST", url, kernel.whole.within(kernel.whole.remaining() / 2), idempotent=True)
         except HubUnavailable as exc:
             log.warning("kernel_interrupt_failed", kernel_id=kernel_id, message=str(exc))
             return

@@ -3,8 +3,9 @@
 Through the server's contents API (jupyter_server's, the one JupyterLab saves with): PUT
 api/contents/<dir>/jupyterhub-canary-<random>.txt with random text, GET it back and compare, DELETE
 it. The DELETE runs in a `finally:` with signals held off, so the file goes whatever happened, as long
-as the server answers. Each request is bounded by --request-timeout and the run's budget: a save that
-hangs (an NFS server that stopped answering) is cut by the transport's watchdog and is `timeout`.
+as the server answers. Each request is bounded by --request-timeout and the run's budget, of which
+the save and the read-back leave CLEANUP_SHARE (app/deadline.py) to the DELETE: a save that hangs (an
+NFS server that stopped answering) is cut by the transport's watchdog and is `timeout`.
 
 The server says why a save failed in its own words; jupyter_server answers 500 "Unexpected error
 while saving file: <path> [Errno 28] No space left on device" for a full disk, 403 "Permission
@@ -29,7 +30,6 @@ from app.errors import HubUnavailable, StorageFailed
 from app.hub import hub_message
 
 FILE_PREFIX = "jupyterhub-canary-"
-DELETE_BUDGET = 10.0  # seconds for the DELETE, also after the check's own budget is spent
 
 # The server's words -> cause; the first that matches wins. Errno numbers are Linux's.
 CAUSES: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -73,7 +73,8 @@ class Storage(Check):
             raise left
 
     def _budget(self) -> Deadline:
-        return self.server.deadline.within(self.config.request_timeout)
+        """One request of the save or the read-back: --request-timeout, leaving the DELETE its share."""
+        return self.server.deadline.before_cleanup().within(self.config.request_timeout)
 
     def _send(self, doing: str, method: str, api_path: str, deadline: Deadline, **kwargs: Any) -> requests.Response:
         try:
@@ -129,7 +130,7 @@ class Storage(Check):
         """
         doing = f"deleting {path!r}"
         try:
-            response = self._send(doing, "DELETE", api_path, Deadline(DELETE_BUDGET))
+            response = self._send(doing, "DELETE", api_path, self.server.deadline.within(self.config.request_timeout))
         except StorageFailed as exc:
             failure = exc
         else:

@@ -53,6 +53,10 @@ containers:
         value: {{ .Values.token.key | quote }}
       - name: CANARY_TOKEN_SECRET_NAMESPACE
         value: {{ include "canary.tokenSecretNamespace" . | quote }}
+      {{- if .Values.token.kubeRelaxedX509 }}
+      - name: CANARY_KUBE_RELAXED_X509
+        value: "true"
+      {{- end }}
       {{- else }}
       - name: CANARY_TOKEN_FILE
         value: {{ printf "/etc/jupyterhub-canary/token/%s" .Values.token.key | quote }}

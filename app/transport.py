@@ -1,0 +1,532 @@
+"""How a request survives the network, apart from what the remote's answers mean (app/hub.py).
+
+- A budget (a `Deadline`) bounds every request as a whole: name resolution, connect, response
+  headers, body and streams. A per-read timeout is not a budget (a peer that trickles bytes or
+  sends keepalives resets it for ever), so a `Watchdog` shuts the request's connections down when
+  the budget runs out; a read blocked in any frame then returns at once, and `fired` tells that the
+  budget, not the peer, ended it. Name resolution (`getaddrinfo`, which no socket timeout covers)
+  runs in a thread that is waited for only as long as the budget lasts.
+- Any network fault (refused, reset, cut mid-chunk, a body cut short, a stall) is a transport
+  failure: retried while the budget lasts when it is safe, else `Unavailable` - never a crash.
+- What is safe to send again: GET, HEAD, PUT and DELETE always; a POST (it mints, starts or
+  creates something) only when it certainly did not reach the peer (no connection was made, the
+  peer answered 429). After any other fault a POST's outcome is unknown (`OutcomeUnknown`):
+  `post_once` asks the caller to find out what happened before it sends again.
+- 429 honours Retry-After; 502/503/504 and transport faults back off exponentially with jitter.
+
+The same watchdog bounds the Kubernetes client's requests (`watch_pools`, app/secret.py) and the
+kernel's websocket (`Watchdog.connect`, app/checks/kernel.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import http.client
+import os
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import requests
+import requests.adapters
+import tenacity
+import urllib3.connection
+import urllib3.connectionpool
+import urllib3.exceptions
+
+from app import logs
+from app.deadline import Deadline
+from app.errors import HubUnavailable
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# Methods whose repetition does no harm: sending them again after any fault is safe.
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# Whatever the transport raises when a connection fails, is cut or stalls: requests wraps most of
+# it, but a body read can surface urllib3's or http.client's own errors, or a bare OSError.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    requests.RequestException,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    OSError,
+)
+MAX_TRIES = 5
+MAX_RESENDS = 3  # a POST whose outcome was unknown and found not to have happened, sent again
+
+# socket.getaddrinfo's shape, for (host, port): an injectable seam (tests block it locally).
+Resolver = Callable[[str, int], list[tuple[Any, ...]]]
+
+log = logs.get_logger()
+T = TypeVar("T")
+
+
+def system_resolver(host: str, port: int) -> list[tuple[Any, ...]]:
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
+class OutcomeUnknown(HubUnavailable):
+    """A request that must not be sent twice failed in a way that does not tell whether it took effect."""
+
+
+class ResolutionTimeout(OSError):
+    """Name resolution did not finish within the budget (a DNS outage: getaddrinfo may hang)."""
+
+
+def retry_after_seconds(response: requests.Response) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date), if any."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """The connection was never made (refused, no route, no name, connect timeout): nothing reached the peer."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    # urllib3's NewConnectionError and NameResolutionError are ConnectTimeoutErrors too.
+    return isinstance(exc, requests.ConnectionError) and isinstance(reason, urllib3.exceptions.ConnectTimeoutError)
+
+
+# --- the watchdog ---
+
+_current = threading.local()  # the watchdog of the request this thread is making, if any
+
+
+def _current_watchdog() -> Watchdog | None:
+    return getattr(_current, "watchdog", None)
+
+
+class Watchdog:
+    """Bounds one request (or one websocket) by its budget, from name resolution to the body's last byte.
+
+    Its timer runs while it is entered; while it is also `active()`, every connection this thread
+    opens or reuses through a watched pool (`watch_pools`) is registered with it. When the budget
+    runs out, each is shut down. It keeps a duplicate of each socket's descriptor: shutting that
+    down ends the connection even after TLS has wrapped (and detached) the socket it was made from,
+    and never touches a descriptor number that was closed and reused.
+    """
+
+    def __init__(self, deadline: Deadline, resolver: Resolver | None = None):
+        self.deadline = deadline
+        self.fired = False
+        self._resolver = resolver or system_resolver
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._timer = threading.Timer(deadline.for_wait(), self.cut)
+        self._timer.daemon = True
+
+    def __enter__(self) -> Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            sock.close()
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """The connections this thread opens or reuses in the block (through `watch_pools`) are watched."""
+        outer = _current_watchdog()
+        _current.watchdog = self
+        try:
+            yield
+        finally:
+            _current.watchdog = outer
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shut `sock`'s connection down when the budget runs out (at once if it has)."""
+        try:
+            duplicate = socket.socket(fileno=os.dup(sock.fileno()))
+        except OSError:
+            return  # closed already
+        with self._lock:
+            self._sockets.append(duplicate)
+            fired = self.fired
+        if fired:
+            _shutdown(duplicate)
+
+    def cut(self) -> None:
+        """Shut every watched connection down now: at the budget's end, or when its owner ends a stream early."""
+        with self._lock:
+            self.fired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+    def resolve(self, host: str, port: int) -> list[tuple[Any, ...]]:
+        """getaddrinfo, waited for only while the budget lasts (a thread left behind ends on its own)."""
+        found: list[list[tuple[Any, ...]]] = []
+        failed: list[BaseException] = []
+
+        def look_up() -> None:
+            try:
+                found.append(self._resolver(host, port))
+            except Exception as exc:  # noqa: BLE001 - handed to the waiting thread
+                failed.append(exc)
+
+        thread = threading.Thread(target=look_up, name="resolve", daemon=True)
+        thread.start()
+        thread.join(0.0 if self.fired else self.deadline.for_wait())
+        if failed:
+            raise failed[0]
+        if not found:
+            raise ResolutionTimeout(f"resolving {host!r} took longer than the budget ({self.deadline.seconds:g}s)")
+        return found[0]
+
+    def connect(self, host: str, port: int, timeout: float) -> socket.socket:
+        """A watched TCP connection to host:port (the websocket's, which no pool makes)."""
+        last: OSError | None = None
+        for family, kind, proto, _, address in self.resolve(host, port):
+            if self.fired:
+                break
+            sock = socket.socket(family, kind, proto)
+            self.watch(sock)
+            sock.settimeout(min(timeout, self.deadline.for_wait()))
+            try:
+                sock.connect(address)
+                return sock
+            except OSError as exc:
+                sock.close()
+                last = exc
+        raise last or TimeoutError(f"no connection to {host}:{port} within the budget")
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class _Watched:
+    """Mixed into urllib3's connection classes: the thread's current watchdog (if any) bounds name
+    resolution and connecting, and sees each socket, new or kept alive."""
+
+    _dns_host: str
+    port: int
+    host: str
+    sock: socket.socket | None
+
+    def _new_conn(self) -> socket.socket:
+        watchdog = _current_watchdog()
+        if watchdog is None:
+            return super()._new_conn()  # type: ignore[misc]
+        if watchdog.fired:
+            raise urllib3.exceptions.ConnectTimeoutError(self, f"no time left to connect to {self.host}")
+        name = self._dns_host
+        try:
+            addresses = watchdog.resolve(name, self.port)
+        except OSError as exc:
+            raise urllib3.exceptions.NameResolutionError(self.host, self, socket.gaierror(str(exc))) from exc  # type: ignore[arg-type]
+        last: urllib3.exceptions.ConnectTimeoutError | None = None
+        try:
+            for *_, address in addresses:
+                self._dns_host = address[0]  # a numeric address: urllib3's own getaddrinfo returns at once
+                try:
+                    sock: socket.socket = super()._new_conn()  # type: ignore[misc]
+                except urllib3.exceptions.ConnectTimeoutError as exc:
+                    last = exc
+                    if watchdog.fired:
+                        break
+                    continue
+                watchdog.watch(sock)
+                return sock
+        finally:
+            self._dns_host = name
+        raise last or urllib3.exceptions.ConnectTimeoutError(self, f"no time left to connect to {self.host}")
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        watchdog = _current_watchdog()
+        if watchdog is not None and self.sock is not None:  # a kept-alive connection
+            watchdog.watch(self.sock)
+        return super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _HTTPConnection(_Watched, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Watched, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _HTTPConnectionPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSConnectionPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+def watch_pools(manager: urllib3.PoolManager) -> urllib3.PoolManager:
+    """Make `manager`'s connections visible to the watchdog (requests', the kubernetes client's)."""
+    manager.pool_classes_by_scheme = {"http": _HTTPConnectionPool, "https": _HTTPSConnectionPool}  # type: ignore[assignment]
+    return manager
+
+
+class _WatchedAdapter(requests.adapters.HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        watch_pools(self.poolmanager)
+
+    def proxy_manager_for(self, *args: Any, **kwargs: Any) -> Any:
+        return watch_pools(super().proxy_manager_for(*args, **kwargs))
+
+
+def tls_context(verify: bool | str) -> ssl.SSLContext:
+    """The TLS settings of `verify` (requests' meaning) for a connection no pool makes (the websocket)."""
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    if isinstance(verify, str):
+        return ssl.create_default_context(cafile=verify)
+    import certifi  # requests' own default bundle
+
+    return ssl.create_default_context(cafile=os.environ.get("REQUESTS_CA_BUNDLE") or certifi.where())
+
+
+# --- requests: retried while transient and safe, bounded by a budget ---
+
+
+class Transport:
+    """A `requests` session whose every request is bounded by a budget and retried by the rules above."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        request_timeout: float,
+        verify: bool | str = True,
+        sleep: Callable[[float], None] = time.sleep,
+        resolver: Resolver | None = None,
+    ):
+        self.base_url = base_url
+        self.request_timeout = request_timeout
+        self.resolver = resolver
+        self._sleep = sleep
+        self.session = requests.Session()
+        adapter = _WatchedAdapter()
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        # Given with every request: a session-wide setting loses to REQUESTS_CA_BUNDLE in the environment.
+        self.verify = verify
+
+    def close(self) -> None:
+        self.session.close()
+
+    def watchdog(self, deadline: Deadline) -> Watchdog:
+        return Watchdog(deadline, self.resolver)
+
+    def describe(self, response: requests.Response) -> str:
+        """An error answer in a few words (the dialect, app/hub.py, knows better)."""
+        try:
+            text = " ".join(response.text.split())
+        except TRANSPORT_ERRORS:
+            text = ""
+        return text[:200] or response.reason or ""
+
+    def _wait(self, deadline: Deadline) -> Callable[[tenacity.RetryCallState], float]:
+        backoff = tenacity.wait_exponential_jitter(multiplier=0.5, max=8, jitter=0.5)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            seconds = backoff(state)
+            outcome = state.outcome
+            if outcome is not None and not outcome.failed:
+                retry_after = retry_after_seconds(outcome.result())
+                if retry_after is not None:
+                    seconds = retry_after
+            return min(seconds, deadline.remaining())
+
+        return wait
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        deadline: Deadline,
+        *,
+        stream: bool = False,
+        idempotent: bool | None = None,
+        tries: int | None = MAX_TRIES,
+        watchdog: Watchdog | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """One request, retried while transient and safe to resend. Returns the last answer, whatever its status.
+
+        Name resolution, connect, headers and the body are read within `deadline`; with `stream` the
+        caller reads the body, bounded by the `watchdog` it passes (see `streaming`). `idempotent`
+        defaults by method (see IDEMPOTENT); `tries=None` retries until the deadline. Raises
+        HubUnavailable when the peer could not be reached, or still answered a transient status,
+        after the retries or at the deadline; OutcomeUnknown when a request that is not idempotent
+        may or may not have taken effect.
+        """
+        if watchdog is None:
+            with self.watchdog(deadline) as own:
+                return self.request(
+                    method, url, deadline, stream=stream, idempotent=idempotent, tries=tries, watchdog=own, **kwargs
+                )
+        resend_safe = method.upper() in IDEMPOTENT if idempotent is None else idempotent
+
+        faults: list[BaseException] = []  # each try's, for the answer when the budget ran out between tries
+
+        def send() -> requests.Response:
+            if watchdog.fired and faults:
+                raise faults[-1]  # no new try on a spent budget: the last fault is the answer
+            timeout = deadline.for_wait(self.request_timeout)
+            try:
+                with watchdog.active():
+                    response = self.session.request(
+                        method, url, timeout=timeout, stream=True, allow_redirects=False, verify=self.verify, **kwargs
+                    )
+                if not stream:
+                    try:
+                        response.content  # noqa: B018 - reads the body, within the budget
+                    except TRANSPORT_ERRORS:
+                        response.close()
+                        raise
+            except TRANSPORT_ERRORS as exc:
+                if watchdog.fired and faults and _never_sent(exc):
+                    raise faults[-1] from None  # cut before it was sent: the last try's fault is the answer
+                if watchdog.fired and not isinstance(exc, requests.exceptions.SSLError):
+                    # The budget, not the peer, ended it; the peer's last fault still says something.
+                    text = f"no complete answer within {deadline.seconds:g}s ({_fault(exc)})"
+                    cut = (requests.exceptions.ConnectTimeout if _never_sent(exc) else requests.Timeout)(text)
+                    faults.append(cut)
+                    raise cut from None
+                faults.append(exc)
+                raise
+            return response
+
+        def retry(state: tenacity.RetryCallState) -> bool:
+            outcome = state.outcome
+            assert outcome is not None
+            if outcome.failed:
+                exc = outcome.exception()
+                tls = isinstance(exc, requests.exceptions.SSLError)
+                return isinstance(exc, TRANSPORT_ERRORS) and not tls and (resend_safe or _never_sent(exc))
+            status = outcome.result().status_code
+            return status in RETRY_STATUSES and (resend_safe or status == 429)
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            log.warning(
+                "request_retry",
+                method=method,
+                path=self._path(url),
+                answer=_answer(state.outcome),
+                try_number=state.attempt_number,
+                wait_s=round(state.upcoming_sleep, 2),
+            )
+
+        # No try that would begin with the budget spent (the wait is cut to what is left): the
+        # watchdog would only end it, and hide the last real fault.
+        stop = tenacity.stop_before_delay(deadline.remaining()) | _spent_after_wait(deadline)
+        if tries is not None:
+            stop = stop | tenacity.stop_after_attempt(tries)
+        retrying = tenacity.Retrying(
+            retry=retry,
+            wait=self._wait(deadline),
+            stop=stop,
+            sleep=self._sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+            # The last answer when the tries are spent, to be judged below like any other.
+            retry_error_callback=lambda state: state.outcome.result(),
+        )
+        try:
+            response = retrying(send)
+        except requests.exceptions.SSLError:
+            # Not transient: the certificate will not change on its own. The text names the cause.
+            raise self._unavailable(
+                method, url, "TLS verification failed (set --ca-bundle to the hub's CA, or fix its certificate)"
+            ) from None
+        except TRANSPORT_ERRORS as exc:
+            tries_made = retrying.statistics.get("attempt_number", 1)
+            answer = f"{_fault(exc)} after {tries_made} tr{'y' if tries_made == 1 else 'ies'}"
+            if isinstance(exc, requests.Timeout) and watchdog.fired:
+                answer = f"{exc}, {answer}"
+            if not resend_safe and not _never_sent(exc):
+                raise self._unavailable(method, url, answer, OutcomeUnknown) from None
+            raise self._unavailable(method, url, answer) from None
+        if response.status_code in RETRY_STATUSES:
+            answer = f"HTTP {response.status_code} {self.describe(response)}"
+            if not resend_safe and response.status_code != 429:
+                raise self._unavailable(method, url, answer, OutcomeUnknown)
+            raise self._unavailable(method, url, answer)
+        return response
+
+    @contextlib.contextmanager
+    def streaming(self, method: str, url: str, deadline: Deadline, **kwargs: Any) -> Iterator[tuple[requests.Response, Watchdog]]:
+        """A request whose body the caller reads in the block, all of it bounded by `deadline`."""
+        with self.watchdog(deadline) as watchdog:
+            response = self.request(method, url, deadline, stream=True, watchdog=watchdog, **kwargs)
+            with response:
+                yield response, watchdog
+
+    def _path(self, url: str) -> str:
+        return "/" + url.removeprefix(self.base_url)
+
+    def _unavailable(
+        self, method: str, url: str, answer: str, kind: type[HubUnavailable] = HubUnavailable
+    ) -> HubUnavailable:
+        return kind(f"{method} {self._path(url)}: {answer}")
+
+    def post_once(
+        self, url: str, deadline: Deadline, *, find_outcome: Callable[[], T | None], **kwargs: Any
+    ) -> requests.Response | T:
+        """POST something that must not happen twice (a token, a server, a kernel).
+
+        When its outcome is unknown, `find_outcome()` asks the peer what happened: it returns what the
+        lost request made (the POST is not sent again), or None when it made nothing (or the caller
+        undid it), and only then is the POST sent again.
+        """
+        for resend in range(MAX_RESENDS + 1):
+            try:
+                return self.request("POST", url, deadline, idempotent=False, **kwargs)
+            except OutcomeUnknown as exc:
+                log.warning("request_outcome_unknown", method="POST", path=self._path(url), message=str(exc))
+                found = find_outcome()
+                if found is not None:
+                    log.info("request_outcome_found", method="POST", path=self._path(url), took_effect=True)
+                    return found
+                if deadline.expired() or resend == MAX_RESENDS:
+                    raise
+                log.info("request_resent", method="POST", path=self._path(url), took_effect=False)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _spent_after_wait(deadline: Deadline) -> Callable[[tenacity.RetryCallState], bool]:
+    def spent(state: tenacity.RetryCallState) -> bool:
+        return deadline.remaining() - state.upcoming_sleep <= 0
+
+    return spent
+
+
+def _fault(exc: BaseException) -> str:
+    """A transport fault's type, with urllib3's reason inside requests' ConnectionError (refused, no name, ...)."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return f"{type(exc).__name__} ({type(reason).__name__})" if isinstance(reason, BaseException) else type(exc).__name__
+
+
+def _answer(outcome: Any) -> str:
+    """A retried try's outcome in a few words: the exception's type or the HTTP status."""
+    if outcome.failed:
+        return type(outcome.exception()).__name__
+    return f"HTTP {outcome.result().status_code}"
