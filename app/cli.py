@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from app import __version__, logs, termination
+from app import __version__, lease, logs, termination
 from app.config import (
     ADMIN_TOKEN_ENV,
     RUN_OPTIONS,
@@ -203,7 +203,10 @@ def _run(config: Config, started: float) -> int:
                 canary = Canary(
                     config, client, shield=guard.shield, interrupted=guard.raise_if_received, deadline=deadline
                 )
-                canary.run()
+                # One run of the probe at a time (app/lease.py); without --lease only the server's age tells.
+                with lease.held(config.lease, config.lease_namespace, duration_s=lease.lease_seconds(
+                        config.deadline, config.stop_timeout), request_timeout=config.request_timeout):
+                    canary.run()
             guard.raise_if_received()
         except Interrupted as exc:
             log.warning("signal_received", signal=signal.Signals(exc.signum).name, during_cleanup=guard.during_cleanup)

@@ -11,6 +11,7 @@ class ExitCode(IntEnum):
     SERVER_UNREACHABLE = 12
     STOP_FAILED = 13
     KERNEL_FAILED = 14
+    CONCURRENT_RUN = 18
     HUB_UNAVAILABLE = 20
     KUBERNETES_UNAVAILABLE = 21
     PERMISSION = 77
@@ -27,6 +28,7 @@ MEANING = {
     ExitCode.SERVER_UNREACHABLE: "server unreachable (ready per the hub, but api/status failed)",
     ExitCode.STOP_FAILED: "stop failed: server left running",
     ExitCode.KERNEL_FAILED: "kernel failed: no kernel started, or it did not run the test code (--check-kernel)",
+    ExitCode.CONCURRENT_RUN: "another live run of this probe holds its lease or its server: nothing was touched",
     ExitCode.HUB_UNAVAILABLE: "hub unavailable (connection errors, 5xx, 429 after retries)",
     ExitCode.KUBERNETES_UNAVAILABLE: "Kubernetes API unreachable while reading the token Secret",
     ExitCode.PERMISSION: "permission: token rejected by the hub, or Kubernetes forbids reading the Secret",

@@ -12,6 +12,7 @@ what was asked for (the token with --print, the manifest with --dry-run).
 from __future__ import annotations
 
 import sys
+import uuid
 from typing import Any, TextIO
 
 from app import __version__, logs
@@ -53,6 +54,10 @@ class TokenCommand:
         self.out = out or sys.stdout
         self.deadline = Deadline(BUDGET)
         self.client: HubClient | None = None
+        # The minted token's note: --note and an id unique to this run. It is what proves a token to
+        # be this run's when a mint's answer is lost (a concurrent mint or rotate has another one).
+        self.run_id = uuid.uuid4().hex[:12]
+        self.note = f"{config.note} {self.run_id}"
 
     # --- the two actions ---
 
@@ -142,7 +147,7 @@ class TokenCommand:
 
     def mint(self, scopes: list[str] | None) -> dict[str, Any]:
         assert self.client is not None
-        body: dict[str, Any] = {"note": self.config.note}
+        body: dict[str, Any] = {"note": self.note}
         if scopes is not None:
             body["scopes"] = scopes
         if self.config.expires_in:
@@ -172,6 +177,7 @@ class TokenCommand:
             ANNOTATION + "user": self.user,
             ANNOTATION + "hub-url": self.config.hub_url,
             ANNOTATION + "token-id": str(minted.get("id") or ""),
+            ANNOTATION + "token-note": self.note,
             ANNOTATION + "expires-at": str(minted.get("expires_at") or "never"),
             ANNOTATION + "written-by": f"jupyterhub-canary {__version__}",
         }

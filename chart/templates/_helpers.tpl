@@ -243,6 +243,7 @@ tests/test_chart.py and tests/test_alerts.py check it against the CLI's table.
   [12, "server unreachable (ready per the hub, but api/status failed)"],
   [13, "stop failed: server left running"],
   [14, "kernel failed: no kernel started, or it did not run the test code (--check-kernel)"],
+  [18, "another live run of this probe holds its lease or its server: nothing was touched"],
   [20, "hub unavailable (connection errors, 5xx, 429 after retries)"],
   [21, "Kubernetes API unreachable while reading the token Secret"],
   [77, "permission: token rejected by the hub, or Kubernetes forbids reading the Secret"],
