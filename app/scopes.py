@@ -9,6 +9,9 @@ name is empty: `server=USER/`), `group=NAME` or a bare `user` (the token owner's
 Implications follow JupyterHub's scope hierarchy (its scopes.py): the hub answers the expanded
 scopes already, the hierarchy here only makes the check independent of that. A group filter cannot
 be judged without the user's groups: it is given the benefit of the doubt (logged, never a failure).
+
+The server is read from the user model, which shows `servers` only with `read:servers` on the user:
+`read:servers!server=USER/` is not enough (seen on JupyterHub 6.1), the other three may be per server.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 # What each scope implies (JupyterHub 4-6; `start:servers` exists from 6, before it `servers` starts).
+# Needed for the whole user: a server filter does not cover them.
+USER_WIDE = frozenset({"read:servers"})
 IMPLIES: dict[str, tuple[str, ...]] = {
     "admin:servers": ("admin:server_state", "servers"),
     "servers": ("read:servers", "start:servers", "delete:servers"),
@@ -67,7 +72,8 @@ def missing(
         name, _, scope_filter = str(scope).partition("!")
         coverage = _covers(scope_filter, owner, user, server_name)
         for implied in _expand(name):
-            granted.setdefault(implied, []).append(coverage)
+            per_server = scope_filter.startswith("server=")
+            granted.setdefault(implied, []).append(False if per_server and implied in USER_WIDE else coverage)
     lacking, uncertain = [], []
     for need in needs:
         coverage = granted.get(need, [])

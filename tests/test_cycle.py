@@ -292,3 +292,46 @@ def test_a_server_that_cannot_be_stopped_is_13_and_ends_the_run(hub_202, hub_use
     finally:
         hub_202.stop_all_servers(user)
     assert_nothing_running(hub_202, user)
+
+
+# --- the token's scopes: checked before anything is started ---
+
+
+@pytest.mark.parametrize(
+    ("granted", "lacking"),
+    [
+        # The token: it could start, stop and reach the server, but not see it.
+        (["start:servers", "delete:servers", "access:servers", "read:users"], "read:servers"),
+        (["servers", "read:users"], "access:servers"),
+        (["read:servers", "access:servers"], "start:servers"),
+    ],
+    ids=["no-read", "no-access", "no-start"],
+)
+def test_a_token_that_cannot_see_start_stop_or_reach_the_server_is_77_before_anything(
+    hub, hub_user, tmp_path, granted, lacking
+):
+    user = hub_user()
+    hub.create_user(user)
+    if int(hub.version.split(".")[0]) < 6:
+        granted = [{"start:servers": "servers"}.get(s, s) for s in granted]
+        lacking = {"start:servers": "servers"}.get(lacking, lacking)
+    token = hub.new_token(user, scopes=[f"{scope}!user={user}" for scope in granted])
+    run = canary(hub, user, token, tmp_path)
+    assert run.exit_code == ExitCode.PERMISSION, run.output
+    assert f"{lacking}!user={user}" in run.result["message"], run.result["message"]
+    assert not run.named("spawn_requested") and run.result["attempts"] == 1
+    assert_nothing_running(hub, user)
+
+
+def test_scopes_through_a_server_filter_are_enough_but_reading_needs_the_user(hub, hub_user, tmp_path):
+    user = hub_user()
+    hub.create_user(user)
+    per_server = [f"servers!server={user}/", f"access:servers!server={user}/"]
+    run = canary(hub, user, hub.new_token(user, scopes=per_server), tmp_path)
+    # The hub leaves `servers` out of the user model without read:servers on the user.
+    assert run.exit_code == ExitCode.PERMISSION and f"read:servers!user={user}" in run.result["message"], run.output
+    assert not run.named("spawn_requested")
+    scopes = [*per_server, f"read:servers!user={user}"]
+    run = canary(hub, user, hub.new_token(user, scopes=scopes), tmp_path)
+    assert run.exit_code == ExitCode.OK, run.output
+    assert_nothing_running(hub, user)
