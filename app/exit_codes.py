@@ -37,5 +37,6 @@ MEANING = {
     ExitCode.SIGTERM: "interrupted by SIGTERM, after cleanup",
 }
 
-# Failures that say nothing about the hub's health: re-running the Job cannot fix them.
-NOT_RETRYABLE = (ExitCode.PERMISSION, ExitCode.CONFIGURATION)
+# Failures that say nothing about the hub's health: re-running the Job cannot fix them (another pod
+# beside a live run of the probe would only find it again).
+NOT_RETRYABLE = (ExitCode.CONCURRENT_RUN, ExitCode.PERMISSION, ExitCode.CONFIGURATION)

@@ -3,6 +3,9 @@
 tests/golden/*.yaml were rendered by helm from main's chart (commit 524de0c) before `probes` existed;
 each value set below must still render byte for byte the same. `--skip-tests` leaves out the
 `helm test` hook Pod, which is new and deliberately rendered for every install.
+
+Changed on purpose since (regenerated with render_text): issue 14 — the probe's Lease (its variables
+and the Role's rules for leases) and exit code 18 (podFailurePolicy, the alerts' exit-code tables).
 """
 
 from __future__ import annotations

@@ -52,6 +52,12 @@ containers:
         value: {{ .Values.token.key | quote }}
       - name: CANARY_TOKEN_SECRET_NAMESPACE
         value: {{ include "canary.tokenSecretNamespace" . | quote }}
+      # One run of the probe at a time (the CronJob's, `helm test`, a Job made from the CronJob): a
+      # second one exits 18 without touching the first's server.
+      - name: CANARY_LEASE
+        value: {{ $probe.cronjobName | quote }}
+      - name: CANARY_LEASE_NAMESPACE
+        value: {{ .Release.Namespace | quote }}
       {{- else }}
       - name: CANARY_TOKEN_FILE
         value: {{ printf "/etc/jupyterhub-canary/token/%s" .Values.token.key | quote }}
