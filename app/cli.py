@@ -270,7 +270,9 @@ def _finish(
         result["last_progress_message"] = last_progress_message
         # Each failed attempt's reason, in order: the run's story when the attempts failed differently.
         result["attempt_reasons"] = [failure.reason for failure in canary.failures] if canary else []
-    if config is not None and config.pushgateway_url:
+    # A run that found another live run of its probe measured nothing: its push would replace that
+    # run's metrics group with a failure.
+    if config is not None and config.pushgateway_url and exit_code != ExitCode.CONCURRENT_RUN:
         _push_metrics(config, result)
     level = log.info if exit_code == ExitCode.OK else log.error
     level("canary_result", **result)
