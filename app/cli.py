@@ -204,8 +204,7 @@ def _run(config: Config, started: float) -> int:
                     config, client, shield=guard.shield, interrupted=guard.raise_if_received, deadline=deadline
                 )
                 # One run of the probe at a time (app/lease.py); without --lease only the server's age tells.
-                with lease.held(config.lease, config.lease_namespace, duration_s=lease.lease_seconds(
-                        config.deadline, config.stop_timeout), request_timeout=config.request_timeout):
+                with lease.held(config, deadline):
                     canary.run()
             guard.raise_if_received()
         except Interrupted as exc:

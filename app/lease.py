@@ -28,6 +28,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from app import logs
+from app.config import Config
+from app.deadline import Deadline
 from app.errors import ConcurrentRun, ConfigError, KubernetesUnavailable, PermissionDenied
 
 MARGIN_S = 60  # beyond a run's longest life: clock skew, start-up, the report
@@ -62,7 +64,10 @@ class ProbeLease:
         # The kubernetes client ignores a float timeout: a (connect, read) tuple is honoured.
         self._timeout = (request_timeout, request_timeout)
         self._utcnow = utcnow
-        self._api = client.CoordinationV1Api(_api_client())
+        try:
+            self._api = client.CoordinationV1Api(_api_client())
+        except ConfigError as exc:
+            raise ConfigError(f"--lease {name}: {exc.message.replace('the token Secret', 'the Lease')}") from None
         self.held = False
 
     def close(self) -> None:
@@ -188,12 +193,18 @@ class ProbeLease:
 
 
 @contextlib.contextmanager
-def held(name: str | None, namespace: str, *, duration_s: int, request_timeout: float) -> Iterator[None]:
-    """Hold the Lease `name` for the block (nothing without a name: no Kubernetes API, no Lease)."""
-    if not name:
+def held(config: Config, deadline: Deadline) -> Iterator[None]:
+    """Hold the run's Lease (--lease) for the block; nothing without one (no Kubernetes API at hand)."""
+    if not config.lease:
         yield
         return
-    lease = ProbeLease(name, namespace, duration_s=duration_s, request_timeout=request_timeout)
+    lease = ProbeLease(
+        config.lease,
+        config.lease_namespace,
+        duration_s=lease_seconds(config.deadline, config.stop_timeout),
+        # Each call within what is left of the run's deadline (at least a second, for a last word).
+        request_timeout=min(config.request_timeout, max(1.0, deadline.remaining())),
+    )
     try:
         lease.acquire()
         yield

@@ -193,7 +193,8 @@ class TokenCommand:
             probe.close()
         if response.status_code != 200:
             return None
-        return probe.json(response).get("token_id")
+        token_id = probe.json_object(response, "GET /hub/api/user").get("token_id")
+        return None if token_id is None else str(token_id)
 
     def revoke(self, token_id: str, *, why: str) -> None:
         assert self.client is not None
