@@ -33,7 +33,7 @@ from app.errors import (
     SpawnTimeout,
     StopFailed,
 )
-from app.hub import HubClient, SpawnRefused, StreamUnavailable, WrongShape
+from app.hub import HubClient, SpawnRefused, StreamUnavailable, WrongShape, hub_time
 
 PHASES = ("spawn_request", "ready_wait", "verify", "stop")
 KERNEL_PHASE = "kernel"  # only with --check-kernel, between verify and stop
@@ -220,15 +220,6 @@ class Canary:
         self.check_scopes(owner)
         self.check_token_expiry(owner, budget)
 
-    # What the cycle does with each scope it needs, for the message that names a missing one.
-    SCOPE_USES = {
-        "read:servers": "see the server (the hub hides `servers` from the user model without it)",
-        "start:servers": "start the server",
-        "servers": "start the server",
-        "delete:servers": "stop the server",
-        "access:servers": "reach the server through the proxy",
-    }
-
     def check_scopes(self, owner: dict[str, Any]) -> None:
         """PermissionDenied (77) naming each scope the token lacks to see, start, stop and reach the
         server, before anything is started: a server the token cannot see is one it cannot stop."""
@@ -249,7 +240,7 @@ class Canary:
             log.info("token_scopes_uncertain", scopes=uncertain, reason="granted only through a group filter")
         if lacking:
             named = [f"{scope}!user={self.user}" for scope in lacking]
-            uses = "; ".join(f"{scope}: to {self.SCOPE_USES[scope]}" for scope in lacking)
+            uses = "; ".join(f"{scope}: to {scopes.USES[scope]}" for scope in lacking)
             raise PermissionDenied(f"the token lacks the scope{'s' * (len(named) > 1)} {', '.join(named)} ({uses})")
 
     def check_token_expiry(self, owner: dict[str, Any], deadline: Deadline) -> None:
@@ -288,7 +279,7 @@ class Canary:
         model = self.client.server_model(self.user, self.server_name, deadline)
         if model is None:
             return
-        started = _parse_time(model.get("started"))
+        started = hub_time(model.get("started"))
         age_s = round((self._utcnow() - started).total_seconds(), 1) if started else None
         lifetime = self.config.deadline + self.config.stop_timeout
         if age_s is None or age_s < lifetime:
@@ -440,14 +431,3 @@ class Canary:
         else:
             # Nothing to stop, e.g. the hub refused the spawn.
             log.info("server_already_stopped", stale=stale)
-
-
-def _parse_time(value: Any) -> datetime | None:
-    """An ISO-8601 timestamp from the hub (`...Z` or with an offset; naive means UTC), else None."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

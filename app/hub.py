@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, urljoin
 
@@ -94,6 +94,17 @@ def retry_after_seconds(response: requests.Response) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def hub_time(value: Any) -> datetime | None:
+    """A timestamp as the hub writes them (ISO 8601, `...Z` or an offset; naive means UTC), else None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def hub_message(response: requests.Response) -> str:
@@ -407,10 +418,7 @@ class HubClient:
         expires_at = self.json_object(response, "reading the token").get("expires_at")
         if not expires_at:
             return None
-        try:
-            return datetime.fromisoformat(str(expires_at).replace("Z", "+00:00"))
-        except ValueError:
-            return False
+        return hub_time(expires_at) or False
 
     def token_ids(self, user: str, note: str, deadline: Deadline) -> set[str]:
         """The ids of the user's API tokens with this note."""

@@ -19,6 +19,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 # What each scope implies (JupyterHub 4-6; `start:servers` exists from 6, before it `servers` starts).
+# What the cycle does with each scope it needs: for the message that names a missing one.
+USES = {
+    "read:servers": "see the server (the hub hides `servers` from the user model without it)",
+    "start:servers": "start the server",
+    "servers": "start the server",
+    "delete:servers": "stop the server",
+    "access:servers": "reach the server through the proxy",
+}
 # Needed for the whole user: a server filter does not cover them.
 USER_WIDE = frozenset({"read:servers"})
 IMPLIES: dict[str, tuple[str, ...]] = {
