@@ -313,6 +313,8 @@ def test_a_token_that_cannot_see_start_stop_or_reach_the_server_is_77_before_any
     user = hub_user()
     hub.create_user(user)
     if int(hub.version.split(".")[0]) < 6:
+        if lacking == "read:servers":
+            pytest.skip("before JupyterHub 6 only `servers` starts a server, and it implies read:servers")
         granted = [{"start:servers": "servers"}.get(s, s) for s in granted]
         lacking = {"start:servers": "servers"}.get(lacking, lacking)
     token = hub.new_token(user, scopes=[f"{scope}!user={user}" for scope in granted])
