@@ -356,6 +356,36 @@ def test_a_token_answer_of_the_wrong_shape_is_20(method, path, body, status, wor
         assert run.stdout == ""
 
 
+# --- 9. a leftover server is stopped only when no live run of the probe can own it ---
+
+
+@pytest.mark.parametrize(
+    ("age_s", "code"),
+    [(5, ExitCode.CONCURRENT_RUN), (20 + 3 - 1, ExitCode.CONCURRENT_RUN), (20 + 3 + 1, ExitCode.OK)],
+    ids=["young", "just-young", "just-stale"],
+)
+def test_a_leftover_server_by_its_age(tmp_path, age_s, code):
+    with FakeHub(spawn="ready") as fake:
+        fake.add_server("canary", age_s=age_s)
+        run, _ = canary(fake, tmp_path, "--deadline", "20", "--stop-timeout", "3")
+        assert run.exit_code == code, run.output
+        if code == ExitCode.CONCURRENT_RUN:
+            assert fake.count("DELETE", SERVER) == 0 and fake.spawns == 0 and fake.servers, "the live run's server"
+            assert run.named("concurrent_run_found")[0]["stale_after_s"] == 23
+        else:
+            assert run.named("stale_server_stopped") and fake.servers == {}
+
+
+def test_a_leftover_server_without_a_start_time_cannot_be_proven_stale(tmp_path):
+    with FakeHub(spawn="ready") as fake:
+        fake.add_server("canary")
+        model = {"name": "canary", "servers": {"": {"name": "", "ready": True, "pending": None, "url": "/user/canary/"}}}
+        fake.fault("GET", USER_MODEL, "body", body=model, status=200, count=-1)
+        run, _ = canary(fake, tmp_path)
+        assert run.exit_code == ExitCode.CONCURRENT_RUN, run.output
+        assert "unknown time" in run.result["message"] and fake.count("DELETE", SERVER) == 0
+
+
 # --- 7. budgets: no attempt that cannot succeed, and the telling cause ---
 
 
