@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from app import __version__, logs, termination
+from app import __version__, lease, logs, termination
 from app.config import (
     ADMIN_TOKEN_ENV,
     RUN_OPTIONS,
@@ -268,7 +268,9 @@ def _run(config: Config, started: float, clock: Clock) -> int:
                     config, client, shield=guard.shield, interrupted=guard.raise_if_received, deadline=deadline,
                     clock=clock,
                 )
-                canary.run()
+                # One run of the probe at a time (app/lease.py); without --lease only the server's age tells.
+                with lease.held(config, deadline):
+                    canary.run()
             guard.raise_if_received()
         except Interrupted as exc:
             note_signal(during_cleanup=guard.during_cleanup)
@@ -344,7 +346,9 @@ def _finish(
     level = log.info if exit_code == ExitCode.OK else log.error
     level("canary_result", **result)
     termination.write(termination_log, outcome, int(exit_code), message, cause=cause)
-    if config is not None and config.pushgateway_url:
+    # A run that found another live run of its probe measured nothing: its push would replace that
+    # run's metrics group with a failure.
+    if config is not None and config.pushgateway_url and exit_code != ExitCode.CONCURRENT_RUN:
         timeout = deadline.for_wait(config.request_timeout) if deadline else config.request_timeout
         _push_metrics(config, result, timeout)
     return int(exit_code)

@@ -169,6 +169,11 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option(
         "--token-file", _existing_file, None, f"read the API token from this file (after the Secret, before ${TOKEN_ENV})", "PATH"
     ),
+    Option(
+        "--lease", _text, None,
+        "hold this Kubernetes Lease (coordination.k8s.io) during the run: another run of the probe then exits 18", "NAME",
+    ),
+    Option("--lease-namespace", _text, None, "the Lease's namespace (default: the pod's own, else 'default')", "NS"),
     Option("--token-expiry-warning", _positive_seconds, 7 * 86400.0, "warn when the token expires within this many seconds", "S"),
     Option("--spawn-timeout", _positive_seconds, 300.0, "seconds from the spawn request until the server must be ready", "S"),
     Option("--stop-timeout", _positive_seconds, 120.0, "seconds the server may take to stop", "S"),
@@ -283,6 +288,8 @@ class Config:
     server_name: str
     user_options: dict[str, Any] | None
     token_source: TokenSource
+    lease: str | None  # the Lease held during the run, None: none (no Kubernetes API at hand)
+    lease_namespace: str
     spawn_timeout: float
     stop_timeout: float
     request_timeout: float
@@ -436,6 +443,8 @@ def build_run_config(given: Mapping[str, str | None], env: Mapping[str, str]) ->
         server_name=value("server_name"),
         user_options=_user_options(values),
         token_source=_token_source(values, env),
+        lease=value("lease"),
+        lease_namespace=value("lease_namespace") or secret.own_namespace() or "default",
         spawn_timeout=value("spawn_timeout"),
         stop_timeout=value("stop_timeout"),
         request_timeout=value("request_timeout"),

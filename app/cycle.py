@@ -20,13 +20,14 @@ from typing import Any
 
 import tenacity
 
-from app import logs, spawn_causes, timeline
+from app import logs, scopes, spawn_causes, timeline
 from app.checks import Server, enabled_checks
 from app.config import Config
 from app.deadline import LAST_LOOK, Clock, Deadline, elapsed_ms
 from app.errors import (
     CanaryError,
     CheckFailed,
+    ConcurrentRun,
     HubUnavailable,
     PermissionDenied,
     ServerUnreachable,
@@ -34,7 +35,7 @@ from app.errors import (
     SpawnTimeout,
     StopFailed,
 )
-from app.hub import HubClient, SpawnRefused, StreamUnavailable
+from app.hub import HubClient, SpawnRefused, StreamUnavailable, WrongShape, hub_time
 from app.spawn_progress import ProgressFollower
 
 PHASES = ("spawn_request", "ready_wait", "verify", "stop")  # the enabled checks' phases come before the stop
@@ -244,7 +245,31 @@ class Canary:
         log.info("token_valid", owner=owner.get("name"), owner_kind=owner.get("kind"), scopes=owner.get("scopes"))
         if owner.get("kind") == "user" and owner.get("name") != self.user:
             log.warning("token_owner_differs", owner=owner.get("name"), hint="the token of --user needs no extra scopes")
+        self.check_scopes(owner)
         self.check_token_expiry(owner, budget)
+
+    def check_scopes(self, owner: dict[str, Any]) -> None:
+        """PermissionDenied (77) naming each scope the token lacks to see, start, stop and reach the
+        server, before anything is started: a server the token cannot see is one it cannot stop."""
+        granted = owner.get("scopes")
+        if granted is None:
+            log.info("token_scopes_unknown", reason="the hub does not say which scopes the token has")
+            return
+        if not isinstance(granted, list):
+            raise WrongShape(f"GET /hub/api/user answered `scopes` of type {type(granted).__name__}, not a list")
+        lacking, uncertain = scopes.missing(
+            granted,
+            scopes.needed(self.hub_version or ""),
+            owner=owner.get("name") if owner.get("kind") == "user" else None,
+            user=self.user,
+            server_name=self.server_name,
+        )
+        if uncertain:
+            log.info("token_scopes_uncertain", scopes=uncertain, reason="granted only through a group filter")
+        if lacking:
+            named = [f"{scope}!user={self.user}" for scope in lacking]
+            uses = "; ".join(f"{scope}: to {scopes.USES[scope]}" for scope in lacking)
+            raise PermissionDenied(f"the token lacks the scope{'s' * (len(named) > 1)} {', '.join(named)} ({uses})")
 
     def check_token_expiry(self, owner: dict[str, Any], deadline: Deadline) -> None:
         """Log when the token expires, and warn in time: an expired token fails every run (77)."""
@@ -269,13 +294,35 @@ class Canary:
             log.info("token_expiry", token_expires_in_s=seconds, expires_at=expires_at.isoformat())
 
     def clear_stale_server(self) -> None:
+        """Stop a server left by an earlier run — only when no live run of this probe can own it.
+
+        Every run of a probe ends by its --deadline plus its own stop's --stop-timeout after it started,
+        and starts its server after it started: a server younger than that may belong to a live run
+        (a `helm test` or a manual run beside the CronJob's) and is left alone (ConcurrentRun, 18).
+        The age is the hub's `started` against this run's clock; a server without one cannot be
+        proven stale either.
+        """
         # Within the run's deadline: a stale server's stop is part of the run, not extra time.
         deadline = self.deadline.within(self.config.stop_timeout)
         model = self.client.server_model(self.user, self.server_name, deadline)
         if model is None:
             return
+        started = hub_time(model.get("started"))
+        age_s = round((self._utcnow() - started).total_seconds(), 1) if started else None
+        lifetime = self.config.deadline + self.config.stop_timeout
+        if age_s is None or age_s < lifetime:
+            log.warning(
+                "concurrent_run_found", pending=model.get("pending"), ready=model.get("ready"),
+                started=model.get("started"), server_age_s=age_s, stale_after_s=lifetime,
+            )
+            raise ConcurrentRun(
+                f"the server was started {f'{age_s:g}s ago' if age_s is not None else 'at an unknown time'}, "
+                f"less than --deadline plus --stop-timeout ({lifetime:g}s): it may belong to another live run "
+                "of this probe, and is left alone"
+            )
         log.warning(
-            "stale_server_found", pending=model.get("pending"), ready=model.get("ready"), started=model.get("started")
+            "stale_server_found", pending=model.get("pending"), ready=model.get("ready"), started=model.get("started"),
+            server_age_s=age_s,
         )
         self.stop_server(deadline, stale=True, model=model)
         log.warning("stale_server_stopped")
@@ -390,6 +437,8 @@ class Canary:
             status = response.json()
         except ValueError:
             raise ServerUnreachable("api/status answered 200 without JSON") from None
+        if not isinstance(status, dict):
+            raise ServerUnreachable(f"api/status answered 200 with a JSON {type(status).__name__}, not an object")
         log.info(
             "server_verified",
             kernels=status.get("kernels"),

@@ -110,6 +110,14 @@ class LabFailed(CheckFailed):
     retryable_causes = frozenset({"error"})
 
 
+class ConcurrentRun(CanaryError):
+    """Another live run of this probe (its Lease is held, or its server is younger than it could live):
+    this run leaves it alone. Not retried: waiting would only make this run the one that overlaps."""
+
+    exit_code = ExitCode.CONCURRENT_RUN
+    reason = "concurrent_run"
+
+
 class StopFailed(CanaryError):
     exit_code = ExitCode.STOP_FAILED
     reason = "stop_failed"

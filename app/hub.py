@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urljoin
 
@@ -45,8 +45,28 @@ class StreamUnavailable(Exception):
     """The progress stream could not be read (not offered, refused or dropped): poll instead."""
 
 
+class WrongShape(HubUnavailable):
+    """An answer of the wrong shape (a list where an object belongs, a field of the wrong type): a hub that
+    is not itself, or not a hub at all (a proxy's error page, another service behind --hub-url)."""
+
+
+class UserGone(ConfigError):
+    """The hub has no such user (or the token may not see it): 404 on the user model."""
+
+
 class SpawnRefused(SpawnFailed):
     """The hub answered the spawn request with an error (its message is generic; the reason is in the stream)."""
+
+
+def hub_time(value: Any) -> datetime | None:
+    """A timestamp as the hub writes them (ISO 8601, `...Z` or an offset; naive means UTC), else None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def hub_message(response: requests.Response) -> str:
@@ -97,6 +117,14 @@ class HubClient(Transport):
                 f"content ({response.headers.get('Content-Type', 'no content type')}): is --hub-url the hub's public URL?"
             ) from None
 
+    @classmethod
+    def json_object(cls, response: requests.Response, what: str) -> dict[str, Any]:
+        """The answer's JSON object; any other shape (a list, a string, null) is the hub not being itself."""
+        body = cls.json(response)
+        if not isinstance(body, dict):
+            raise WrongShape(f"{what} answered {response.status_code} with a JSON {type(body).__name__}, not an object")
+        return body
+
     def raise_for_auth(self, response: requests.Response, what: str) -> None:
         if response.status_code in (401, 403):
             raise PermissionDenied(f"{what}: the hub answered {response.status_code} {hub_message(response)}")
@@ -109,7 +137,8 @@ class HubClient(Transport):
             raise HubUnavailable(
                 f"GET /hub/api/ answered {response.status_code}: is --hub-url ({self.hub_url}) the hub's public URL?"
             )
-        return str(self.json(response).get("version", "unknown"))
+        what = f"GET /hub/api/ (is --hub-url, {self.hub_url}, the hub's public URL?)"
+        return str(self.json_object(response, what).get("version", "unknown"))
 
     def whoami(self, deadline: Deadline) -> dict[str, Any]:
         response = self.api("GET", "user", deadline)
@@ -121,7 +150,7 @@ class HubClient(Transport):
             )
         if response.status_code != 200:
             raise HubUnavailable(f"GET /hub/api/user answered {response.status_code} {hub_message(response)}")
-        return self.json(response)
+        return self.json_object(response, "GET /hub/api/user")
 
     @staticmethod
     def user_path(user: str) -> str:
@@ -137,13 +166,13 @@ class HubClient(Transport):
         response = self.api("GET", self.user_path(user), deadline, tries=tries)
         self.raise_for_auth(response, f"reading user {user!r}")
         if response.status_code == 404:
-            raise ConfigError(
+            raise UserGone(
                 f"--user {user!r}: the hub has no such user, or the token may not read it "
                 "(a token of another user needs read:users for it)"
             )
         if response.status_code != 200:
             raise HubUnavailable(f"GET /hub/api/{self.user_path(user)} answered {response.status_code}")
-        return self.json(response)
+        return self.json_object(response, f"GET /hub/api/{self.user_path(user)}")
 
     def create_user(self, user: str, deadline: Deadline) -> bool:
         """Create the user; True if created, False if it existed. A resend is harmless: 409 says it exists."""
@@ -160,13 +189,10 @@ class HubClient(Transport):
         response = self.api("GET", f"{self.user_path(user)}/tokens/{quote(token_id, safe='')}", deadline)
         if response.status_code != 200:
             return False
-        expires_at = self.json(response).get("expires_at")
+        expires_at = self.json_object(response, "reading the token").get("expires_at")
         if not expires_at:
             return None
-        try:
-            return datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
-        except ValueError:
-            return False
+        return hub_time(expires_at) or False
 
     def token_ids(self, user: str, note: str, deadline: Deadline) -> set[str]:
         """The ids of the user's API tokens with this note."""
@@ -175,24 +201,28 @@ class HubClient(Transport):
         if response.status_code != 200:
             raise HubUnavailable(f"listing the tokens of {user!r} answered {response.status_code} {hub_message(response)}")
         body = self.json(response)
-        tokens = body.get("api_tokens", []) if isinstance(body, dict) else body
+        tokens = body.get("api_tokens") if isinstance(body, dict) else body
+        if not isinstance(tokens, list):
+            raise WrongShape(f"listing the tokens of {user!r} answered 200 without a list of tokens")
         return {str(t["id"]) for t in tokens if isinstance(t, dict) and t.get("note") == note and "id" in t}
 
     def mint_token(self, user: str, body: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
         """Mint one token for `user`; a POST lost in flight never leaves a second, orphaned token behind.
 
-        The tokens with the same note are listed before the POST; if its outcome is unknown, those that
-        appeared since are revoked (their value is lost with the answer: nobody could use them) and the
-        POST is sent again.
+        The note (body["note"]) must be unique to this run: it is how a token is proven to be this
+        run's. If the POST's outcome is unknown, the tokens with this note are the lost request's
+        (their value is lost with the answer: nobody could use them): they are revoked and the POST is
+        sent again. A token of any other run, concurrent or not, carries another note and is left alone.
         """
-        note = str(body.get("note", ""))
-        before = self.token_ids(user, note, deadline)
+        note = str(body.get("note") or "")
+        if not note:
+            raise ValueError("mint_token needs a note unique to this run")  # a bug in the caller
         path = self.api_url + f"{self.user_path(user)}/tokens"
 
         def revoke_orphans() -> None:
-            for token_id in sorted(self.token_ids(user, note, deadline) - before):
+            for token_id in sorted(self.token_ids(user, note, deadline)):
                 self.revoke_token(user, token_id, deadline)
-                log.warning("token_orphan_revoked", token_id=token_id, why="minted by a request whose answer was lost")
+                log.warning("token_orphan_revoked", token_id=token_id, why="minted by this run's request whose answer was lost")
             return None
 
         response = self.post_once(path, deadline, find_outcome=revoke_orphans, json=body)
@@ -212,7 +242,10 @@ class HubClient(Transport):
             )
         if response.status_code != 201:
             raise HubUnavailable(f"minting a token answered {response.status_code} {hub_message(response)}")
-        return self.json(response)
+        minted = self.json_object(response, "minting a token")
+        if not isinstance(minted.get("token"), str) or minted.get("id") is None:
+            raise WrongShape("minting a token answered 201 without a token and its id")
+        return minted
 
     def revoke_token(self, user: str, token_id: str, deadline: Deadline) -> None:
         response = self.api("DELETE", f"{self.user_path(user)}/tokens/{quote(token_id, safe='')}", deadline)
@@ -224,8 +257,23 @@ class HubClient(Transport):
     def server_model(
         self, user: str, server_name: str, deadline: Deadline, *, tries: int | None = MAX_TRIES
     ) -> dict[str, Any] | None:
-        """The server's entry in the user model, or None when it does not exist (stopped or never started)."""
-        return (self.user_model(user, deadline, tries=tries).get("servers") or {}).get(server_name)
+        """The server's entry in the user model, or None when it does not exist (stopped or never started).
+
+        The hub leaves `servers` out of the model when the token may not read them: that is not "no
+        server" (PermissionDenied). A `servers` or entry that is not an object is WrongShape.
+        """
+        model = self.user_model(user, deadline, tries=tries)
+        if "servers" not in model:
+            raise PermissionDenied(
+                f"the hub shows no servers of {user!r} to this token: it needs the scope read:servers!user={user}"
+            )
+        servers = model["servers"]
+        if not isinstance(servers, dict):
+            raise WrongShape(f"the model of user {user!r} has `servers` of type {type(servers).__name__}, not an object")
+        entry = servers.get(server_name)
+        if entry is not None and not isinstance(entry, dict):
+            raise WrongShape(f"the model of server {server_name!r} is a {type(entry).__name__}, not an object")
+        return entry
 
     def server_url(self, user: str, server_name: str, model: dict[str, Any] | None = None) -> str:
         """The server's public URL through the proxy: the hub's own (its model's `url`) when known.
@@ -286,7 +334,11 @@ class HubClient(Transport):
         while True:
             tries += 1
             try:
-                if self.server_model(user, server_name, deadline, tries=None) is None:
+                try:
+                    model = self.server_model(user, server_name, deadline, tries=None)
+                except UserGone:
+                    model = None  # no user, no server: nothing can be running
+                if model is None:
                     return deleted
                 if not stopping:
                     response = self.api("DELETE", path, deadline, tries=None)
@@ -350,9 +402,12 @@ class HubClient(Transport):
             on_open(watchdog.cut)
         data: list[str] = []
         try:
-            for line in response.iter_lines(decode_unicode=True):
+            # Bytes, decoded here: with a content type that is not text/*, requests would hand
+            # back bytes even when asked to decode.
+            for raw_line in response.iter_lines():
                 if deadline.expired():
                     return
+                line = raw_line.decode("utf-8", errors="replace")
                 if line:
                     if line.startswith("data:"):
                         data.append(line[5:].lstrip())

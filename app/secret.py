@@ -101,6 +101,31 @@ def _api_client(relaxed_x509: bool) -> Any:
     return api_client
 
 
+def call_timeout(deadline: Deadline, request_timeout: float) -> tuple[float, float]:
+    """(connect, read) for one call: the kubernetes client ignores a float."""
+    seconds = deadline.for_wait(request_timeout)
+    return (seconds, seconds)
+
+
+@contextlib.contextmanager
+def bounded_call(deadline: Deadline, what: str, *, relaxed_x509: bool) -> Iterator[None]:
+    """One Kubernetes API call (`what`: its verb and object), within `deadline` whatever the apiserver
+    does: a watchdog cuts a silent or trickling answer; a transport failure is KubernetesUnavailable
+    naming its cause (and the way out of a strict-X.509 refusal)."""
+    from urllib3.exceptions import HTTPError
+
+    with Watchdog(deadline) as watchdog, watchdog.active():
+        try:
+            yield
+        except (HTTPError, OSError) as exc:
+            cause = _cause(exc)
+            if watchdog.fired:
+                cause = f"no complete answer within the deadline ({deadline.seconds:g}s): {cause}"
+            strict = "certificate verify failed" in cause and not relaxed_x509
+            hint = f"; if {RELAXED_HINT}" if strict else ""
+            raise KubernetesUnavailable(f"cannot reach the Kubernetes API to {what}: {cause}{hint}") from None
+
+
 class SecretStore:
     """One Secret, read and written through the Kubernetes API."""
 
@@ -127,17 +152,14 @@ class SecretStore:
         self.close()
 
     def _timeout(self) -> tuple[float, float]:
-        """(connect, read): the client ignores a float."""
-        seconds = self._deadline.for_wait(self._request_timeout)
-        return (seconds, seconds)
+        return call_timeout(self._deadline, self._request_timeout)
 
     @contextlib.contextmanager
     def _call(self, verb: str) -> Iterator[None]:
         """One API call, bounded by the deadline whatever the apiserver does; its failures typed."""
         from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
 
-        with Watchdog(self._deadline) as watchdog, watchdog.active():
+        with bounded_call(self._deadline, f"{verb} {self.where}", relaxed_x509=self._relaxed_x509):
             try:
                 yield
             except ApiException as exc:
@@ -150,13 +172,6 @@ class SecretStore:
                         f"the ServiceAccount needs '{verb}' on that Secret"
                     ) from None
                 raise KubernetesUnavailable(f"Kubernetes answered {exc.status} {exc.reason} to {verb} {self.where}") from None
-            except (HTTPError, OSError) as exc:
-                cause = _cause(exc)
-                if watchdog.fired:
-                    cause = f"no complete answer within the deadline ({self._deadline.seconds:g}s): {cause}"
-                strict = "certificate verify failed" in cause and not self._relaxed_x509
-                hint = f"; if {RELAXED_HINT}" if strict else ""
-                raise KubernetesUnavailable(f"cannot reach the Kubernetes API to {verb} {self.where}: {cause}{hint}") from None
 
     def read(self) -> Any:
         """The Secret (a V1Secret); ConfigError when it does not exist."""

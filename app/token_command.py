@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -68,6 +69,10 @@ class TokenCommand:
         # interrupted there, it would be a live token that nobody holds.
         self._shield = shield
         self.client: HubClient | None = None
+        # The minted token's note: --note and an id unique to this run. It is what proves a token to
+        # be this run's when a mint's answer is lost (a concurrent mint or rotate has another one).
+        self.run_id = uuid.uuid4().hex[:12]
+        self.note = f"{config.note} {self.run_id}"
 
     # --- the two actions ---
 
@@ -161,7 +166,7 @@ class TokenCommand:
 
     def mint(self, scopes: list[str] | None) -> dict[str, Any]:
         assert self.client is not None
-        body: dict[str, Any] = {"note": self.config.note}
+        body: dict[str, Any] = {"note": self.note}
         if scopes is not None:
             body["scopes"] = scopes
         if self.config.expires_in:
@@ -200,6 +205,7 @@ class TokenCommand:
             ANNOTATION + "user": self.user,
             ANNOTATION + "hub-url": self.config.hub_url,
             ANNOTATION + "token-id": str(minted.get("id") or ""),
+            ANNOTATION + "token-note": self.note,
             ANNOTATION + "expires-at": str(minted.get("expires_at") or "never"),
             ANNOTATION + "written-by": f"jupyterhub-canary {__version__}",
         }
@@ -215,7 +221,8 @@ class TokenCommand:
             probe.close()
         if response.status_code != 200:
             return None
-        return probe.json(response).get("token_id")
+        token_id = probe.json_object(response, "GET /hub/api/user").get("token_id")
+        return None if token_id is None else str(token_id)
 
     def revoke(self, token_id: str, *, why: str) -> None:
         assert self.client is not None

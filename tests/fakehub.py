@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import quote, unquote
@@ -38,7 +39,9 @@ from tests.background import serve_in_background, stop_serving
 MAX_HOLD = 60.0  # s: no stall, trickle or stream of this fake outlives this
 
 # What a fault does to the answer of a matching request.
-ACTIONS = ("reset", "stall", "status", "cut_body", "cut_chunk", "trickle", "trickle_head", "bad_gzip", "signal")
+ACTIONS = (
+    "reset", "stall", "status", "cut_body", "cut_chunk", "trickle", "trickle_head", "bad_gzip", "signal", "body", "content_type",
+)
 TRICKLE_PAUSE = 0.5  # s between two bytes of a trickled head or websocket frame
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455
 
@@ -52,6 +55,8 @@ class Fault:
     status: int = 503
     after: bool = False  # act on the request (start, mint, ...) first, then misbehave
     call: Callable[[], None] | None = None  # for "signal": what to do, then answer normally
+    body: Any = None  # for "body": answer `status` with this JSON instead (an answer of the wrong shape)
+    content_type: str = "application/octet-stream"  # for "content_type": the progress stream's, instead of SSE's
 
     def matches(self, method: str, path: str) -> bool:
         return self.count != 0 and self.method == method and re.search(self.path, path) is not None
@@ -80,8 +85,10 @@ class FakeHub:
         ready_after: float = 0.3,
         keepalive: float = 0.5,
         stop: str = "now",
+        scopes: tuple[str, ...] = ("servers", "access:servers"),
     ):
         self.version = version
+        self.scopes = list(scopes)  # what GET /hub/api/user says the token may do
         self.spawn_plan = spawn
         self.ready_after = ready_after
         self.keepalive = keepalive
@@ -130,8 +137,11 @@ class FakeHub:
         with self._lock:
             self.faults.append(Fault(method, path, action, **kwargs))
 
-    def add_server(self, user: str, server_name: str = "", *, ready: bool = True) -> None:
-        self.servers[(user, server_name)] = Server(ready=ready, pending=None if ready else "spawn")
+    def add_server(self, user: str, server_name: str = "", *, ready: bool = True, age_s: float = 86400) -> None:
+        """A server left running (by default a day ago: stale for any run)."""
+        self.servers[(user, server_name)] = Server(
+            ready=ready, pending=None if ready else "spawn", started=time.time() - age_s
+        )
 
     def count(self, method: str, path: str) -> int:
         return sum(1 for m, p in self.requests if m == method and re.search(path, p))
@@ -252,6 +262,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.action == "status":
             self._error(fault.status, "fakehub: injected fault")
             return True
+        if fault.action == "body":
+            self._json(fault.status, fault.body)
+            return True
         if fault.action == "trickle_head":
             # Never silent long enough for a per-read timeout, never a complete head either.
             head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Trickle: " + b"." * 10_000
@@ -280,7 +293,7 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET" and path == "/hub/api/":
             return self._json(200, {"version": hub.version}, fault)
         if method == "GET" and path == "/hub/api/user":
-            return self._json(200, {"name": "canary", "kind": "user", "scopes": ["servers!user=canary"]}, fault)
+            return self._json(200, {"name": "canary", "kind": "user", "scopes": hub.scopes}, fault)
         m = re.fullmatch(r"/hub/api/users/([^/]+)(/server|/servers/([^/]+))?(/progress)?", path)
         if m:
             user, server_name = unquote(m.group(1)), unquote(m.group(3) or "")
@@ -344,7 +357,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "pending": server.pending,
                     "url": _server_url(user, name),
                     "progress_url": f"/hub/api/users/{user}/server/progress",
-                    "started": "2026-11-27T00:00:00Z",
+                    "started": datetime.fromtimestamp(server.started, UTC).isoformat().replace("+00:00", "Z"),
                 }
         return {"name": user, "kind": "user", "servers": servers}
 
@@ -382,7 +395,8 @@ class _Handler(BaseHTTPRequestHandler):
         server = hub.servers.get(key)
         if server is None:
             return self._error(404, "no such server")
-        self._head(200, {"Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"})
+        content_type = fault.content_type if fault is not None and fault.action == "content_type" else "text/event-stream"
+        self._head(200, {"Content-Type": content_type, "Transfer-Encoding": "chunked"})
 
         def event(payload: dict[str, Any]) -> bytes:
             return b"data: " + json.dumps(payload).encode() + b"\n\n"

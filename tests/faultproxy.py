@@ -28,6 +28,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -57,6 +58,7 @@ class _Fault:
     path_contains: str
     method: str | None
     cut_after: int | None = None  # forward, then cut the body mid-chunk after this many bytes
+    before: Callable[[], None] | None = None  # run first, before the request goes upstream
 
     def matches(self, method: str, path: str) -> bool:
         return (
@@ -130,10 +132,20 @@ class FaultProxy:
         with self._lock:
             self._faults.append(_Fault(count, status, retry_after, path_contains, method))
 
-    def cut_next(self, count: int, *, after_bytes: int, path_contains: str = "", method: str | None = None) -> None:
-        """Forward the next `count` matching requests, and cut each answer mid-chunk after `after_bytes`."""
+    def cut_next(
+        self,
+        count: int,
+        *,
+        after_bytes: int,
+        path_contains: str = "",
+        method: str | None = None,
+        before: Callable[[], None] | None = None,
+    ) -> None:
+        """Forward the next `count` matching requests, and cut each answer mid-chunk after `after_bytes`.
+
+        `before()` runs first, while the client waits: what another client does meanwhile."""
         with self._lock:
-            self._faults.append(_Fault(count, 0, None, path_contains, method, cut_after=after_bytes))
+            self._faults.append(_Fault(count, 0, None, path_contains, method, cut_after=after_bytes, before=before))
 
     def statuses(self, path_contains: str = "") -> list[int]:
         """The answered statuses of the requests seen so far whose path contains `path_contains`."""
@@ -166,6 +178,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         fault = self.owner._take_fault(self.command, self.path)
+        if fault is not None and fault.before is not None:
+            fault.before()
         cut_after = fault.cut_after if fault is not None else None
         if fault is not None and cut_after is None:
             self.owner._record(arrived, self.command, self.path, fault.status)

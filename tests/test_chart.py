@@ -436,20 +436,26 @@ def test_token_appears_only_in_the_secret(helm):
 def test_api_mode_reads_one_secret_with_a_dedicated_service_account(helm):
     docs = render(helm, *HUB, *EXISTING, "--set", "token.namespace=jhub", "--set", "token.key=api-token")
     account = the(docs, "ServiceAccount")
-    role = the(docs, "Role")
-    binding = the(docs, "RoleBinding")
+    roles = {r["metadata"]["namespace"]: r for r in by_kind(docs)["Role"]}
+    bindings = {b["metadata"]["namespace"]: b for b in by_kind(docs)["RoleBinding"]}
     assert "ClusterRole" not in by_kind(docs) and "ClusterRoleBinding" not in by_kind(docs)
-    assert role["metadata"]["namespace"] == "jhub"
-    assert role["rules"] == [
+    # The Secret's namespace: read that one Secret. The release's: hold the probe's Lease (app/lease.py).
+    assert roles["jhub"]["rules"] == [
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["canary-token"], "verbs": ["get"]},
     ]
-    assert binding["metadata"]["namespace"] == "jhub"
-    assert binding["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"],
-    }
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE},
+    assert roles[NAMESPACE]["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [FULLNAME],
+         "verbs": ["get", "update"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
     ]
+    assert set(roles) == set(bindings) == {"jhub", NAMESPACE}
+    for namespace, binding in bindings.items():
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": roles[namespace]["metadata"]["name"],
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE},
+        ]
     spec = pod_spec(docs)
     assert spec["serviceAccountName"] == account["metadata"]["name"]
     assert spec["automountServiceAccountToken"] is True
@@ -457,6 +463,7 @@ def test_api_mode_reads_one_secret_with_a_dedicated_service_account(helm):
     assert variables["CANARY_TOKEN_SECRET"] == "canary-token"
     assert variables["CANARY_TOKEN_SECRET_KEY"] == "api-token"
     assert variables["CANARY_TOKEN_SECRET_NAMESPACE"] == "jhub"
+    assert variables["CANARY_LEASE"] == FULLNAME and variables["CANARY_LEASE_NAMESPACE"] == NAMESPACE
     assert "CANARY_TOKEN_FILE" not in variables
     assert "Secret" not in by_kind(docs)
 
@@ -491,6 +498,8 @@ def test_mount_mode_has_no_rbac_and_no_api_token(helm):
     variables = env(docs)
     assert variables["CANARY_TOKEN_FILE"] == f"{mount['mountPath']}/api-token"
     assert not any(name.startswith("CANARY_TOKEN_SECRET") for name in variables)
+    # No Kubernetes API, no Lease: the server's age alone tells a live run's server (README).
+    assert not any(name.startswith("CANARY_LEASE") for name in variables)
 
 
 def test_network_policy(helm):

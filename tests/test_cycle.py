@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import signal
 import time
+from datetime import UTC, datetime
 
 import pytest
 
 from app.exit_codes import ExitCode
 from tests.faultproxy import FaultProxy
+from tests.localhub import wait_for
 from tests.runner import finish_process, run_main, start_process
 
 pytestmark = pytest.mark.hub
@@ -110,15 +112,57 @@ def test_spawn_timeout_cleans_up(hub_202, hub_user, tmp_path):
     assert_nothing_running(hub_202, user)
 
 
-def test_leftover_server_is_stopped_first(hub, hub_user, tmp_path):
+def test_leftover_server_is_stopped_first_once_no_live_run_can_own_it(hub, hub_user, tmp_path):
+    """A server older than --deadline plus --stop-timeout cannot belong to a live run of the probe: stale."""
     user, token = new_account(hub, hub_user())
     hub.start_server(user)
     assert hub.servers(user)[""]["ready"]
-    run = canary(hub, user, token, tmp_path)
+    lifetime = 40 + 10  # the run's --deadline plus --stop-timeout below: room for a slow spawn on a busy machine
+    started = datetime.fromisoformat(hub.servers(user)[""]["started"].replace("Z", "+00:00"))
+    time.sleep(max(0.0, lifetime + 1 - (datetime.now(UTC) - started).total_seconds()))
+    run = canary(hub, user, token, tmp_path, "--deadline", "40", "--stop-timeout", "10")
     assert run.exit_code == ExitCode.OK, run.output
     assert run.named("stale_server_stopped"), run.output
     assert run.named("stale_server_stopped")[0]["level"] == "warning"
+    assert run.named("stale_server_found")[0]["server_age_s"] > lifetime
     assert_nothing_running(hub, user)
+
+
+def test_a_young_leftover_server_may_be_a_live_runs_and_is_left_alone(hub, hub_user, tmp_path):
+    user, token = new_account(hub, hub_user())
+    hub.start_server(user)
+    try:
+        run = canary(hub, user, token, tmp_path)
+        assert run.exit_code == ExitCode.CONCURRENT_RUN, run.output
+        assert run.result["reason"] == "concurrent_run" and run.result["attempts"] == 1
+        assert run.named("concurrent_run_found")[0]["stale_after_s"] == 900 + 120
+        assert not run.named("server_stopped") and not run.named("spawn_requested")
+        assert hub.servers(user)[""]["ready"], "the other run's server was touched"
+        assert json.loads((tmp_path / "termination-log").read_text())["exit_code"] == 18
+    finally:
+        hub.stop_all_servers(user)
+
+
+def test_two_concurrent_runs_of_one_probe_do_not_stop_each_others_server(hub_202, hub_user, tmp_path):
+    """A second run (a `helm test`, a manual run) beside a live one: 18, and the first passes."""
+    user, token = new_account(hub_202, hub_user("slow4-"))
+    first = start_process(
+        ["--hub-url", hub_202.url, "--user", user, "--termination-log", str(tmp_path / "first")],
+        env={"JUPYTERHUB_API_TOKEN": token},
+    )
+    try:
+        wait_for(lambda: hub_202.servers(user), 60, "the first run's spawn")
+        second = canary(hub_202, user, token, tmp_path)
+        first_run = finish_process(first, timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert second.exit_code == ExitCode.CONCURRENT_RUN, second.output
+    assert not second.named("server_stopped") and not second.named("spawn_requested")
+    assert first_run.exit_code == ExitCode.OK, first_run.output
+    assert first_run.named("server_verified") and not first_run.named("stale_server_found")
+    first_run.assert_no_secret(token)
+    assert_nothing_running(hub_202, user)
 
 
 def test_bad_token_is_a_permission_error_without_retries(hub, hub_user, tmp_path):
@@ -248,3 +292,48 @@ def test_a_server_that_cannot_be_stopped_is_13_and_ends_the_run(hub_202, hub_use
     finally:
         hub_202.stop_all_servers(user)
     assert_nothing_running(hub_202, user)
+
+
+# --- the token's scopes: checked before anything is started ---
+
+
+@pytest.mark.parametrize(
+    ("granted", "lacking"),
+    [
+        # The issue's token: it could start, stop and reach the server, but not see it.
+        (["start:servers", "delete:servers", "access:servers", "read:users"], "read:servers"),
+        (["servers", "read:users"], "access:servers"),
+        (["read:servers", "access:servers"], "start:servers"),
+    ],
+    ids=["no-read", "no-access", "no-start"],
+)
+def test_a_token_that_cannot_see_start_stop_or_reach_the_server_is_77_before_anything(
+    hub, hub_user, tmp_path, granted, lacking
+):
+    user = hub_user()
+    hub.create_user(user)
+    if int(hub.version.split(".")[0]) < 6:
+        if lacking == "read:servers":
+            pytest.skip("before JupyterHub 6 only `servers` starts a server, and it implies read:servers")
+        granted = [{"start:servers": "servers"}.get(s, s) for s in granted]
+        lacking = {"start:servers": "servers"}.get(lacking, lacking)
+    token = hub.new_token(user, scopes=[f"{scope}!user={user}" for scope in granted])
+    run = canary(hub, user, token, tmp_path)
+    assert run.exit_code == ExitCode.PERMISSION, run.output
+    assert f"{lacking}!user={user}" in run.result["message"], run.result["message"]
+    assert not run.named("spawn_requested") and run.result["attempts"] == 1
+    assert_nothing_running(hub, user)
+
+
+def test_scopes_through_a_server_filter_are_enough_but_reading_needs_the_user(hub, hub_user, tmp_path):
+    user = hub_user()
+    hub.create_user(user)
+    per_server = [f"servers!server={user}/", f"access:servers!server={user}/"]
+    run = canary(hub, user, hub.new_token(user, scopes=per_server), tmp_path)
+    # The hub leaves `servers` out of the user model without read:servers on the user.
+    assert run.exit_code == ExitCode.PERMISSION and f"read:servers!user={user}" in run.result["message"], run.output
+    assert not run.named("spawn_requested")
+    scopes = [*per_server, f"read:servers!user={user}"]
+    run = canary(hub, user, hub.new_token(user, scopes=scopes), tmp_path)
+    assert run.exit_code == ExitCode.OK, run.output
+    assert_nothing_running(hub, user)

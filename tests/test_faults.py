@@ -28,7 +28,7 @@ from app.errors import HubUnavailable, KernelFailed
 from app.exit_codes import ExitCode
 from app.hub import HubClient
 from tests.background import serve_in_background, stop_serving
-from tests.fakehub import FakeHub
+from tests.fakehub import FakeHub, Fault
 from tests.runner import Run, run_main, run_token
 from tests.tcprelay import TrickleAnswer
 
@@ -202,14 +202,21 @@ def test_a_mint_whose_answer_is_lost_leaves_exactly_one_token(tmp_path):
         assert TOKEN not in run.log and live["token"] not in run.log
 
 
-def test_a_kernel_whose_start_answer_is_lost_is_adopted_not_started_twice():
+@pytest.mark.parametrize("kernel_name", [None, "python3"])
+def test_a_kernel_whose_start_answer_is_lost_is_neither_adopted_nor_started_twice(kernel_name):
+    """Only an id that came back proves a kernel ours: after a lost answer none is adopted or deleted
+    (another client's kernel on the server is left alone), the POST is not resent, the check fails (14)."""
     with FakeHub(spawn="ready") as fake:
+        fake.kernels.append({"id": "someone-elses", "name": "python3"})
         fake.fault("POST", r"/api/kernels$", "reset", after=True)
         client = HubClient(fake.url, TOKEN, request_timeout=5)
-        check = KernelCheck(client, "canary", f"{fake.url}user/canary/", kernel_name=None, timeout=10, deadline=Deadline(10))
-        kernel = check.start()
-        assert fake.count("POST", r"/api/kernels$") == 1
-        assert [k["id"] for k in fake.kernels] == [kernel["id"]]
+        check = KernelCheck(client, "canary", f"{fake.url}user/canary/", kernel_name=kernel_name, timeout=10,
+                            deadline=Deadline(10))
+        with pytest.raises(KernelFailed, match="answer was lost"):
+            check.start()
+        assert fake.count("POST", r"/api/kernels$") == 1, "the start was sent again"
+        assert fake.count("DELETE", r"/api/kernels/") == 0, "a kernel was deleted without proof it was ours"
+        assert [k["id"] for k in fake.kernels][0] == "someone-elses" and len(fake.kernels) == 2
 
 
 # --- 5. signals inside shields, and while the result is reported ---
@@ -269,6 +276,131 @@ def test_an_unexpected_error_in_the_cleanup_after_a_signal_is_13_not_a_traceback
         assert run.exit_code == ExitCode.STOP_FAILED, run.output
         assert "RuntimeError" in run.named("server_left_running")[0]["message"]
         fake.servers.clear()
+
+
+# --- 8. answers of the wrong shape are classified, never exit 1 ---
+
+KERNELS = r"/api/kernels$"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code", "words"),
+    [
+        pytest.param("GET", r"^/hub/api/$", [], 200, ExitCode.HUB_UNAVAILABLE, "JSON list, not an object", id="version-list"),
+        pytest.param("GET", r"^/hub/api/user$", [], 200, ExitCode.HUB_UNAVAILABLE, "JSON list", id="whoami-list"),
+        pytest.param("GET", r"^/hub/api/user$", {"name": "canary", "kind": "user", "scopes": "servers"}, 200,
+                     ExitCode.HUB_UNAVAILABLE, "`scopes` of type str", id="whoami-scopes-str"),
+        pytest.param("GET", USER_MODEL, [], 200, ExitCode.HUB_UNAVAILABLE, "JSON list", id="user-model-list"),
+        pytest.param("GET", USER_MODEL, {"name": "canary", "servers": []}, 200, ExitCode.HUB_UNAVAILABLE,
+                     "`servers` of type list", id="servers-list"),
+        pytest.param("GET", USER_MODEL, {"name": "canary", "servers": {"": "running"}}, 200, ExitCode.HUB_UNAVAILABLE,
+                     "is a str, not an object", id="server-model-str"),
+        pytest.param("GET", r"/api/status$", [], 200, ExitCode.SERVER_UNREACHABLE, "JSON list", id="api-status-list"),
+    ],
+)
+def test_an_answer_of_the_wrong_shape_is_classified(tmp_path, method, path, body, status, code, words):
+    with FakeHub(spawn="ready") as fake:
+        fake.fault(method, path, "body", body=body, status=status, count=-1)
+        run, _ = canary(fake, tmp_path, "--attempts", "1", "--deadline", "20", "--stop-timeout", "3")
+        assert run.exit_code == code, run.output
+        assert words in run.result["message"], run.result["message"]
+        if code != ExitCode.SERVER_UNREACHABLE:
+            assert fake.spawns == 0, "nothing is started on an answer the canary does not understand"
+        assert fake.servers == {}
+
+
+def test_a_progress_stream_of_another_content_type_is_still_read(tmp_path):
+    """requests hands back bytes, not text, for a content type that is not text/*: still events."""
+    with FakeHub(spawn="pending", ready_after=0.5) as fake:
+        fake.fault("GET", PROGRESS, "content_type", content_type="application/octet-stream")
+        run, _ = canary(fake, tmp_path)
+        assert run.exit_code == ExitCode.OK, run.output
+        assert [e["progress"] for e in run.named("spawn_progress")][-1] == 100, run.output
+        assert fake.servers == {}
+
+
+def test_a_user_model_without_servers_is_not_no_server(tmp_path):
+    """The hub leaves `servers` out when the token may not read them: that is 77, never "stopped"."""
+    with FakeHub(spawn="ready") as fake:
+        fake.fault("GET", USER_MODEL, "body", body={"name": "canary", "kind": "user"}, status=200, count=-1)
+        run, _ = canary(fake, tmp_path, "--attempts", "1")
+        assert run.exit_code == ExitCode.PERMISSION, run.output
+        assert "read:servers!user=canary" in run.result["message"]
+        assert fake.spawns == 0
+
+
+def test_a_user_gone_during_the_stop_is_stopped_not_13(tmp_path):
+    with FakeHub(spawn="ready") as fake:
+
+        def delete_the_user() -> None:  # while the server is verified: from now on the hub has no such user
+            fake.faults.insert(0, Fault("GET", USER_MODEL, "status", status=404, count=-1))
+
+        fake.fault("GET", r"/api/status$", "signal", call=delete_the_user)
+        run, _ = canary(fake, tmp_path, "--attempts", "1")
+        assert fake.count("GET", USER_MODEL) >= 3, "the stop asked the hub"
+        assert run.exit_code == ExitCode.OK, run.output
+        assert run.named("server_already_stopped") and not run.named("server_left_running")
+
+
+@pytest.mark.parametrize(
+    ("body", "status"), [([], 201), ({"name": "python3"}, 201), ("kernel", 201)], ids=["list", "no-id", "string"]
+)
+def test_a_kernel_answer_of_the_wrong_shape_is_14(tmp_path, body, status):
+    with FakeHub(spawn="ready") as fake:
+        fake.fault("POST", KERNELS, "body", body=body, status=status, count=-1)
+        run, _ = canary(fake, tmp_path, "--check-kernel", "--attempts", "1")
+        assert run.exit_code == ExitCode.KERNEL_FAILED, run.output
+        assert fake.servers == {}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "words"),
+    [
+        # The tokens are listed only to find what a mint whose answer was lost left behind.
+        ("GET", r"/tokens$", {"api_tokens": 5}, 200, "without a list of tokens"),
+        ("POST", r"/tokens$", [], 201, "JSON list"),
+        ("POST", r"/tokens$", {"id": "a1"}, 201, "without a token"),
+    ],
+    ids=["token-list", "mint-list", "mint-no-token"],
+)
+def test_a_token_answer_of_the_wrong_shape_is_20(method, path, body, status, words):
+    with FakeHub() as fake:
+        fake.fault(method, path, "body", body=body, status=status, count=-1)
+        fake.fault("POST", r"/tokens$", "reset", after=True)
+        run = run_token(["--hub-url", fake.url, "--user", "canary", "--print"], env={"JUPYTERHUB_ADMIN_TOKEN": TOKEN})
+        assert run.exit_code == ExitCode.HUB_UNAVAILABLE, run.log
+        assert words in run.result["message"], run.result["message"]
+        assert run.stdout == ""
+
+
+# --- 9. a leftover server is stopped only when no live run of the probe can own it ---
+
+
+@pytest.mark.parametrize(
+    ("age_s", "code"),
+    [(5, ExitCode.CONCURRENT_RUN), (20 + 3 - 1, ExitCode.CONCURRENT_RUN), (20 + 3 + 1, ExitCode.OK)],
+    ids=["young", "just-young", "just-stale"],
+)
+def test_a_leftover_server_by_its_age(tmp_path, age_s, code):
+    with FakeHub(spawn="ready") as fake:
+        fake.add_server("canary", age_s=age_s)
+        run, _ = canary(fake, tmp_path, "--deadline", "20", "--stop-timeout", "3")
+        assert run.exit_code == code, run.output
+        if code == ExitCode.CONCURRENT_RUN:
+            assert fake.count("DELETE", SERVER) == 0 and fake.spawns == 0 and fake.servers, "the live run's server"
+            assert run.named("concurrent_run_found")[0]["stale_after_s"] == 23
+        else:
+            assert run.named("stale_server_stopped") and fake.servers == {}
+
+
+def test_a_leftover_server_without_a_start_time_cannot_be_proven_stale(tmp_path):
+    with FakeHub(spawn="ready") as fake:
+        fake.add_server("canary")
+        model = {"name": "canary", "servers": {"": {"name": "", "ready": True, "pending": None, "url": "/user/canary/"}}}
+        fake.fault("GET", USER_MODEL, "body", body=model, status=200, count=-1)
+        run, _ = canary(fake, tmp_path)
+        assert run.exit_code == ExitCode.CONCURRENT_RUN, run.output
+        assert "unknown time" in run.result["message"] and fake.count("DELETE", SERVER) == 0
 
 
 # --- 7. budgets: no attempt that cannot succeed, and the telling cause ---

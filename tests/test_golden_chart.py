@@ -4,10 +4,11 @@ tests/golden/*.yaml were rendered by helm from main's chart (commit 524de0c) bef
 each value set below must still render byte for byte the same. `--skip-tests` leaves out the
 `helm test` hook Pod, which is new and deliberately rendered for every install.
 
-Changed since, on purpose, and only this (issue 15): the exit-code contract gained 15-18 (the
-alerts' and NOTES' exit-code table), podFailurePolicy fails the Job at once on 18 too, and the
-single check's failing alert looks up its reason and cause in its description. The new values of
-issue 15 (checkStorage, checkLab, notebook, ...) are off by default and render nothing.
+Changed on purpose since (regenerated with render_text): issue 15 — the exit-code contract gained
+15-17 (the alerts' and NOTES' exit-code table), the single check's failing alert looks up its reason
+and cause in its description; the new values of issue 15 (checkStorage, checkLab, notebook, ...) are
+off by default and render nothing. Issue 14 — the probe's Lease (its variables and the Role's rules
+for leases) and exit code 18 (podFailurePolicy fails the Job at once on it, the exit-code tables).
 """
 
 from __future__ import annotations

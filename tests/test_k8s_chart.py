@@ -193,8 +193,17 @@ def test_the_chart_service_account_reads_its_secret_and_no_other(control_plane, 
     assert own.named("token_loaded") and f"Secret {ns}/{FULLNAME}-token" in own.named("token_loaded")[0]["source"]
     assert own.exit_code == ExitCode.HUB_UNAVAILABLE, own.output  # the token was read; the hub at port 9 is down
 
+    # The probe's Lease, as the chart's pod spec names it, in the pod's own namespace: taken and given back.
+    leased = run_main([*quick, "--token-secret", f"{FULLNAME}-token", "--lease", FULLNAME], env={})
+    assert leased.exit_code == ExitCode.HUB_UNAVAILABLE, leased.output
+    assert leased.named("lease_acquired")[0]["lease"] == f"Lease {ns}/{FULLNAME}" and leased.named("lease_released")
+    assert not plane.get_json(ns, "lease", FULLNAME)["spec"].get("holderIdentity")
+    # Another Lease of the namespace (another release's probe) is not the chart's to take.
+    foreign = run_main([*quick, "--token-secret", f"{FULLNAME}-token", "--lease", "another-release"], env={})
+    assert foreign.exit_code == ExitCode.PERMISSION and "'get'" in foreign.result["message"], foreign.output
+
     other = run_main([*quick, "--token-secret", "another-secret"], env={})
     assert other.exit_code == ExitCode.PERMISSION, other.output
     assert "403" in other.result["message"] and "'get'" in other.result["message"]
-    for run in (own, other):
+    for run in (own, leased, foreign, other):
         run.assert_no_secret(TOKEN, sa_token, "another-token-that-must-not-leak")

@@ -85,6 +85,9 @@ def test_a_job_against_the_local_hub_completes(control_plane, k8s_namespace, hub
     # Through the API with the Pod's own bound ServiceAccount token, under the chart's Role.
     events = [json.loads(line) for line in run.container.logs.splitlines() if line.startswith("{")]
     assert any(e["event"] == "token_loaded" and f"Secret {ns}/" in e["source"] for e in events), describe(run)
+    # The probe's Lease, under the same Role: taken before the hub is asked, given back at the end.
+    names = [e["event"] for e in events]
+    assert names.index("lease_acquired") < names.index("hub_reachable") and "lease_released" in names, describe(run)
 
     condition = wait_for("the Job controller's Complete condition", lambda: job_condition(plane, ns, job), 60)
     assert condition["type"] == "Complete", condition

@@ -115,3 +115,23 @@ def test_kernel_name_and_timeout_come_from_variables(tmp_path):
     bad = run_main(["--hub-url", "http://127.0.0.1:1/", "--user", "u", "--token-file", str(token_file),
                     "--kernel-timeout", "0", "--termination-log", str(tmp_path / "t")])
     assert bad.exit_code == ExitCode.CONFIGURATION and "--kernel-timeout" in bad.result["message"]
+
+
+def test_a_kernel_start_whose_answer_is_lost_fails_the_check_and_adopts_nothing(hub, hub_user, tmp_path):
+    """The lost start's kernel cannot be told apart from anyone else's: nothing is adopted or deleted, the
+    POST is not resent; the check fails (14: retried as an attempt, on a fresh server) and the server's
+    stop ends the kernel. (The fault proxy cannot carry websockets, so this run stops at the start.)"""
+    from tests.faultproxy import FaultProxy
+
+    user, token = account(hub, hub_user())
+    with FaultProxy(hub.url) as proxy:
+        proxy.cut_next(1, after_bytes=0, path_contains="/api/kernels", method="POST")
+        run = run_main(["--hub-url", proxy.url, "--user", user, "--check-kernel", "--attempts", "1",
+                        "--termination-log", str(tmp_path / "t")], env={"JUPYTERHUB_API_TOKEN": token})
+        kernel_requests = [(method, path) for _, method, path, _ in proxy.requests_seen if "/api/kernels" in path]
+    run.assert_no_secret(token)
+    assert run.exit_code == ExitCode.KERNEL_FAILED, run.output
+    assert "answer was lost" in run.result["message"], run.result["message"]
+    assert kernel_requests == [("POST", f"/user/{user}/api/kernels")], "resent, listed or deleted after the loss"
+    assert not run.named("kernel_started") and run.named("server_stopped")
+    assert hub.servers(user) == {}

@@ -252,3 +252,17 @@ def test_phase_durations_are_pushed_for_every_phase_nan_when_not_marked():
     text = generate_latest(metrics.registry_for(metrics.RunMetrics(True, 0, 1, 2.5, timeline_phases_ms={"spawn": 1500})))
     assert b'jupyterhub_canary_phase_duration_seconds{phase="spawn"} 1.5' in text
     assert b'jupyterhub_canary_phase_duration_seconds{phase="image_pull"} NaN' in text
+
+
+def test_a_run_that_finds_another_live_run_pushes_nothing(tmp_path, pushgateway):
+    """18 measured nothing: the live run's metrics group keeps the live run's values."""
+    from tests.fakehub import FakeHub
+
+    with FakeHub() as fake:
+        fake.add_server("canary", age_s=5)  # the live run's server
+        run = run_main(["--hub-url", fake.url, "--user", "canary", "--pushgateway-url", pushgateway.url,
+                        "--termination-log", str(tmp_path / "t")], env={"JUPYTERHUB_API_TOKEN": "x" * 32})
+        assert run.exit_code == ExitCode.CONCURRENT_RUN, run.output
+        assert fake.servers, "the live run's server was touched"
+    assert not run.named("metrics_pushed") and not run.named("metrics_push_failed"), run.output
+    assert pushgateway.samples(fake.url, "canary") == {}

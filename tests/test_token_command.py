@@ -4,7 +4,9 @@ Neither the admin token nor a minted one may leak."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,8 @@ import yaml
 from app import secret
 from app.exit_codes import ExitCode
 from app.token_command import ANNOTATION, LABELS, least_scopes
-from tests.runner import run_main, run_token
+from tests.faultproxy import FaultProxy
+from tests.runner import CANARY, TokenRun, parse_events, run_main, run_token
 
 pytestmark = pytest.mark.hub
 
@@ -103,7 +106,7 @@ def test_mint_creates_the_user_and_prints_a_least_privilege_token_that_runs_a_cy
     # The hub adds only what the asked scopes imply: read:users:* always, and on 5.x the parts of `servers`.
     implied = {"read:users:name", "read:users:groups", "read:servers", "delete:servers"}
     assert {scope.split("!")[0] for scope in scopes - least} <= implied, scopes
-    assert minted["note"] == "jupyterhub-canary"
+    assert re.fullmatch(r"jupyterhub-canary [0-9a-f]{12}", minted["note"]), "the note: --note and this run's id"
 
     cycle = run_main(["--hub-url", hub.url, "--user", user, "--termination-log", str(tmp_path / "t")],
                      env={"JUPYTERHUB_API_TOKEN": token})
@@ -269,3 +272,68 @@ def test_token_command_bad_input_is_78(args, culprit):
     run = run_token([*action, "--hub-url", "http://127.0.0.1:9/", "--user", "u", *rest], env=env)
     assert run.exit_code == ExitCode.CONFIGURATION, run.log
     assert culprit in run.result["message"]
+
+
+# --- two concurrent runs, each with a lost answer: neither revokes the other's token ---
+
+
+def _token_process(args: list[str], env: dict[str, str]) -> TokenRun:
+    """The token command as its own process (the other run, beside the one in this process)."""
+    child_env = {"PATH": os.environ.get("PATH", ""), **env}
+    done = subprocess.run([CANARY, "token", *args], capture_output=True, text=True, env=child_env, timeout=120)
+    return TokenRun(done.returncode, done.stdout, done.stderr, parse_events(done.stderr))
+
+
+def _concurrent_with_lost_answers(hub, args_a: list[str], args_b: list[str], env: dict[str, str]):
+    """Run A in this process through a proxy that loses its mint's answer; while A's POST waits at the
+    proxy, run B to its end as another process, through a second proxy that loses B's mint's answer too.
+    So B's token is minted between A's start and A's search for its own orphan."""
+    others: list[TokenRun] = []
+    with FaultProxy(hub.url) as proxy_a, FaultProxy(hub.url) as proxy_b:
+        proxy_b.cut_next(1, after_bytes=0, path_contains="/tokens", method="POST")
+        proxy_a.cut_next(1, after_bytes=0, path_contains="/tokens", method="POST",
+                         before=lambda: others.append(_token_process(["--hub-url", proxy_b.url, *args_b], env)))
+        run_a = run_token(["--hub-url", proxy_a.url, *args_a], env=env)
+    (run_b,) = others
+    return run_a, run_b
+
+
+def _assert_each_kept_its_own(hub, user, run_a, run_b):
+    for run in (run_a, run_b):
+        assert run.exit_code == 0, run.log
+        (orphan,) = run.named("token_orphan_revoked")  # its own lost token, and only that
+        assert run.named("request_outcome_unknown"), run.log
+    minted = {name: run.named("token_minted")[-1] for name, run in (("a", run_a), ("b", run_b))}
+    assert minted["a"]["note"] != minted["b"]["note"], "each run's note is its own"
+    revoked = {name: {e["token_id"] for e in run.named("token_orphan_revoked") + run.named("token_revoked")}
+               for name, run in (("a", run_a), ("b", run_b))}
+    assert minted["b"]["token_id"] not in revoked["a"] and minted["a"]["token_id"] not in revoked["b"]
+    alive = {str(t["id"]) for t in hub.api("GET", f"users/{user}/tokens").json()["api_tokens"]}
+    assert {minted["a"]["token_id"], minted["b"]["token_id"]} <= alive
+
+
+def test_two_concurrent_mints_with_lost_answers_keep_each_others_token(hub, hub_user):
+    user = hub_user()
+    hub.create_user(user)
+    args = ["--user", user, "--print"]
+    run_a, run_b = _concurrent_with_lost_answers(hub, args, args, admin_env(hub))
+    _assert_each_kept_its_own(hub, user, run_a, run_b)
+    assert token_works(hub, run_a.stdout.strip()) and token_works(hub, run_b.stdout.strip())
+    assert_clean(run_a, hub.admin_token)
+    assert_clean(run_b, hub.admin_token)
+
+
+@pytest.mark.k8s
+def test_two_concurrent_rotations_with_lost_answers_keep_each_others_token(kube, hub, hub_user):
+    user = hub_user()
+    args = ["--user", user, "--secret", SECRET, "--namespace", kube.namespace]
+    first = run_token(["--hub-url", hub.url, *args, "--create-user"], env=admin_env(hub))
+    assert first.exit_code == 0, first.log
+    env = {**admin_env(hub), "KUBECONFIG": os.environ["KUBECONFIG"]}
+    run_a, run_b = _concurrent_with_lost_answers(hub, ["rotate", *args], ["rotate", *args], env)
+    _assert_each_kept_its_own(hub, user, run_a, run_b)
+    # A wrote last: the Secret holds A's token, which works; B's is still valid (nobody revoked it).
+    stored = kube.get_secret(SECRET)
+    assert stored["metadata"]["annotations"][ANNOTATION + "token-id"] == run_a.named("token_minted")[-1]["token_id"]
+    assert token_works(hub, stored["data"]["token"])
+    assert_clean(run_a, hub.admin_token, kube.token, stored["data"]["token"])

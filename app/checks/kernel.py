@@ -74,8 +74,8 @@ class KernelCheck:
     def start(self) -> dict[str, Any]:
         body = {"name": self.kernel_name} if self.kernel_name else {}
         try:
-            # Not sent twice blindly: a kernel started by a request whose answer was lost is adopted.
-            response = self.client.post_once(self._kernels_url(), self.deadline, find_outcome=self._started_kernel, json=body)
+            # Never sent twice, never adopted on a guess: see _lost_start.
+            response = self.client.post_once(self._kernels_url(), self.deadline, find_outcome=self._lost_start, json=body)
         except HubUnavailable as exc:
             raise KernelFailed(f"starting a kernel: no answer through the proxy ({exc})") from None
         if isinstance(response, dict):
@@ -98,23 +98,15 @@ class KernelCheck:
         log.info("kernel_started", kernel_id=kernel["id"], kernel_name=kernel.get("name"))
         return kernel
 
-    def _started_kernel(self) -> dict[str, Any] | None:
-        """The kernel a lost POST started, if any. The server is the canary's own, just spawned: any
-        kernel on it is one of ours. One is kept; others (from earlier lost POSTs) are deleted."""
-        response = self.client.request("GET", self._kernels_url(), self.deadline)
-        if response.status_code != 200:
-            raise HubUnavailable(f"listing the kernels answered {response.status_code} {hub_message(response)}")
-        try:
-            kernels = [k for k in response.json() if isinstance(k, dict) and k.get("id")]
-        except (ValueError, TypeError):
-            raise HubUnavailable("listing the kernels answered without a list of kernels") from None
-        if not kernels:
-            return None
-        kept, *extra = kernels
-        for kernel in extra:
-            self.delete(str(kernel["id"]))
-        log.info("kernel_started", kernel_id=kept["id"], kernel_name=kept.get("name"), adopted=True)
-        return kept
+    def _lost_start(self) -> None:
+        """The start's answer was lost: a kernel may have started, but its id never came back, and only
+        the id proves a kernel to be ours (another client may run kernels on the server too). So no
+        kernel is adopted or deleted, and the POST is not sent again: the check fails (retried like any
+        kernel failure), and a kernel the lost request started ends with the server's stop."""
+        raise KernelFailed(
+            "starting a kernel: the answer was lost, so whether a kernel started is unknown; none is adopted "
+            "or deleted without its id (the server's stop ends one that did)"
+        )
 
     @property
     def _named(self) -> str:
@@ -221,14 +213,14 @@ class KernelCheck:
                 message = json.loads(raw)
             except ValueError:
                 continue
-            if (message.get("parent_header") or {}).get("msg_id") != msg_id:
+            if not isinstance(message, dict) or _part(message, "parent_header").get("msg_id") != msg_id:
                 continue  # e.g. the server's own kernel_info requests
-            kind = (message.get("header") or {}).get("msg_type") or message.get("msg_type")
-            content = message.get("content") or {}
+            kind = _part(message, "header").get("msg_type") or message.get("msg_type")
+            content = _part(message, "content")
             if kind == "stream":
                 output.append(str(content.get("text", "")))
             elif kind in ("execute_result", "display_data"):
-                output.append(str((content.get("data") or {}).get("text/plain", "")))
+                output.append(str(_part(content, "data").get("text/plain", "")))
             elif kind == "error":
                 error = f"{content.get('ename')}: {content.get('evalue')}"
                 error_content = content
@@ -240,6 +232,12 @@ class KernelCheck:
                     error = f"{content.get('ename', 'error')}: {content.get('evalue', content.get('status'))}"
                     error_content = content
         return {"output": "".join(output), "error": error, "error_content": error_content}
+
+
+def _part(message: dict[str, Any], key: str) -> dict[str, Any]:
+    """A part of a kernel message that must be an object; anything else counts as empty."""
+    part = message.get(key)
+    return part if isinstance(part, dict) else {}
 
 
 def _cause(response: Any) -> str:

@@ -57,6 +57,12 @@ containers:
       - name: CANARY_KUBE_RELAXED_X509
         value: "true"
       {{- end }}
+      # One run of the probe at a time (the CronJob's, `helm test`, a Job made from the CronJob): a
+      # second one exits 18 without touching the first's server.
+      - name: CANARY_LEASE
+        value: {{ $probe.cronjobName | quote }}
+      - name: CANARY_LEASE_NAMESPACE
+        value: {{ .Release.Namespace | quote }}
       {{- else }}
       - name: CANARY_TOKEN_FILE
         value: {{ printf "/etc/jupyterhub-canary/token/%s" .Values.token.key | quote }}

@@ -1,0 +1,91 @@
+"""What a token may do, from the scopes the hub says it has (`GET /hub/api/user` answers `scopes`).
+
+The cycle must see, start, stop and reach one server. JupyterHub includes `servers` in a user model
+only when the token may read them, so a token without `read:servers` would spawn a server it cannot
+see; the preflight names what is missing (77) before anything is started.
+
+Scopes are `name` or `name!filter`, filters `user=NAME`, `server=USER/SERVER` (the default server's
+name is empty: `server=USER/`), `group=NAME` or a bare `user` (the token owner's own resources).
+Implications follow JupyterHub's scope hierarchy (its scopes.py): the hub answers the expanded
+scopes already, the hierarchy here only makes the check independent of that. A group filter cannot
+be judged without the user's groups: it is given the benefit of the doubt (logged, never a failure).
+
+The server is read from the user model, which shows `servers` only with `read:servers` on the user:
+`read:servers!server=USER/` is not enough (seen on JupyterHub 6.1), the other three may be per server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# What each scope implies (JupyterHub 4-6; `start:servers` exists from 6, before it `servers` starts).
+# What the cycle does with each scope it needs: for the message that names a missing one.
+USES = {
+    "read:servers": "see the server (the hub hides `servers` from the user model without it)",
+    "start:servers": "start the server",
+    "servers": "start the server",
+    "delete:servers": "stop the server",
+    "access:servers": "reach the server through the proxy",
+}
+# Needed for the whole user: a server filter does not cover them.
+USER_WIDE = frozenset({"read:servers"})
+IMPLIES: dict[str, tuple[str, ...]] = {
+    "admin:servers": ("admin:server_state", "servers"),
+    "servers": ("read:servers", "start:servers", "delete:servers"),
+    "shares": ("access:servers", "read:shares", "users:shares", "groups:shares"),
+}
+
+
+def needed(hub_version: str) -> tuple[str, ...]:
+    """The scopes the cycle needs on a hub of this version, in the order they are used."""
+    start = "start:servers" if _major(hub_version) >= 6 else "servers"
+    return ("read:servers", start, "delete:servers", "access:servers")
+
+
+def _major(version: str) -> int:
+    try:
+        return int(version.split(".")[0])
+    except ValueError:
+        return 0
+
+
+def _expand(name: str) -> set[str]:
+    names = {name}
+    for implied in IMPLIES.get(name, ()):
+        names |= _expand(implied)
+    return names
+
+
+def _covers(scope_filter: str, owner: str | None, user: str, server_name: str) -> bool | None:
+    """Whether a filter covers the server of `user`: True, False, or None when it cannot be told."""
+    if not scope_filter:
+        return True
+    kind, _, value = scope_filter.partition("=")
+    if kind == "user":
+        return (value or owner) == user
+    if kind == "server":
+        return value == f"{user}/{server_name}"
+    if kind == "group":
+        return None
+    return False
+
+
+def missing(
+    scopes: Iterable[str], needs: Iterable[str], *, owner: str | None, user: str, server_name: str
+) -> tuple[list[str], list[str]]:
+    """(missing, uncertain): the needed scopes no granted scope covers for this server, and those only a
+    filter that cannot be judged here (a group) may cover."""
+    granted: dict[str, list[bool | None]] = {}
+    for scope in scopes:
+        name, _, scope_filter = str(scope).partition("!")
+        coverage = _covers(scope_filter, owner, user, server_name)
+        for implied in _expand(name):
+            per_server = scope_filter.startswith("server=")
+            granted.setdefault(implied, []).append(False if per_server and implied in USER_WIDE else coverage)
+    lacking, uncertain = [], []
+    for need in needs:
+        coverage = granted.get(need, [])
+        if True in coverage:
+            continue
+        (uncertain if None in coverage else lacking).append(need)
+    return lacking, uncertain

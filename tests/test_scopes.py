@@ -1,0 +1,60 @@
+"""The scope check's reading of JupyterHub's scope syntax and hierarchy (app/scopes.py); the real hub's
+answers are in tests/test_cycle.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.scopes import missing, needed
+
+NEEDS_6 = needed("6.1.1")
+
+
+def check(*granted: str, owner: str | None = None, server: str = "") -> tuple[list[str], list[str]]:
+    return missing(granted, NEEDS_6, owner=owner, user="canary", server_name=server)
+
+
+def test_the_needs_follow_the_hubs_version():
+    assert needed("6.1.1") == ("read:servers", "start:servers", "delete:servers", "access:servers")
+    assert needed("5.5.4") == ("read:servers", "servers", "delete:servers", "access:servers")
+
+
+@pytest.mark.parametrize(
+    "granted",
+    [
+        ("servers!user=canary", "access:servers!user=canary"),
+        ("admin:servers", "access:servers"),
+        ("read:servers!user=canary", "start:servers!server=canary/", "delete:servers!server=canary/",
+         "access:servers!server=canary/"),
+        ("servers!user", "shares!user"),  # a bare filter is the owner's own
+    ],
+    ids=["user-filter", "admin-servers", "server-filter", "own"],
+)
+def test_enough(granted):
+    assert check(*granted, owner="canary") == ([], [])
+
+
+@pytest.mark.parametrize(
+    ("granted", "lacking"),
+    [
+        (("start:servers", "delete:servers", "access:servers", "read:users"), ["read:servers"]),
+        (("servers!user=someone-else", "access:servers!user=canary"), ["read:servers", "start:servers", "delete:servers"]),
+        (("servers!server=canary/named", "access:servers"), ["read:servers", "start:servers", "delete:servers"]),
+        # The hub shows `servers` in the user model only with read:servers on the user.
+        (("servers!server=canary/", "access:servers"), ["read:servers"]),
+        (("admin:users", "access:servers"), ["read:servers", "start:servers", "delete:servers"]),  # users, not servers
+        (("servers!user",), ["read:servers", "start:servers", "delete:servers", "access:servers"]),  # owner is not canary
+    ],
+    ids=["no-read", "other-user", "other-server", "server-wide-read", "admin-users", "other-owner"],
+)
+def test_lacking(granted, lacking):
+    assert check(*granted, owner="someone") == (lacking, [])
+
+
+def test_a_group_filter_is_uncertain_not_missing():
+    assert check("servers!group=canaries", "access:servers") == ([], ["read:servers", "start:servers", "delete:servers"])
+
+
+def test_a_named_server():
+    granted = ("servers!server=canary/probe", "read:servers!user=canary", "access:servers!user=canary")
+    assert check(*granted, server="probe") == ([], [])
