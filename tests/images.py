@@ -69,8 +69,11 @@ def _check(done: subprocess.CompletedProcess, what: str) -> subprocess.Completed
 # --- the machine: packages, apt mirror, pip settings ---
 
 
-def ensure_packages() -> None:
-    needed = {"docker.io": "dockerd", "debootstrap": "debootstrap"}
+DOCKER_PACKAGES = {"docker.io": "dockerd", "debootstrap": "debootstrap"}
+
+
+def ensure_packages(needed: dict[str, str] = DOCKER_PACKAGES) -> None:
+    """apt-get install the Debian packages (package -> a command it ships) whose command is missing."""
     missing = [package for package, tool in needed.items() if not shutil.which(tool)]
     if not missing:
         return
@@ -143,6 +146,8 @@ class Dockerd:
             "--bridge=none",
             "--iptables=false",
             "--ip-masq=false",
+            # dockerd turns net.ipv4.ip_forward on otherwise, and leaves it on: this machine routes nothing.
+            "--ip-forward=false",
         ]
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
