@@ -69,8 +69,11 @@ def _check(done: subprocess.CompletedProcess, what: str) -> subprocess.Completed
 # --- the machine: packages, apt mirror, pip settings ---
 
 
-def ensure_packages() -> None:
-    needed = {"docker.io": "dockerd", "debootstrap": "debootstrap"}
+DOCKER_PACKAGES = {"docker.io": "dockerd", "debootstrap": "debootstrap"}
+
+
+def ensure_packages(needed: dict[str, str] = DOCKER_PACKAGES) -> None:
+    """apt-get install the Debian packages (package -> a command it ships) whose command is missing."""
     missing = [package for package, tool in needed.items() if not shutil.which(tool)]
     if not missing:
         return
@@ -143,6 +146,8 @@ class Dockerd:
             "--bridge=none",
             "--iptables=false",
             "--ip-masq=false",
+            # dockerd turns net.ipv4.ip_forward on otherwise, and leaves it on: this machine routes nothing.
+            "--ip-forward=false",
         ]
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -304,6 +309,16 @@ def import_standin(dockerd: Dockerd, kind: str) -> str:
     changes = [arg for change in IMPORT_CHANGES[kind] for arg in ("--change", change)]
     _check(dockerd.docker("import", *changes, str(standin_tarball(kind)), tag, timeout=300), f"docker import {kind}")
     return tag
+
+
+def save(dockerd: Dockerd, image: str, archive: Path) -> Path:
+    """`docker save` of `image` into the file `archive`."""
+    with archive.open("wb") as out:
+        done = subprocess.run([dockerd.client, "save", image], stdout=out, stderr=subprocess.PIPE, text=False,
+                              env=dockerd.env, timeout=300, check=False)
+    if done.returncode != 0:
+        raise ImageError(f"docker save {image} failed: {done.stderr.decode(errors='replace')[-2000:]}")
+    return archive
 
 
 def harness_layer(dockerd: Dockerd, base: str, context: Path) -> str:
