@@ -88,7 +88,7 @@ spawn_log = workdir / "spawns.jsonl"
 c = get_config()  # noqa: F821 - provided by traitlets when it loads this file
 
 # --- network: everything on loopback, on the free ports LocalHub picked ---
-c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.ip = params.get("ip", "127.0.0.1")
 c.JupyterHub.port = params["proxy_port"]
 c.JupyterHub.hub_ip = "127.0.0.1"
 c.JupyterHub.hub_port = params["hub_port"]
