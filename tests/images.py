@@ -143,6 +143,8 @@ class Dockerd:
             "--bridge=none",
             "--iptables=false",
             "--ip-masq=false",
+            # dockerd turns net.ipv4.ip_forward on otherwise, and leaves it on: this machine routes nothing.
+            "--ip-forward=false",
         ]
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -16,11 +16,14 @@ from collections.abc import Iterator
 import pytest
 
 from app.exit_codes import ExitCode
+from app.token_command import least_scopes
 from tests import userimage
 from tests.conftest import _restricted_namespace
 from tests.controlplane import wait_for
 from tests.kubespawner_hub import MISSING_CLAIM, MISSING_IMAGE, KubeSpawnerHub
 from tests.runner import run_main
+from tests.test_k8s_chart import RELEASE
+from tests.test_k8s_node import install, job_condition, json_lines
 
 pytestmark = pytest.mark.k8s
 
@@ -67,12 +70,10 @@ def spawned_pod(hub: KubeSpawnerHub, user: str) -> str:
     return record["pod"]
 
 
-def test_a_fast_real_spawn_has_kubespawners_events_in_its_timeline(kubespawner_hub, hub_user, tmp_path):
-    hub = kubespawner_hub
-    user = hub_user("ks-")
-    run = run_canary(hub, user, tmp_path)
-    assert run.exit_code == ExitCode.OK, run.output
-    result = run.result
+def assert_real_kubespawner_timeline(hub: KubeSpawnerHub, user: str, result: dict) -> None:
+    """The result of a healthy run: the pod's real events, relayed by KubeSpawner, in its timeline with
+    their phases, and nothing left of the spawn."""
+    assert result["outcome"] == "ok", result
     pod = spawned_pod(hub, user)
     messages = [event["message"] for event in result["timeline"]]
 
@@ -94,6 +95,35 @@ def test_a_fast_real_spawn_has_kubespawners_events_in_its_timeline(kubespawner_h
     # Nothing left: the canary stopped its server, KubeSpawner deleted the pod.
     assert hub.servers(user) == {}
     wait_for(f"pod {pod} deleted", lambda: pod not in [p["metadata"]["name"] for p in hub.user_pods()], 30)
+
+
+def test_a_fast_real_spawn_has_kubespawners_events_in_its_timeline(kubespawner_hub, hub_user, tmp_path):
+    user = hub_user("ks-")
+    run = run_canary(kubespawner_hub, user, tmp_path)
+    assert run.exit_code == ExitCode.OK, run.output
+    assert_real_kubespawner_timeline(kubespawner_hub, user, run.result)
+
+
+def test_the_chart_cronjob_pod_spawns_a_real_user_pod(node, kubespawner_hub, node_image, hub_user):
+    """The product image as the chart's CronJob pod on the node, against the KubeSpawner hub."""
+    hub, ns = kubespawner_hub, kubespawner_hub.namespace
+    user = hub_user("ks-cron-")
+    hub.create_user(user)
+    token = hub.new_token(user, scopes=least_scopes(hub.version, user))
+    notes = install(node, ns, hub, node_image, "--set", f"canary.user={user}", "--set", f"token.value={token}")
+    try:
+        job = node.create_manual_job(notes)
+        condition = wait_for(f"Job {job} to finish", lambda: job_condition(node, ns, job), 180, interval=1)
+        logs = node.kubectl("-n", ns, "logs", f"job/{job}")
+        assert logs.returncode == 0, logs.stderr
+        assert condition["type"] == "Complete", f"{condition}\n{logs.stdout}"
+        assert token not in logs.stdout
+        results = [e for e in json_lines(logs.stdout) if e["event"] == "canary_result"]
+        assert len(results) == 1, logs.stdout
+        assert_real_kubespawner_timeline(hub, user, results[0])
+    finally:
+        removed = node.helm("uninstall", RELEASE, "--namespace", ns, "--wait", "--timeout", "60s")
+        assert removed.returncode == 0, removed.stderr
 
 
 # behaviour (tests/kubespawner_config.py), the canary's arguments, its exit code, the real event's reason
