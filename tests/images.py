@@ -69,8 +69,11 @@ def _check(done: subprocess.CompletedProcess, what: str) -> subprocess.Completed
 # --- the machine: packages, apt mirror, pip settings ---
 
 
-def ensure_packages() -> None:
-    needed = {"docker.io": "dockerd", "debootstrap": "debootstrap"}
+DOCKER_PACKAGES = {"docker.io": "dockerd", "debootstrap": "debootstrap"}
+
+
+def ensure_packages(needed: dict[str, str] = DOCKER_PACKAGES) -> None:
+    """apt-get install the Debian packages (package -> a command it ships) whose command is missing."""
     missing = [package for package, tool in needed.items() if not shutil.which(tool)]
     if not missing:
         return

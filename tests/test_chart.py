@@ -608,8 +608,9 @@ def test_rendered_yaml_and_values_pass_yamllint(helm, tmp_path):
 
 def test_notes_show_the_operator_commands_and_every_exit_code(helm):
     text = notes(helm, *DEFAULTS)
-    assert f"kubectl -n {NAMESPACE} create job --from=cronjob/{FULLNAME} {FULLNAME}-manual" in text
-    assert f"logs job/{FULLNAME}-manual" in text
+    # A new Job name each time (the time in seconds): the same command a second time works too.
+    assert f"JOB={FULLNAME}-manual-$(date +%s)\n  kubectl -n {NAMESPACE} create job --from=cronjob/{FULLNAME} \"$JOB\"" in text
+    assert 'logs "job/$JOB"' in text and 'delete job "$JOB"' in text
     assert "--watch" in text
     assert "{.items[0].status.containerStatuses[0].state.terminated.message}" in text
     table = dict(re.findall(r"^  (\d+) +(.+)$", text.partition("Exit codes")[2], flags=re.MULTILINE))
