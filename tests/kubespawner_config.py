@@ -46,6 +46,7 @@ c.KubeSpawner.namespace = _settings["namespace"]
 c.KubeSpawner.image = _settings["image"]
 c.KubeSpawner.image_pull_policy = "Never"
 c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
+c.KubeSpawner.ip = "0.0.0.0"  # in the pod, for the proxy (hub_config.py's 127.0.0.1 is for local processes)
 c.KubeSpawner.args = []  # not hub_config.py's --allow-root: the pod runs as a user
 c.KubeSpawner.start_timeout = _settings["start_timeout"]
 c.KubeSpawner.http_timeout = _settings["http_timeout"]
