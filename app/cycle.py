@@ -20,15 +20,19 @@ from typing import Any
 
 import tenacity
 
-from app import logs, timeline
+from app import logs, spawn_causes, timeline
 from app.config import Config
 from app.deadline import Clock, Deadline, elapsed_ms
 from app.errors import CanaryError, HubUnavailable, PermissionDenied, ServerUnreachable, SpawnFailed, SpawnTimeout, StopFailed
 from app.hub import HubClient, SpawnRefused, StreamUnavailable
+from app.spawn_progress import ProgressFollower
 
 PHASES = ("spawn_request", "ready_wait", "verify", "stop")
 KERNEL_PHASE = "kernel"  # only with --check-kernel, between verify and stop
 POLL_INTERVAL = 1.0  # polling the user model when the progress stream is not available
+# After a 201 (ready within the hub's slow_spawn_timeout) the stream, open since the request went
+# out, ends with the spawn: this long at most to take in its last events.
+READY_STREAM_GRACE = 2.0
 # Another attempt is started only with at least this share of --spawn-timeout left to spawn in: one
 # with less would most likely time out (11) and hide the cause of the attempts before it.
 MIN_SPAWN_SHARE = 0.5
@@ -78,6 +82,7 @@ class Canary:
         # The server's URL as the hub gives it (its model's `url`), once seen.
         self.server_url: str | None = None
         self._spawn_cut_short = False  # this attempt's spawn budget was cut by the deadline
+        self._progress: ProgressFollower | None = None  # this attempt's progress stream (app/spawn_progress.py)
 
     # --- the run: attempts with retries ---
 
@@ -160,22 +165,40 @@ class Canary:
             self.timeline = timeline.Timeline(self._clock)
             try:
                 try:
-                    ready = self.timed("spawn_request", self.request_spawn, spawn_deadline)
-                    self.timed("ready_wait", self.wait_until_ready, spawn_deadline, ready)
-                except HubUnavailable as exc:
-                    if not spawn_deadline.expired():
-                        raise
-                    # A request cut short by the spawn deadline: the spawn is what took too long.
-                    raise SpawnTimeout(
-                        f"the server was not ready within {spawn_deadline.seconds:g}s ({exc})",
-                        progress_message=self.last_progress_message,
-                    ) from None
+                    self.spawn(spawn_deadline)
+                except (SpawnFailed, SpawnTimeout) as exc:
+                    exc.cause = exc.cause or self.spawn_cause(exc)
+                    log.info("spawn_cause", cause=exc.cause, reason=exc.reason)
+                    raise
                 self.timed("verify", self.verify)
                 if self.config.check_kernel:
                     self.timed(KERNEL_PHASE, self.check_kernel)
             finally:
                 self.cleanup()
             log.info("attempt_passed", phases_ms=self.phases_ms)
+
+    def spawn(self, deadline: Deadline) -> None:
+        """Request the server and wait until it is ready, following its progress stream all along."""
+        assert self.timeline is not None
+        self._progress = ProgressFollower(self.client, self.user, self.server_name, deadline, self.timeline)
+        try:
+            ready = self.timed("spawn_request", self.request_spawn, deadline)
+            self.timed("ready_wait", self.wait_until_ready, deadline, ready)
+        except HubUnavailable as exc:
+            if not deadline.expired():
+                raise
+            # A request cut short by the spawn deadline: the spawn is what took too long.
+            raise SpawnTimeout(
+                f"the server was not ready within {deadline.seconds:g}s ({exc})",
+                progress_message=self.last_progress_message,
+            ) from None
+        finally:
+            self._progress.stop()
+
+    def spawn_cause(self, failure: SpawnFailed | SpawnTimeout) -> str:
+        """Why the spawn failed, from its events and the failure's words (app/spawn_causes.py)."""
+        told = [(event.message, event.reason) for event in self.timeline.events] if self.timeline else []
+        return spawn_causes.classify(told, failure.message, timed_out=isinstance(failure, SpawnTimeout))
 
     def cleanup(self) -> None:
         """Stop the server this attempt may have started, with signals held off. Idempotent.
@@ -245,43 +268,67 @@ class Canary:
         log.warning("stale_server_stopped")
 
     def request_spawn(self, deadline: Deadline) -> bool:
-        """Ask for the server; True when the hub says it is ready already."""
+        """Ask for the server; True when the hub says it is ready already.
+
+        The progress stream is followed from before the request is sent (app/spawn_progress.py): the
+        hub tells a spawn's events only while it is pending, which may be the whole time it holds the
+        request open.
+        """
+        assert self._progress is not None
+        self._progress.start()
         try:
             return self.client.start_server(self.user, self.server_name, self.config.user_options, deadline)
         except SpawnRefused as refused:
             # The hub's answer is generic ("Internal Server Error"); the spawner's reason is in the
             # progress stream, which still holds the `failed` event: following it raises SpawnFailed
             # with that reason.
+            self._progress.request_answered()
             try:
                 self._follow_progress(deadline.within(5.0))
             except StreamUnavailable:
                 pass
             raise SpawnFailed(refused.message) from None
+        finally:
+            self._progress.request_answered()
 
     def wait_until_ready(self, deadline: Deadline, ready_already: bool) -> None:
-        if ready_already and self._is_ready(deadline):
-            return
-        if not ready_already:
+        if ready_already:
+            # Ready within the hub's slow_spawn_timeout (201): take in what the stream told meanwhile.
             try:
-                if self._follow_progress(deadline):
-                    return
+                self._follow_progress(deadline.within(READY_STREAM_GRACE), confirm=False)
             except StreamUnavailable as exc:
-                log.info("progress_stream_unavailable", reason=str(exc))
+                log.debug("progress_stream_unavailable", reason=str(exc))
+            if self._is_ready(deadline):
+                return
+            # A 201 is no proof either: with slow_spawn_timeout 0 the hub was seen to answer 201 once the
+            # process had started, before the server answered. The stream goes on telling.
+        try:
+            if self._follow_progress(deadline):
+                return
+        except StreamUnavailable as exc:
+            log.info("progress_stream_unavailable", reason=str(exc))
         self._poll_until_ready(deadline)
 
-    def _follow_progress(self, deadline: Deadline) -> bool:
-        """Log the spawner's progress messages; True once the server model confirms readiness."""
-        for event in self.client.progress_events(self.user, self.server_name, deadline):
+    def _follow_progress(self, deadline: Deadline, *, confirm: bool = True) -> bool:
+        """Log the spawner's progress messages as the follower took them in; True once the stream says
+        ready and (with `confirm`) the server model confirms it."""
+        assert self._progress is not None
+        for event, recorded in self._progress.events(deadline):
             message = event.get("message")
             if message:
                 self.last_progress_message = str(message)
-            t_ms = self.timeline.record(event).t_ms if self.timeline else None
-            log.info("spawn_progress", progress=event.get("progress"), message=message, t_ms=t_ms)
+            log.info(
+                "spawn_progress",
+                progress=event.get("progress"),
+                message=message,
+                t_ms=recorded.t_ms,
+                **({"event_reason": recorded.reason} if recorded.reason else {}),
+            )
             if event.get("failed"):
                 raise SpawnFailed(f"the spawner reported failure: {message}", progress_message=self.last_progress_message)
             if event.get("ready"):
                 # The stream alone is not proof: a cancelled spawn was seen to report ready.
-                return self._is_ready(deadline)
+                return self._is_ready(deadline) if confirm else True
         return False
 
     def _is_ready(self, deadline: Deadline) -> bool:

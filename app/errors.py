@@ -12,10 +12,12 @@ class CanaryError(Exception):
     reason = "internal_error"
     retryable = False
 
-    def __init__(self, message: str, *, progress_message: str | None = None):
+    def __init__(self, message: str, *, progress_message: str | None = None, cause: str | None = None):
         super().__init__(message)
         self.message = message
         self.progress_message = progress_message
+        # Why, in one word, where a failure can tell (a spawn's: app/spawn_causes.py); None otherwise.
+        self.cause = cause
 
 
 class ConfigError(CanaryError):

@@ -11,6 +11,10 @@ class ExitCode(IntEnum):
     SERVER_UNREACHABLE = 12
     STOP_FAILED = 13
     KERNEL_FAILED = 14
+    STORAGE_FAILED = 15
+    NOTEBOOK_FAILED = 16
+    LAB_FAILED = 17
+    CONCURRENT_RUN = 18
     HUB_UNAVAILABLE = 20
     KUBERNETES_UNAVAILABLE = 21
     PERMISSION = 77
@@ -27,6 +31,10 @@ MEANING = {
     ExitCode.SERVER_UNREACHABLE: "server unreachable (ready per the hub, but api/status failed)",
     ExitCode.STOP_FAILED: "stop failed: server left running",
     ExitCode.KERNEL_FAILED: "kernel failed: no kernel started, or it did not run the test code (--check-kernel)",
+    ExitCode.STORAGE_FAILED: "storage failed: a file could not be saved, read back or deleted in the home (--check-storage)",
+    ExitCode.NOTEBOOK_FAILED: "notebook failed: a cell of --notebook raised or did not finish",
+    ExitCode.LAB_FAILED: "JupyterLab failed: its page or a bundle it loads is not served (--check-lab)",
+    ExitCode.CONCURRENT_RUN: "another live run of this probe holds its lease or its server: nothing was touched",
     ExitCode.HUB_UNAVAILABLE: "hub unavailable (connection errors, 5xx, 429 after retries)",
     ExitCode.KUBERNETES_UNAVAILABLE: "Kubernetes API unreachable while reading the token Secret",
     ExitCode.PERMISSION: "permission: token rejected by the hub, or Kubernetes forbids reading the Secret",
@@ -35,5 +43,6 @@ MEANING = {
     ExitCode.SIGTERM: "interrupted by SIGTERM, after cleanup",
 }
 
-# Failures that say nothing about the hub's health: re-running the Job cannot fix them.
-NOT_RETRYABLE = (ExitCode.PERMISSION, ExitCode.CONFIGURATION)
+# Failures that say nothing about the hub's health: re-running the Job cannot fix them (the chart's
+# podFailurePolicy fails the Job at once). 18: the other live run still holds the probe's server.
+NOT_RETRYABLE = (ExitCode.CONCURRENT_RUN, ExitCode.PERMISSION, ExitCode.CONFIGURATION)

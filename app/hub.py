@@ -129,11 +129,14 @@ class _Watchdog:
         self._timer: threading.Timer | None = None
         if self._sock is not None:
             # Like every request, at least MIN_REQUEST_TIMEOUT: a last look at the deadline still gets an answer.
-            self._timer = threading.Timer(max(MIN_REQUEST_TIMEOUT, deadline.remaining()), self._cut)
+            self._timer = threading.Timer(max(MIN_REQUEST_TIMEOUT, deadline.remaining()), self.cut)
             self._timer.daemon = True
 
-    def _cut(self) -> None:
+    def cut(self) -> None:
+        """Shut the connection down now (also used by its owner to end a stream early)."""
         self.fired = True
+        if self._sock is None:
+            return
         try:
             # socket.socket's own shutdown also for TLS: SSLSocket.shutdown would unwrap the TLS
             # layer under the reading thread's feet.
@@ -541,11 +544,20 @@ class HubClient:
                 raise StopFailed(f"{what} after {deadline.seconds:g}s: {refused or last}")
             self._sleep(min(pause, deadline.remaining()))
 
-    def progress_events(self, user: str, server_name: str, deadline: Deadline) -> Iterator[dict[str, Any]]:
+    def progress_events(
+        self,
+        user: str,
+        server_name: str,
+        deadline: Deadline,
+        *,
+        on_open: Callable[[Callable[[], None]], None] | None = None,
+    ) -> Iterator[dict[str, Any]]:
         """Follow the spawn's server-sent progress events until the stream ends or the deadline passes.
 
         Keepalives and a trickling or silent stream cannot hold it past `deadline`: the caller checks
         the deadline when the events end. Raises StreamUnavailable when the stream is refused or drops.
+        `on_open` receives, once the stream is open, a function that ends it from another thread (the
+        events then end as at the deadline).
         """
         url = self.api_url + self.server_path(user, server_name) + "/progress"
         try:
@@ -555,6 +567,8 @@ class HubClient:
         with response, _Watchdog(response, deadline) as watchdog:
             if response.status_code != 200:
                 raise StreamUnavailable(f"progress answered {response.status_code} {hub_message(response)}")
+            if on_open is not None:
+                on_open(watchdog.cut)
             data: list[str] = []
             try:
                 for line in response.iter_lines(decode_unicode=True):

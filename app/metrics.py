@@ -49,6 +49,8 @@ class RunMetrics:
     finished_at: float = field(default_factory=time.time)
     # The result's `reason` ("none" on success): a label of the exit code, for the alert to name.
     reason: str = "none"
+    # The result's `cause` ("none" when the failure does not tell one): the exit code's other label.
+    cause: str = "none"
     # The spawn's phases as its progress events mark them (app/timeline.py), in milliseconds.
     timeline_phases_ms: Mapping[str, int] = field(default_factory=dict)
 
@@ -62,10 +64,10 @@ def registry_for(metrics: RunMetrics):  # -> prometheus_client.CollectorRegistry
     )
     Gauge(
         PREFIX + "exit_code",
-        "the last run's exit code (0 healthy; see the exit-code table); reason is the result's reason",
-        ["reason"],
+        "the last run's exit code (0 healthy; see the exit-code table); reason and cause are the result's",
+        ["reason", "cause"],
         registry=registry,
-    ).labels(reason=metrics.reason).set(metrics.exit_code)
+    ).labels(reason=metrics.reason, cause=metrics.cause).set(metrics.exit_code)
     Gauge(PREFIX + "attempts", "attempts the last run made", registry=registry).set(metrics.attempts)
     duration = Gauge(
         PREFIX + "duration_seconds",

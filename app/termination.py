@@ -15,10 +15,11 @@ from app import logs
 MAX_BYTES = 4096  # the kubelet keeps no more than this
 
 
-def summary(outcome: str, exit_code: int, message: str) -> str:
+def summary(outcome: str, exit_code: int, message: str, cause: str | None = None) -> str:
     record = {
         "outcome": outcome,
         "exit_code": exit_code,
+        **({"cause": cause} if cause else {}),
         "message": logs.mask(message),
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -29,10 +30,10 @@ def summary(outcome: str, exit_code: int, message: str) -> str:
     return line
 
 
-def write(path: Path | None, outcome: str, exit_code: int, message: str) -> None:
+def write(path: Path | None, outcome: str, exit_code: int, message: str, *, cause: str | None = None) -> None:
     if path is None:
         return
     try:
-        path.write_text(summary(outcome, exit_code, message) + "\n", encoding="utf-8")
+        path.write_text(summary(outcome, exit_code, message, cause) + "\n", encoding="utf-8")
     except OSError as exc:
         logs.get_logger().warning("termination_log_not_written", path=str(path), error=type(exc).__name__)

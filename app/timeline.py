@@ -2,7 +2,8 @@
 the events mark.
 
 `Timeline` starts at the spawn request and records every event of the hub's progress stream as
-{t_ms, progress, message}. `phases_ms()` derives durations from those events:
+{t_ms, progress, message} (and `reason`, the Kubernetes event's, when the spawner relays the event
+itself, as KubeSpawner does in `raw_event`). `phases_ms()` derives durations from those events:
 
 =================  ==============================================  =====================================
 phase              from                                            to
@@ -51,9 +52,14 @@ class Event:
     progress: Any
     message: str | None
     ready: bool = False
+    # The Kubernetes event's reason, when the spawner relays the event itself (KubeSpawner's `raw_event`).
+    reason: str | None = None
 
     def as_result(self) -> dict[str, Any]:
-        return {"t_ms": self.t_ms, "progress": self.progress, "message": self.message}
+        result = {"t_ms": self.t_ms, "progress": self.progress, "message": self.message}
+        if self.reason is not None:
+            result["reason"] = self.reason
+        return result
 
 
 class Timeline:
@@ -66,11 +72,14 @@ class Timeline:
 
     def record(self, event: dict[str, Any]) -> Event:
         message = event.get("message")
+        raw_event = event.get("raw_event")
+        reason = raw_event.get("reason") if isinstance(raw_event, dict) else None
         recorded = Event(
             elapsed_ms(self._started, self._clock),
             event.get("progress"),
             None if message is None else str(message),
             bool(event.get("ready")),
+            None if reason is None else str(reason),
         )
         self.events.append(recorded)
         return recorded

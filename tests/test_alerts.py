@@ -271,3 +271,36 @@ def test_probe_unit_tests_can_fail(helm, promtool, tmp_path):
     done = _run([promtool, "test", "rules", "probes.test.yaml"], cwd=tmp_path)
     assert done.returncode != 0
     assert "JupyterHubCanarySlowSpawn" in done.stdout + done.stderr
+
+
+def test_the_single_checks_failing_alert_names_the_reason_and_cause(helm, promtool, tmp_path):
+    """The single check's alert keeps its labels (hub, user), so its description looks the reason and
+    cause up with a query: promtool evaluates it against a failing series."""
+    path = rule_file(helm, tmp_path / "rules.yaml")
+    groups = yaml.safe_load(path.read_text())["groups"]
+    (failing,) = [r for group in groups for r in group["rules"] if r.get("alert") == "JupyterHubCanaryFailing"]
+    description = failing["annotations"]["description"]
+    (lookup,) = re.findall(r"\{\{ with query .*?\{\{ end \}\}\{\{ end \}\}", description)
+    failing["annotations"] = {"description": description}
+    path.write_text(yaml.safe_dump({"groups": [{"name": "failing", "rules": [failing]}]}, sort_keys=False))
+    series = ('jupyterhub_canary_exit_code{job="jupyterhub_canary", instance="", hub="https://hub.example.org/", '
+              'user="jupyterhub-canary", reason="spawn_failed", cause="image_pull"}')
+    unit = {
+        "rule_files": [path.name],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [{"series": series, "values": "10x10"}],
+            "alert_rule_test": [{
+                "eval_time": "5m",
+                "alertname": "JupyterHubCanaryFailing",
+                "exp_alerts": [{
+                    "exp_labels": {"severity": "critical", "hub": "https://hub.example.org/", "user": "jupyterhub-canary"},
+                    "exp_annotations": {"description": description.replace(lookup, "spawn_failed, image_pull")},
+                }],
+            }],
+        }],
+    }
+    (tmp_path / "legacy.test.yaml").write_text(yaml.safe_dump(unit, sort_keys=False))
+    done = _run([promtool, "test", "rules", "legacy.test.yaml"], cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr

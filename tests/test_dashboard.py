@@ -1,6 +1,7 @@
 """The chart's Grafana dashboard (chart/dashboards/jupyterhub-canary.json in a ConfigMap for the Grafana
-sidecar): rendered by the real helm, every PromQL expression parsed by the real promtool, and every
-metric it names one that app/metrics.py really pushes (read from the code's own registry)."""
+sidecar): built by scripts/dashboard.py with Grafana's typed builders, rendered by the real helm, every
+PromQL expression parsed by the real promtool, and every metric it names one that app/metrics.py
+really pushes (read from the code's own registry)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def queries(board: dict) -> list[str]:
     found = [target["expr"] for panel in board["panels"] for target in panel["targets"]]
     for variable in board["templating"]["list"]:
         if variable["type"] == "query":
-            (selector,) = re.fullmatch(r"label_values\((.+), *\w+\)", variable["query"]["query"]).groups()
+            text = variable["query"]["query"] if isinstance(variable["query"], dict) else variable["query"]
+            (selector,) = re.fullmatch(r"label_values\((.+), *\w+\)", text).groups()
             found.append(selector)
     return found
 
@@ -63,6 +65,58 @@ def promtool_check(promtool: str, exprs: list[str], directory: Path) -> subproce
     path = directory / "dashboard-queries.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     return subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60, check=False)
+
+
+# --- the builder script: the chart ships its output ---
+
+# The hand-written dashboard's panels and queries (before scripts/dashboard.py): each is kept.
+EARLIER_PANELS = {
+    "Success per probe": 'max by (probe) (jupyterhub_canary_success{__SELECTOR__, hub=~"$hub", probe=~"$probe"})',
+    "Time since the last success": "time() - max by (probe) (jupyterhub_canary_last_success_timestamp_seconds"
+    '{__SELECTOR__, hub=~"$hub", probe=~"$probe"})',
+    "Spawn duration per phase": "max by (probe, phase) (jupyterhub_canary_phase_duration_seconds"
+    '{__SELECTOR__, hub=~"$hub", probe=~"$probe"})',
+    "Run duration per phase": "max by (probe, phase) (jupyterhub_canary_duration_seconds"
+    '{__SELECTOR__, hub=~"$hub", probe=~"$probe", phase!="total"})',
+    "Exit codes over time": 'max by (probe, reason) (jupyterhub_canary_exit_code{__SELECTOR__, hub=~"$hub", probe=~"$probe"})',
+    "Attempts per run": 'max by (probe) (jupyterhub_canary_attempts{__SELECTOR__, hub=~"$hub", probe=~"$probe"})',
+}
+COMMITTED = Path(__file__).resolve().parent.parent / "chart" / "dashboards" / "jupyterhub-canary.json"
+
+
+def _script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dashboard_script", COMMITTED.parents[2] / "scripts" / "dashboard.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_committed_dashboard_is_the_builders_output():
+    assert COMMITTED.read_text(encoding="utf-8") == _script().render(), "run `make dashboard`"
+    assert _script().main(["--check"]) == 0
+
+
+def test_every_earlier_panel_and_query_is_kept():
+    board = json.loads(COMMITTED.read_text(encoding="utf-8"))
+    exprs = {panel["title"]: [t["expr"] for t in panel["targets"]] for panel in board["panels"]}
+    for title, expr in EARLIER_PANELS.items():
+        assert exprs.get(title) == [expr], title
+
+
+def test_a_panel_shows_why_spawns_failed(helm):
+    board = dashboard(helm)
+    by_cause = [t for panel in board["panels"] for t in panel["targets"] if re.search(r"by \([^)]*\bcause\b", t["expr"])]
+    assert by_cause and all("{{cause}}" in t["legendFormat"] for t in by_cause)
+    assert "cause" in defined_labels("jupyterhub_canary_exit_code")
+
+
+def defined_labels(name: str) -> set[str]:
+    """The labels app/metrics.py gives a metric (of a failed run, which carries every label)."""
+    run = metrics.RunMetrics(False, 10, 1, 1.0, reason="spawn_failed", cause="image_pull")
+    (family,) = [f for f in metrics.registry_for(run).collect() if f.name == name]
+    return {label for sample in family.samples for label in sample.labels}
 
 
 # --- the ConfigMap ---

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -40,6 +41,8 @@ def canary(fake: FakeHub, tmp_path, *extra: str) -> tuple[Run, float]:
     run.assert_no_secret(TOKEN)
     run.result  # noqa: B018 - exactly one canary_result, or this fails
     assert "Traceback" not in run.output, run.output
+    # The progress stream's thread (app/spawn_progress.py) ends with the spawn phase, whatever the fault.
+    assert not [t for t in threading.enumerate() if t.name == "spawn-progress"], "a progress follower outlived the run"
     return run, elapsed
 
 
@@ -90,7 +93,9 @@ def test_a_body_that_trickles_is_cut_at_the_budget(tmp_path):
 
 def test_a_stream_cut_mid_chunk_falls_back_to_polling(tmp_path):
     with FakeHub(spawn="pending", ready_after=1.0) as fake:
-        fake.fault("GET", PROGRESS, "cut_chunk")
+        # Every stream: the canary opens it while the spawn request is in flight (a first try may come
+        # before the spawn exists, and is tried again), so "the first" is not the one it reads.
+        fake.fault("GET", PROGRESS, "cut_chunk", count=-1)
         run, _ = canary(fake, tmp_path)
         assert run.exit_code == ExitCode.OK, run.output
         assert "ChunkedEncodingError" in run.named("progress_stream_unavailable")[0]["reason"]

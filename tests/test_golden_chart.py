@@ -3,6 +3,11 @@
 tests/golden/*.yaml were rendered by helm from main's chart (commit 524de0c) before `probes` existed;
 each value set below must still render byte for byte the same. `--skip-tests` leaves out the
 `helm test` hook Pod, which is new and deliberately rendered for every install.
+
+Changed since, on purpose, and only this (issue 15): the exit-code contract gained 15-18 (the
+alerts' and NOTES' exit-code table), podFailurePolicy fails the Job at once on 18 too, and the
+single check's failing alert looks up its reason and cause in its description. The new values of
+issue 15 (checkStorage, checkLab, notebook, ...) are off by default and render nothing.
 """
 
 from __future__ import annotations

@@ -63,7 +63,10 @@ def test_keepalives_do_not_stretch_the_spawn_budget(hub_202, hub_user, tmp_path)
 def test_a_progress_stream_cut_mid_chunk_falls_back_to_polling(hub_202, hub_user, tmp_path):
     user, token = new_account(hub_202, hub_user("slow2-"))
     with FaultProxy(hub_202.url) as proxy:
-        proxy.cut_next(1, after_bytes=30, path_contains="/progress")
+        # Every stream of the run: the canary asks for it from the spawn request on, and its first try
+        # may come before the hub has taken the spawn in (a 404, tried again), so "the next" is not
+        # the one it reads.
+        proxy.cut_next(20, after_bytes=30, path_contains="/progress")
         args = ["--hub-url", proxy.url, "--user", user, "--termination-log", str(tmp_path / "term")]
         run = run_main(args, env={"JUPYTERHUB_API_TOKEN": token})
     run.assert_no_secret(token)

@@ -126,7 +126,7 @@ def test_success_then_failure_as_the_pushgateway_shows_them(hub, hub_user, tmp_p
     assert phases["total"] == pytest.approx(ok.result["duration_ms"] / 1000, abs=0.0005)
     # Grouped by a stable job, the hub and the user: nothing per pod or per run.
     for (name, _), (_, labels) in seen.items():
-        assert set(labels) - {"phase", "reason"} == GROUP_LABELS, name
+        assert set(labels) - {"phase", "reason", "cause"} == GROUP_LABELS, name
         assert labels["job"] == "jupyterhub_canary" and labels["instance"] == ""
 
     # The same group fails (the token was revoked): success 0, the exit code, and the last success kept.
@@ -194,7 +194,7 @@ def test_the_push_carries_last_success_only_on_success():
     assert b"jupyterhub_canary_last_success_timestamp_seconds" not in failed
     assert b'phase="kernel"' not in ok, "a phase that did not run is left out"
     assert b'jupyterhub_canary_duration_seconds{phase="verify"} 0.012' in ok
-    assert b'jupyterhub_canary_exit_code{reason="none"} 12.0' in failed
+    assert b'jupyterhub_canary_exit_code{cause="none",reason="none"} 12.0' in failed
 
 
 def test_run_does_not_import_the_metrics_or_websocket_libraries():
@@ -229,15 +229,20 @@ def test_probes_of_one_user_coexist_in_the_pushgateway(hub, hub_user, tmp_path, 
     assert failing[("jupyterhub_canary_success", None)][0] == 0
     value, labels = failing[("jupyterhub_canary_exit_code", None)]
     assert (value, labels["reason"]) == (10, "spawn_failed")
+    # A missing command says nothing about Kubernetes: the cause is unknown, and says so.
+    assert labels["cause"] == gpu.result["cause"] == "unknown"
+    assert healthy[("jupyterhub_canary_exit_code", None)][1]["cause"] == "none"
     assert ("jupyterhub_canary_last_success_timestamp_seconds", None) not in failing
     for seen, probe in ((healthy, "cpu"), (failing, "gpu")):
         assert {labels["probe"] for _, labels in seen.values()} == {probe}
-    # The default hub (slow_spawn_timeout 10 s) answers the spawn with 201: no progress stream was
-    # followed, so no phase was marked and every phase is NaN, not a stale value.
+    # The default hub (slow_spawn_timeout 10 s) answers the spawn with 201; the progress stream,
+    # followed while the request was in flight, marks the spawn, and a local spawner marks no
+    # KubeSpawner phase: those are NaN, not a stale value.
     phases = {p: v for (name, p), (v, _) in healthy.items() if name == "jupyterhub_canary_phase_duration_seconds"}
     assert set(phases) == set(timeline.PHASES)
-    assert cpu.result["timeline_phases_ms"] == {}
-    assert all(math.isnan(v) for v in phases.values())
+    assert set(cpu.result["timeline_phases_ms"]) == {"spawn"}
+    assert phases["spawn"] == pytest.approx(cpu.result["timeline_phases_ms"]["spawn"] / 1000, abs=0.0005)
+    assert all(math.isnan(v) for p, v in phases.items() if p != "spawn")
 
 
 def test_phase_durations_are_pushed_for_every_phase_nan_when_not_marked():

@@ -192,3 +192,58 @@ def test_the_timeline_is_what_the_spawner_reported_and_when(scripted_hub, hub_us
     # The log's spawn_progress events carry the same times.
     logged = [(e["message"], e["t_ms"]) for e in run.named("spawn_progress")]
     assert logged == [(e["message"], e["t_ms"]) for e in timeline]
+
+
+# --- a fast spawn: the hub answers the spawn request with 201, and the timeline is still there ---
+
+# A slow_spawn_timeout (the hub's default is 10 s) holds the spawn request open until the server is
+# ready (~2 s + the server's own start). The events come only while the spawn is pending, that is
+# while the request is in flight: a KubeSpawner pod ready in ~2 s does exactly this. 60 s here, not
+# 10: on a loaded 2-core machine a local server alone was seen to take 12 s to start.
+FAST_DELAY = 2
+FAST_SCRIPT = [
+    [0.3, 10, K8S + "Successfully assigned jhub/jupyter-canary to node-1"],
+    [0.6, 30, K8S + 'Container image "jupyter/base-notebook:latest" already present on machine'],
+    [0.9, 40, K8S + "Created container notebook"],
+    [1.2, 45, K8S + "Started container notebook"],
+]
+
+
+@pytest.fixture(scope="module")
+def fast_hub(tmp_path_factory) -> Iterator[LocalHub]:
+    workdir = tmp_path_factory.mktemp("fast_hub")
+    log = workdir / "progress.jsonl"
+    hub = LocalHub(workdir, slow_spawn_timeout=60, extra_config=SCRIPTED_SPAWNER.format(log=str(log))).start()
+    try:
+        yield hub
+    finally:
+        hub.stop()
+    assert not hub.leftover_processes()
+
+
+@pytest.mark.hub
+def test_a_spawn_answered_201_still_has_its_timeline(fast_hub, hub_user):
+    user = hub_user()
+    fast_hub.create_user(user)
+    token = fast_hub.new_token(user)
+    options = json.dumps({"delay": FAST_DELAY, "progress_script": FAST_SCRIPT})
+    run = run_main(
+        ["--hub-url", fast_hub.url, "--user", user, "--user-options", options, "--attempts", "1"],
+        env={"JUPYTERHUB_API_TOKEN": token},
+    )
+    run.assert_no_secret(token, fast_hub.admin_token)
+    assert run.exit_code == ExitCode.OK, run.output
+    # The hub answered the spawn request only once the server was ready.
+    assert [e["status"] for e in run.named("spawn_requested")] == [201]
+    timeline = run.result["timeline"]
+    messages = [e["message"] for e in timeline]
+    scripted = [message for _, _, message in FAST_SCRIPT]
+    assert [m for m in messages if m in scripted] == scripted, messages
+    assert messages[-1].startswith("Server ready at ")
+    # Each event was timed when it came, not when the spawn request returned.
+    at = {e["message"]: e["t_ms"] for e in timeline}
+    assert at[scripted[0]] < at[scripted[-1]] < run.result["phases_ms"]["spawn_request"]
+    assert {"spawn", "scheduling", "container_start", "server_start"} <= set(run.result["timeline_phases_ms"])
+    # Nothing of the stream outlives the run: the result comes after the follower thread ended.
+    assert not run.named("progress_follower_still_running")
+    assert fast_hub.servers(user) == {}

@@ -110,6 +110,8 @@ once per probe (canary.validateProbe); without `probes` the only probe is the to
 {{- printf "canary.deadline (%v) must exceed canary.stopTimeout (%v): the deadline has to leave time to stop the server" $c.deadline $c.stopTimeout }}
 {{- else if and (not (kindIs "invalid" .Values.job.activeDeadlineSeconds)) (lt (int .Values.job.activeDeadlineSeconds) (include "canary.minActiveDeadlineSeconds" . | int)) }}
 {{- printf "job.activeDeadlineSeconds (%v) must be at least canary.deadline + job.deadlineGraceSeconds (%d): otherwise Kubernetes kills the canary before its own deadline, before it can stop its server; leave it empty to derive it" .Values.job.activeDeadlineSeconds (include "canary.minActiveDeadlineSeconds" . | int) }}
+{{- else if and $c.notebook $c.notebookConfigMap.name }}
+{{- printf "canary.notebook and canary.notebookConfigMap.name are both set (to a notebook and to ConfigMap %q): give the notebook inline or name the ConfigMap that holds it, not both" $c.notebookConfigMap.name }}
 {{- else if and (not (kindIs "invalid" .Values.job.terminationGracePeriodSeconds)) (lt (float64 .Values.job.terminationGracePeriodSeconds) (float64 $c.stopTimeout)) }}
 {{- printf "job.terminationGracePeriodSeconds (%v) must be at least canary.stopTimeout (%v): after SIGTERM the canary still stops its server; leave it empty to derive it" .Values.job.terminationGracePeriodSeconds $c.stopTimeout }}
 {{- end }}
@@ -134,7 +136,7 @@ probe label, no CANARY_PROBE), so today's values render as they always did.
 {{- $p = $p | default dict }}
 {{- $v := deepCopy $.Values }}
 {{- $_ := unset $v "probes" }}
-{{- range $key := list "user" "serverName" "userOptions" "checkKernel" "kernelName" "kernelTimeout" "spawnTimeout" "stopTimeout" "requestTimeout" "deadline" "attempts" }}
+{{- range $key := list "user" "serverName" "userOptions" "checkKernel" "kernelName" "kernelTimeout" "checkStorage" "storagePath" "checkLab" "labPath" "notebook" "notebookConfigMap" "notebookTimeout" "spawnTimeout" "stopTimeout" "requestTimeout" "deadline" "attempts" }}
 {{- if hasKey $p $key }}{{ $_ := set $v.canary $key (index $p $key) }}{{ end }}
 {{- end }}
 {{- range $key := list "schedule" "suspend" }}
@@ -168,6 +170,23 @@ Chart and Capabilities, and the probe's values. The helpers below take it in pla
 {{- define "canary.probeLabels" -}}
 {{- if not .legacy }}
 jupyterhub-canary/probe: {{ .name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The probe's notebook (the argument: (list context probe)), as JSON {"configMap", "key", "inline"}:
+the chart's own ConfigMap `<cronjob>-notebook` for an inline `canary.notebook`, else
+`canary.notebookConfigMap`; {} when the probe has none.
+*/}}
+{{- define "canary.notebook" -}}
+{{- $probe := index . 1 }}
+{{- $c := (index . 0).Values.canary }}
+{{- if $c.notebook }}
+{{- dict "configMap" (printf "%s-notebook" $probe.cronjobName) "key" "notebook.ipynb" "inline" true | toJson }}
+{{- else if $c.notebookConfigMap.name }}
+{{- dict "configMap" $c.notebookConfigMap.name "key" $c.notebookConfigMap.key "inline" false | toJson }}
+{{- else }}
+{{- dict | toJson }}
 {{- end }}
 {{- end }}
 
@@ -243,6 +262,10 @@ tests/test_chart.py and tests/test_alerts.py check it against the CLI's table.
   [12, "server unreachable (ready per the hub, but api/status failed)"],
   [13, "stop failed: server left running"],
   [14, "kernel failed: no kernel started, or it did not run the test code (--check-kernel)"],
+  [15, "storage failed: a file could not be saved, read back or deleted in the home (--check-storage)"],
+  [16, "notebook failed: a cell of --notebook raised or did not finish"],
+  [17, "JupyterLab failed: its page or a bundle it loads is not served (--check-lab)"],
+  [18, "another live run of this probe holds its lease or its server: nothing was touched"],
   [20, "hub unavailable (connection errors, 5xx, 429 after retries)"],
   [21, "Kubernetes API unreachable while reading the token Secret"],
   [77, "permission: token rejected by the hub, or Kubernetes forbids reading the Secret"],

@@ -7,6 +7,7 @@ probe), see canary.probeContext): the same container, variables, volumes and sec
 {{- with index . 0 }}
 {{- $c := .Values.canary }}
 {{- $api := include "canary.readsSecretThroughApi" . }}
+{{- $notebook := include "canary.notebook" (list . $probe) | fromJson }}
 restartPolicy: Never
 {{- if $api }}
 serviceAccountName: {{ include "canary.fullname" . }}
@@ -72,6 +73,27 @@ containers:
       {{- end }}
       - name: CANARY_KERNEL_TIMEOUT
         value: {{ $c.kernelTimeout | toString | quote }}
+      {{- /* The checks of issue 15 only when asked for: they are off by default, and so is their variable. */}}
+      {{- if $c.checkStorage }}
+      - name: CANARY_CHECK_STORAGE
+        value: "true"
+      {{- with $c.storagePath }}
+      - name: CANARY_STORAGE_PATH
+        value: {{ . | quote }}
+      {{- end }}
+      {{- end }}
+      {{- if $c.checkLab }}
+      - name: CANARY_CHECK_LAB
+        value: "true"
+      - name: CANARY_LAB_PATH
+        value: {{ $c.labPath | quote }}
+      {{- end }}
+      {{- if $notebook }}
+      - name: CANARY_NOTEBOOK
+        value: {{ printf "/etc/jupyterhub-canary/notebook/%s" $notebook.key | quote }}
+      - name: CANARY_NOTEBOOK_TIMEOUT
+        value: {{ $c.notebookTimeout | toString | quote }}
+      {{- end }}
       - name: CANARY_ATTEMPTS
         value: {{ $c.attempts | toString | quote }}
       - name: CANARY_DEADLINE
@@ -114,6 +136,11 @@ containers:
         mountPath: /etc/jupyterhub-canary/ca
         readOnly: true
       {{- end }}
+      {{- if $notebook }}
+      - name: notebook
+        mountPath: /etc/jupyterhub-canary/notebook
+        readOnly: true
+      {{- end }}
 volumes:
   - name: tmp
     emptyDir:
@@ -139,6 +166,18 @@ volumes:
     secret:
       secretName: {{ . }}
       defaultMode: 0440
+      optional: true
+  {{- end }}
+  {{- if $notebook }}
+  # optional, like the token: a missing ConfigMap or key makes the canary exit 78 at once, naming
+  # the file, instead of the pod waiting in ContainerCreating.
+  - name: notebook
+    configMap:
+      name: {{ $notebook.configMap }}
+      items:
+        - key: {{ $notebook.key }}
+          path: {{ $notebook.key }}
+      defaultMode: 0444
       optional: true
   {{- end }}
 {{- with .Values.nodeSelector }}

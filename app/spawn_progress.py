@@ -1,0 +1,141 @@
+"""A spawn's progress stream, followed in a thread from the moment the spawn request is sent.
+
+Why a thread: JupyterHub holds the spawn request (POST) open for up to its `slow_spawn_timeout`
+(10 s by default) and answers 201 when the server is ready by then. The spawn's events (KubeSpawner's
+scheduling, image pull, container start) are told only by the progress stream, and only while the
+spawn is pending, that is while the POST is still in flight. Opened after the answer, the stream of a
+fast spawn (a KubeSpawner pod ready in ~2 s) says only "ready": the timeline would be empty nearly
+always on a healthy cluster.
+
+So the main thread sends the POST (sent once, as app/hub.py rules; it also takes the signals), and
+this follower only reads the stream (GETs): each event is recorded in the timeline the moment it
+arrives, so its time is right although the main thread reads it later, from a queue. Until the hub
+has taken the spawn in, the stream answers 404 (no server yet) or 400 ("not starting"): the follower
+asks again while the request is in flight (soon, then less often: a hub that refuses the stream for
+good is not asked 5 times a second for as long as it holds the request), and once more right after
+its answer. It reads one whole stream, which ends with the spawn (ready or failed).
+
+Bounds: the stream is cut at the spawn's deadline by its watchdog (app/hub.py); `stop()` cuts it at
+once and joins the thread, so nothing is left running when the spawn phase ends.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from app import logs
+from app.deadline import Deadline
+from app.hub import HubClient, StreamUnavailable
+from app.timeline import Event, Timeline
+
+# s between tries to open the stream before the hub has taken the spawn in: doubled after each, up to
+# the most. The first events are timed when they arrive, so the first tries come soon.
+RETRY_PAUSE, MAX_RETRY_PAUSE = 0.2, 1.0
+JOIN_TIMEOUT = 2.0  # s to wait for the thread once its stream is cut
+
+log = logs.get_logger()
+
+
+@dataclass(frozen=True)
+class _End:
+    """The last item of the queue: the stream ended (error None) or could not be read."""
+
+    error: StreamUnavailable | None = None
+
+
+class ProgressFollower:
+    def __init__(self, client: HubClient, user: str, server_name: str, deadline: Deadline, timeline: Timeline):
+        self._client = client
+        self._user = user
+        self._server_name = server_name
+        self._deadline = deadline
+        self._timeline = timeline
+        self._queue: queue.Queue[tuple[dict[str, Any], Event] | _End] = queue.Queue()
+        self._answered = threading.Event()  # the spawn request has its answer (or will get none)
+        self._stopping = threading.Event()
+        self._wake = threading.Event()  # ends a pause between tries: the answer came, or stop()
+        self._lock = threading.Lock()
+        self._cut: Callable[[], None] | None = None
+        # The thread logs with the attempt's bound context (hub, user, attempt).
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._follow,), name="spawn-progress", daemon=True
+        )
+
+    def start(self) -> ProgressFollower:
+        self._thread.start()
+        return self
+
+    def request_answered(self) -> None:
+        """The spawn request is answered: a stream refused from now on is refused for good."""
+        self._answered.set()
+        self._wake.set()
+
+    def _opened(self, cut: Callable[[], None]) -> None:
+        with self._lock:
+            self._cut = cut
+            if self._stopping.is_set():
+                cut()
+
+    def _follow(self) -> None:
+        end = _End()
+        pause = RETRY_PAUSE
+        try:
+            while not self._stopping.is_set() and not self._deadline.expired():
+                answered = self._answered.is_set()  # before the try: its answer may come meanwhile
+                try:
+                    for event in self._client.progress_events(
+                        self._user, self._server_name, self._deadline, on_open=self._opened
+                    ):
+                        self._queue.put((event, self._timeline.record(event)))
+                    return
+                except StreamUnavailable as exc:
+                    if answered:
+                        end = _End(exc)
+                        return
+                    # Not pending yet: the hub has not taken the request in. Again, after a pause that
+                    # the request's answer or stop() cut short.
+                    self._wake.wait(min(pause, self._deadline.remaining()))
+                    pause = min(pause * 2, MAX_RETRY_PAUSE)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the main thread polls instead
+            end = _End(StreamUnavailable(f"following the progress stream failed: {type(exc).__name__}: {exc}"))
+        finally:
+            self._queue.put(end)
+
+    def events(self, deadline: Deadline) -> Iterator[tuple[dict[str, Any], Event]]:
+        """Each event (as sent, and as recorded) until the stream ends or `deadline` passes.
+
+        Raises StreamUnavailable when the stream could not be read. Can be called again: it goes on
+        where the last call stopped, and an ended stream stays ended.
+        """
+        while True:
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline.remaining()))
+            except queue.Empty:
+                return
+            if isinstance(item, _End):
+                self._queue.put(item)  # for the next reader
+                if item.error is not None:
+                    raise item.error
+                return
+            yield item
+
+    def stop(self) -> None:
+        """End the stream now and wait for the thread. Idempotent."""
+        self._stopping.set()
+        self._answered.set()
+        self._wake.set()
+        with self._lock:
+            cut = self._cut
+        if cut is not None:
+            cut()
+        if self._thread.is_alive():
+            self._thread.join(JOIN_TIMEOUT)
+        if self._thread.is_alive():
+            # Blocked in a request the hub has not answered: that request's own timeout ends it.
+            log.warning("progress_follower_still_running", hint="ends at its request's timeout")
