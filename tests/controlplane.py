@@ -10,9 +10,8 @@ the controller-manager has made the `default` ServiceAccount, and stops them by 
 What it has: RBAC (`--authorization-mode=Node,RBAC`), the PodSecurity admission plugin,
 ServiceAccount tokens (TokenRequest) and every controller of kube-controller-manager: CronJob,
 Job, garbage collection, ... What it has not: a scheduler, a kubelet, a container runtime, cluster
-networking. Pods stay Pending unless tests/podrunner.py plays the kubelet. The Service range is an
-allocation only: nothing may connect to it; whatever plays a pod reaches the apiserver at
-127.0.0.1:<port>.
+networking: Pods stay Pending, and the Service range is an allocation only. tests/node.py's `Node`
+is this control plane with a real node beside it.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ import base64
 import json
 import os
 import re
-import shlex
 import signal
 import socket
 import subprocess
@@ -66,11 +64,11 @@ def wait_for(what: str, check, timeout: float, interval: float = 0.5):
         time.sleep(interval)
 
 
-def notes_commands(text: str) -> list[list[str]]:
-    """The `kubectl ...` commands in helm's output (NOTES.txt), continuation lines joined, as arguments
-    without the leading `kubectl`."""
+def notes_lines(text: str) -> list[str]:
+    """The shell lines of helm's output (NOTES.txt): `JOB=...`, `kubectl ...`, `helm ...`, continuation
+    lines joined."""
     joined = re.sub(r"\\\n\s*", " ", text)
-    return [shlex.split(line.strip())[1:] for line in joined.splitlines() if line.strip().startswith("kubectl ")]
+    return [line.strip() for line in joined.splitlines() if line.strip().startswith(("JOB=", "kubectl ", "helm "))]
 
 
 def missing_binaries() -> list[str]:
@@ -80,7 +78,12 @@ def missing_binaries() -> list[str]:
 
 class ControlPlane(KubeClientFiles):
     """See the module docstring. `start()` before use, `stop()` after (or `with`). Kubeconfigs and
-    service-account directories for it: KubeClientFiles."""
+    service-account directories for it: KubeClientFiles. tests/node.py's `Node` extends it with a
+    kubelet through the hooks `address`, `_apiserver_options`, `_controller_manager_options` and
+    `_client_certificates`."""
+
+    # Where the apiserver listens and what it advertises.
+    address = HOST
 
     def __init__(self, workdir: Path):
         self.dir = Path(workdir)
@@ -98,7 +101,7 @@ class ControlPlane(KubeClientFiles):
     def start(self, timeout: float = 90) -> ControlPlane:
         self._write_certificates()
         etcd_port, peer_port, self.port = free_port(), free_port(), free_port()
-        self.url = f"https://{HOST}:{self.port}"
+        self.url = f"https://{self.address}:{self.port}"
         d = self.dir
         self._spawn("etcd", [
             "etcd", "--name=default", f"--data-dir={d / 'etcd'}",
@@ -108,19 +111,15 @@ class ControlPlane(KubeClientFiles):
         ])
         self._spawn("kube-apiserver", [
             "kube-apiserver", f"--etcd-servers=http://{HOST}:{etcd_port}",
-            f"--bind-address={HOST}", f"--advertise-address={HOST}", f"--secure-port={self.port}",
+            f"--bind-address={self.address}", f"--advertise-address={self.address}", f"--secure-port={self.port}",
             f"--cert-dir={d / 'apiserver-certs'}",
             f"--tls-cert-file={d / 'apiserver.crt'}", f"--tls-private-key-file={d / 'apiserver.key'}",
             f"--client-ca-file={self.ca_file}",
             f"--service-account-issuer={ISSUER}", f"--service-account-key-file={d / 'sa.pub'}",
             f"--service-account-signing-key-file={d / 'sa.key'}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-            "--authorization-mode=Node,RBAC", "--allow-privileged=false",
-            "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,ResourceQuota,PodSecurity",
-            # No Endpoints for the `kubernetes` Service: its address would be 127.0.0.1, which the
-            # reconciler refuses, and nothing here may connect through the Service anyway.
-            "--endpoint-reconciler-type=none",
-            "--profiling=false",
+            "--authorization-mode=Node,RBAC", "--allow-privileged=false", "--profiling=false",
+            *self._apiserver_options(),
         ])
         self._write_client_kubeconfig(self.kubeconfig, "admin")
         self._wait("the apiserver's /readyz", self._ready, timeout)
@@ -129,10 +128,7 @@ class ControlPlane(KubeClientFiles):
             "kube-controller-manager", f"--kubeconfig={d / 'controller-manager.kubeconfig'}",
             "--leader-elect=false", "--secure-port=0", "--use-service-account-credentials=true",
             f"--service-account-private-key-file={d / 'sa.key'}", f"--root-ca-file={self.ca_file}",
-            # No kubelet reports on the pod runner's Node: the node lifecycle controller would taint it
-            # unreachable and evict its pods.
-            "--controllers=*,-node-lifecycle-controller,-taint-eviction-controller",
-            "--profiling=false",
+            "--profiling=false", *self._controller_manager_options(),
         ])
         self._wait("the controller-manager's `default` ServiceAccount", self._default_serviceaccount, timeout)
         return self
@@ -193,6 +189,25 @@ class ControlPlane(KubeClientFiles):
         return subprocess.run([str(HELM), *args], capture_output=True, text=True, timeout=timeout,
                               env=self.env(), check=False)
 
+    def shell(self, command: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+        """`command` as a user's shell runs it (a line of NOTES.txt), with kubectl and helm of .tools/bin."""
+        return subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=timeout,
+                              env=self.shell_env(env), check=False)
+
+    def shell_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """`env()` with .tools/bin first on PATH (a shell's `kubectl` and `helm` are ours), plus `extra`."""
+        return {**self.env(), "PATH": f"{TOOLS_BIN}:{os.environ.get('PATH', '')}", **(extra or {})}
+
+    def create_manual_job(self, notes: str) -> str:
+        """The manual run of NOTES.txt: its `JOB=...` line and the `kubectl create job` after it, in one
+        shell; the Job's name (the value of $JOB that the other NOTES.txt lines use)."""
+        lines = notes_lines(notes)
+        (at,) = [i for i, line in enumerate(lines) if line.startswith("JOB=")]
+        assert "create job --from=cronjob/" in lines[at + 1], lines
+        done = self.shell(f'{lines[at]}\n{lines[at + 1]}\nprintf "\\n%s" "$JOB"')
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()[-1]
+
     def get_json(self, namespace: str, *what: str) -> dict:
         """`kubectl get <what> -o json` in the namespace, as the admin."""
         done = self.kubectl("-n", namespace, "get", *what, "-o", "json")
@@ -250,18 +265,37 @@ class ControlPlane(KubeClientFiles):
         """What the kubelet would set for a pod's in-cluster config, pointed at loopback."""
         return {"KUBERNETES_SERVICE_HOST": HOST, "KUBERNETES_SERVICE_PORT": str(self.port)}
 
+    # --- hooks (tests/node.py) ---
+
+    def _apiserver_options(self) -> list[str]:
+        return [
+            "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,ResourceQuota,PodSecurity",
+            # No Endpoints for the `kubernetes` Service: its address would be 127.0.0.1, which the
+            # reconciler refuses, and without a node nothing connects through the Service anyway.
+            "--endpoint-reconciler-type=none",
+        ]
+
+    def _controller_manager_options(self) -> list[str]:
+        # No node here: nothing for the node lifecycle controller to watch.
+        return ["--controllers=*,-node-lifecycle-controller,-taint-eviction-controller"]
+
+    def _apiserver_names(self) -> list[str]:
+        """What the apiserver's serving certificate names: it is reached at 127.0.0.1 only."""
+        return [HOST, "localhost"]
+
+    def _client_certificates(self) -> dict[str, tuple[str, str | None]]:
+        """Client certificates to issue: file name -> (user, group)."""
+        return {"admin": ("admin", "system:masters"),
+                "controller-manager": ("system:kube-controller-manager", None)}
+
     # --- internals ---
 
     def _write_certificates(self) -> None:
         ca = trustme.CA(organization_name="jupyterhub-canary test control plane")
         ca.cert_pem.write_to_path(str(self.ca_file))
-        leaves = {
-            # The apiserver is reached at 127.0.0.1 only.
-            "apiserver": ca.issue_cert(HOST, "localhost", common_name="kube-apiserver"),
-            "admin": ca.issue_cert("admin", common_name="admin", organization_name="system:masters"),
-            "controller-manager": ca.issue_cert(
-                "controller-manager", common_name="system:kube-controller-manager"),
-        }
+        leaves = {"apiserver": ca.issue_cert(*self._apiserver_names(), common_name="kube-apiserver")}
+        for name, (user, group) in self._client_certificates().items():
+            leaves[name] = ca.issue_cert(name, common_name=user, **({"organization_name": group} if group else {}))
         for name, leaf in leaves.items():
             leaf.cert_chain_pems[0].write_to_path(str(self.dir / f"{name}.crt"))
             leaf.private_key_pem.write_to_path(str(self.dir / f"{name}.key"))

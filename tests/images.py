@@ -311,6 +311,16 @@ def import_standin(dockerd: Dockerd, kind: str) -> str:
     return tag
 
 
+def save(dockerd: Dockerd, image: str, archive: Path) -> Path:
+    """`docker save` of `image` into the file `archive`."""
+    with archive.open("wb") as out:
+        done = subprocess.run([dockerd.client, "save", image], stdout=out, stderr=subprocess.PIPE, text=False,
+                              env=dockerd.env, timeout=300, check=False)
+    if done.returncode != 0:
+        raise ImageError(f"docker save {image} failed: {done.stderr.decode(errors='replace')[-2000:]}")
+    return archive
+
+
 def harness_layer(dockerd: Dockerd, base: str, context: Path) -> str:
     """`base` plus the test-only layer for this machine's network: its CA bundle and index for pip."""
     context.mkdir(parents=True, exist_ok=True)

@@ -1,19 +1,16 @@
 """The chart installed by a real helm into a real kube-apiserver (tests/controlplane.py), into a
-namespace that enforces the "restricted" Pod Security Standard: install, upgrade, test, uninstall in
+namespace that enforces the "restricted" Pod Security Standard: install, upgrade, uninstall in
 each token mode; the CronJob controller makes Jobs on schedule and from `kubectl create job`, and
-their Pods are admitted."""
+their Pods are admitted. No node here (its Pods stay Pending): tests/test_k8s_node.py runs them,
+and `helm test`, on a real kubelet."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
-import yaml
 
 from app import secret
 from app.exit_codes import ExitCode
-from tests.controlplane import CHART_DIR, ControlPlane, notes_commands, wait_for
-from tests.podrunner import PodRunner, ProcessRuntime, describe
+from tests.controlplane import CHART_DIR, ControlPlane, wait_for
 from tests.runner import run_main
 
 pytestmark = pytest.mark.k8s
@@ -50,13 +47,6 @@ def make_token_secret(plane: ControlPlane, namespace: str, name: str, token: str
     assert done.returncode == 0, done.stderr
 
 
-def notes_command(helm_output: str, verb: str) -> list[str]:
-    """The first `kubectl ... <verb> ...` command the chart's NOTES.txt printed, as arguments."""
-    matching = [args for args in notes_commands(helm_output) if verb in args]
-    assert matching, f"NOTES.txt gives no `kubectl {verb}`:\n{helm_output}"
-    return matching[0]
-
-
 def job_pods(plane: ControlPlane, namespace: str, job: str) -> list[dict]:
     return plane.get_json(namespace, "pods", "-l", f"job-name={job}")["items"]
 
@@ -71,37 +61,12 @@ def assert_pod_admitted(plane: ControlPlane, namespace: str, job: str) -> dict:
     pods = wait_for(f"a Pod of Job {job}", lambda: job_pods(plane, namespace, job) or pod_creation_refusals(plane, namespace), 30)
     assert isinstance(pods[0], dict), f"the Pod was refused: {pods}"
     (pod,) = pods
-    assert pod["status"]["phase"] == "Pending"  # no kubelet here: nothing runs it (see tests/podrunner.py)
+    assert pod["status"]["phase"] == "Pending"  # no node here: nothing runs it (tests/test_k8s_node.py does)
     return pod
 
 
-def chart_test_pods(plane: ControlPlane, *values: str) -> list[str]:
-    """The names of the Pods the chart runs on `helm test` (its test hooks)."""
-    done = plane.helm("template", RELEASE, CHART, *values)
-    assert done.returncode == 0, done.stderr
-    docs = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
-    return [doc["metadata"]["name"] for doc in docs if doc["kind"] == "Pod"
-            and "test" in (doc["metadata"].get("annotations") or {}).get("helm.sh/hook", "")]
-
-
-def helm_test(plane: ControlPlane, namespace: str, test_pods: list[str], api_mode: bool) -> None:
-    """`helm test`, its hook Pods played by the pod runner (helm waits for them to succeed)."""
-    if not test_pods:
-        print("helm test: the chart has no test hook (helm template shows none); step skipped")
-        return
-    if not api_mode:
-        print("helm test: not run in mount mode: the pod runner does not mount Secret volumes")
-        return
-    with ThreadPoolExecutor(1) as pool:
-        tested = pool.submit(plane.helm, "test", RELEASE, "--namespace", namespace, "--timeout", "120s")
-        runs = [PodRunner(plane, ProcessRuntime()).run_pod(namespace, name) for name in test_pods]
-        assert_accepted(tested.result(), "helm test")
-    for run in runs:
-        assert run.container.exit_code == 0, describe(run)
-
-
 @pytest.mark.parametrize("mode", MODES)
-def test_install_upgrade_test_uninstall(control_plane, k8s_namespace, hub, hub_user, mode):
+def test_install_upgrade_uninstall(control_plane, k8s_namespace, hub, hub_user, mode):
     plane, ns = control_plane, k8s_namespace
     user = hub_user()
     hub.create_user(user)
@@ -119,10 +84,7 @@ def test_install_upgrade_test_uninstall(control_plane, k8s_namespace, hub, hub_u
     assert has_rbac == api_mode, "a Role in API mode only"
 
     # The command NOTES.txt gives runs the check at once; Pod Security admits the Job's Pod.
-    create = notes_command(installed.stdout, "create")
-    done = plane.kubectl(*create)
-    assert done.returncode == 0, done.stderr
-    job = create[-1]
+    job = plane.create_manual_job(installed.stdout)
     pod = assert_pod_admitted(plane, ns, job)
     spec = pod["spec"]
     assert spec.get("serviceAccountName") == (FULLNAME if api_mode else "default")
@@ -132,8 +94,6 @@ def test_install_upgrade_test_uninstall(control_plane, k8s_namespace, hub, hub_u
     upgraded = plane.helm("upgrade", RELEASE, CHART, "--namespace", ns, *values, "--set", "cronjob.schedule=*/5 * * * *")
     assert_accepted(upgraded, "helm upgrade")
     assert plane.get_json(ns, "cronjob", FULLNAME)["spec"]["schedule"] == "*/5 * * * *"
-
-    helm_test(plane, ns, chart_test_pods(plane, *values), api_mode)
 
     removed = plane.helm("uninstall", RELEASE, "--namespace", ns, "--wait", "--timeout", "60s")
     assert removed.returncode == 0, removed.stderr
@@ -152,8 +112,7 @@ def test_a_violating_pod_spec_is_refused_so_the_check_above_can_fail(control_pla
                            "--set", "securityContext.runAsNonRoot=false")
     assert installed.returncode == 0, installed.stderr
     assert "would violate PodSecurity" in installed.stderr
-    done = plane.kubectl(*notes_command(installed.stdout, "create"))
-    assert done.returncode == 0, done.stderr
+    plane.create_manual_job(installed.stdout)
     refusals = wait_for("a FailedCreate event", lambda: pod_creation_refusals(plane, ns), 30)
     assert "violates PodSecurity" in refusals[0]
 

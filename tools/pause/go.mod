@@ -1,0 +1,3 @@
+module jupyterhub-canary/tools/pause
+
+go 1.22
