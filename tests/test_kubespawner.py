@@ -22,8 +22,8 @@ from tests.conftest import _restricted_namespace
 from tests.controlplane import wait_for
 from tests.kubespawner_hub import MISSING_CLAIM, MISSING_IMAGE, KubeSpawnerHub
 from tests.runner import run_main
-from tests.test_k8s_chart import RELEASE
-from tests.test_k8s_node import install, job_condition, json_lines
+from tests.test_k8s_chart import CHART, RELEASE, assert_accepted
+from tests.test_k8s_node import image_values, job_condition, json_lines
 
 pytestmark = pytest.mark.k8s
 
@@ -82,7 +82,7 @@ def assert_real_kubespawner_timeline(hub: KubeSpawnerHub, user: str, result: dic
     assert {"Scheduled", "Pulled", "Created", "Started"} <= set(real), real
     relayed = [m for m in messages if m and re.match(RELAYED, m)]
     expected = [f"Successfully assigned {hub.namespace}/{pod} to ", f'Container image "{userimage.tag()}" already present',
-                "Created container", "Started container"]
+                "Container created", "Container started"]  # the 1.37 kubelet's words
     found = [next((i for i, m in enumerate(relayed) if want in m), None) for want in expected]
     assert None not in found and found == sorted(found), (expected, relayed)
     assert messages[-1].startswith(f"Server ready at /user/{user}/")
@@ -110,9 +110,12 @@ def test_the_chart_cronjob_pod_spawns_a_real_user_pod(node, kubespawner_hub, nod
     user = hub_user("ks-cron-")
     hub.create_user(user)
     token = hub.new_token(user, scopes=least_scopes(hub.version, user))
-    notes = install(node, ns, hub, node_image, "--set", f"canary.user={user}", "--set", f"token.value={token}")
+    installed = node.helm("install", RELEASE, CHART, "--namespace", ns, *image_values(node_image),
+                          "--set", f"canary.hubUrl={hub.url}", "--set", f"canary.user={user}",
+                          "--set", f"token.value={token}")
+    assert_accepted(installed, "helm install")
     try:
-        job = node.create_manual_job(notes)
+        job = node.create_manual_job(installed.stdout)
         condition = wait_for(f"Job {job} to finish", lambda: job_condition(node, ns, job), 180, interval=1)
         logs = node.kubectl("-n", ns, "logs", f"job/{job}")
         assert logs.returncode == 0, logs.stderr
