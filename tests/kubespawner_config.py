@@ -19,14 +19,16 @@ normal         the user image, `jupyterhub-singleuser`                  Schedule
                                                                         present"), Created, Started
 unschedulable  a nodeSelector that no node matches                      FailedScheduling
 image_pull     an image that is not on the node (pull policy Never)     ErrImageNeverPull
-crash          a command that exits 3 at once                           BackOff ("Back-off
-                                                                        restarting failed container")
+crash          a command that is not in the image: the container        BackOff ("Back-off
+               cannot start, the kubelet tries again and again          restarting failed container")
+exits          a command that runs 2 s, then exits 3                    Started, then BackOff; but
+                                                                        KubeSpawner saw it running
 volume         a volume from a PersistentVolumeClaim that does not      FailedScheduling naming the
                exist                                                    missing claim
 =============  =======================================================  ============================
 
-user_options "start_timeout" (seconds) sets KubeSpawner's start_timeout for that spawn: a failure
-that shows within seconds need not wait for the configured one.
+user_options "start_timeout" and "http_timeout" (seconds) set KubeSpawner's for that spawn: a
+failure that shows within seconds need not wait for the configured ones.
 """
 
 import json as _json
@@ -35,7 +37,8 @@ from pathlib import Path as _Path
 
 _settings = _json.loads(_Path(_os.environ["LOCALHUB_PARAMS"]).read_text(encoding="utf-8"))["settings"]
 
-KUBESPAWNER_BEHAVIOURS = ("normal", "unschedulable", "image_pull", "crash", "volume")
+KUBESPAWNER_BEHAVIOURS = ("normal", "unschedulable", "image_pull", "crash", "exits", "volume")
+CRASH_COMMAND = "/opt/jupyter/bin/no-such-command"
 
 c = globals()["c"]  # the hub's config: tests/hub_config.py runs this file with it
 c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
@@ -64,7 +67,9 @@ c.KubeSpawner.cpu_guarantee = 0.05
 c.KubeSpawner.mem_guarantee = "64M"
 # A stopped pod goes at once: the server holds no user data worth a grace period.
 c.KubeSpawner.delete_grace_period = 1
-c.KubeSpawner.k8s_api_request_timeout = 5
+# A request to the apiserver may take seconds on this shared machine: a create that times out is sent
+# again, finds its own pod (409) and deletes it.
+c.KubeSpawner.k8s_api_request_timeout = 20
 
 def _kubespawner_pre_spawn_hook(spawner):
     options = dict(spawner.user_options or {})
@@ -77,17 +82,22 @@ def _kubespawner_pre_spawn_hook(spawner):
     # The spawner object is reused for the next spawn of the same server: reset what a behaviour changes.
     if not hasattr(spawner, "_localhub_initial"):
         spawner._localhub_initial = {name: getattr(spawner, name) for name in (
-            "image", "cmd", "node_selector", "volumes", "volume_mounts", "start_timeout")}
+            "image", "cmd", "node_selector", "volumes", "volume_mounts", "start_timeout", "http_timeout")}
     for name, value in spawner._localhub_initial.items():
         setattr(spawner, name, value)
-    if "start_timeout" in options:
-        spawner.start_timeout = int(options["start_timeout"])
+    for timeout in ("start_timeout", "http_timeout"):
+        if timeout in options:
+            setattr(spawner, timeout, int(options[timeout]))
     if behaviour == "unschedulable":
         spawner.node_selector = {"jupyterhub-canary.test/no-such-node": "true"}
     elif behaviour == "image_pull":
         spawner.image = _settings["missing_image"]
     elif behaviour == "crash":
-        spawner.cmd = ["python3", "-c", "import sys; print('crash behaviour: exiting with 3'); sys.exit(3)"]
+        # Not a command that runs and exits: KubeSpawner's start ends (and its relay of events with it)
+        # the moment the container runs once; a command that cannot start never runs.
+        spawner.cmd = [CRASH_COMMAND]
+    elif behaviour == "exits":
+        spawner.cmd = ["python3", "-c", "import sys, time; time.sleep(2); sys.exit(3)"]
     elif behaviour == "volume":
         spawner.volumes = [{"name": "home", "persistentVolumeClaim": {"claimName": _settings["missing_claim"]}}]
         spawner.volume_mounts = [{"name": "home", "mountPath": "/home/jovyan/work"}]

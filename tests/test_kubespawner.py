@@ -155,7 +155,8 @@ def test_a_real_spawn_failure_has_its_cause(kubespawner_hub, hub_user, tmp_path,
     assert reason in [e["reason"] for e in events], events
     assert run.exit_code == exit_code, run.output
     result = run.result
-    assert result["cause"] == cause, result
+    told = [e["message"] for e in result["timeline"]]
+    assert result["cause"] == cause, (result["message"], told, [(e["lastTimestamp"], e["reason"]) for e in events])
     termination = json.loads((tmp_path / "termination-log").read_text())
     assert termination["cause"] == cause
     # The kubelet's or the scheduler's own event, relayed by KubeSpawner, is in the timeline.
@@ -163,5 +164,25 @@ def test_a_real_spawn_failure_has_its_cause(kubespawner_hub, hub_user, tmp_path,
     relayed = [e["message"] for e in result["timeline"] if re.match(RELAYED, e["message"] or "")]
     assert any(words in message for message in relayed), relayed
     # Nothing left of the spawn.
+    assert hub.servers(user) == {}
+    wait_for(f"pod {pod} deleted", lambda: pod not in [p["metadata"]["name"] for p in hub.user_pods()], 30)
+
+
+def test_a_server_that_runs_then_exits_is_no_crash_to_kubespawners_stream(kubespawner_hub, hub_user, tmp_path):
+    """KubeSpawner's start ends when the pod first runs, and its relay of the pod's events with it: the
+    exit and the BackOff after it never reach the progress stream. The hub gives up after http_timeout
+    and the canary can only say what the hub said (README, "A real KubeSpawner on the node")."""
+    hub = kubespawner_hub
+    user = hub_user("ks-exits-")
+    options = {"behaviour": "exits", "http_timeout": 8}
+    run = run_canary(hub, user, tmp_path, "--user-options", json.dumps(options), "--spawn-timeout", "60")
+    pod = spawned_pod(hub, user)
+    assert "Started" in [e["reason"] for e in hub.pod_events(pod)]
+    assert run.exit_code == ExitCode.SPAWN_FAILED, run.output
+    result = run.result
+    told = [e["message"] for e in result["timeline"]]
+    assert not [m for m in told if "Back-off" in (m or "")], told
+    assert any("Container started" in (m or "") for m in told), told
+    assert result["cause"] == "unknown", (result["message"], told)
     assert hub.servers(user) == {}
     wait_for(f"pod {pod} deleted", lambda: pod not in [p["metadata"]["name"] for p in hub.user_pods()], 30)
