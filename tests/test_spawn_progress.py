@@ -33,8 +33,9 @@ def test_a_refused_stream_is_asked_for_again_while_the_request_is_in_flight():
         try:
             time.sleep(1.5)
             tries = fake.count("GET", PROGRESS)
-            # Soon, then less often: 0, 0.2, 0.6, 1.4 s; not five a second.
-            assert 3 <= tries <= 5, tries
+            # Again, soon, then less often: 0, 0.2, 0.6, 1.4 s (fewer when a loaded machine answers
+            # slowly); not five a second.
+            assert 2 <= tries <= 5, tries
             fake.add_server("canary", ready=False)  # the hub took the spawn in
             progress.request_answered()
             (event, recorded), *_ = progress.events(Deadline(5))
@@ -71,7 +72,8 @@ def test_stop_ends_a_live_stream_at_once():
             assert [event["message"] for event, _ in progress.events(Deadline(0.5))] == ["Server requested"]
             started = time.monotonic()
             progress.stop()
-            assert time.monotonic() - started < 1.0
+            # Not the join's 2 s: the cut ended the read at once.
+            assert time.monotonic() - started < 1.5
             assert not progress._thread.is_alive()
             assert list(progress.events(Deadline(1))) == [], "the stream ended quietly, as at its deadline"
         finally:
