@@ -22,8 +22,8 @@ from tests.conftest import _restricted_namespace
 from tests.controlplane import wait_for
 from tests.kubespawner_hub import MISSING_CLAIM, MISSING_IMAGE, KubeSpawnerHub
 from tests.runner import run_main
-from tests.test_k8s_chart import CHART, RELEASE, assert_accepted
-from tests.test_k8s_node import image_values, job_condition, json_lines
+from tests.test_k8s_chart import RELEASE
+from tests.test_k8s_node import install, job_condition, json_lines
 
 pytestmark = pytest.mark.k8s
 
@@ -110,12 +110,9 @@ def test_the_chart_cronjob_pod_spawns_a_real_user_pod(node, kubespawner_hub, nod
     user = hub_user("ks-cron-")
     hub.create_user(user)
     token = hub.new_token(user, scopes=least_scopes(hub.version, user))
-    installed = node.helm("install", RELEASE, CHART, "--namespace", ns, *image_values(node_image),
-                          "--set", f"canary.hubUrl={hub.url}", "--set", f"canary.user={user}",
-                          "--set", f"token.value={token}")
-    assert_accepted(installed, "helm install")
+    notes = install(node, ns, hub, node_image, "--set", f"canary.user={user}", "--set", f"token.value={token}")
     try:
-        job = node.create_manual_job(installed.stdout)
+        job = node.create_manual_job(notes)
         condition = wait_for(f"Job {job} to finish", lambda: job_condition(node, ns, job), 180, interval=1)
         logs = node.kubectl("-n", ns, "logs", f"job/{job}")
         assert logs.returncode == 0, logs.stderr
