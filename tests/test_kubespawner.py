@@ -86,6 +86,10 @@ def assert_real_kubespawner_timeline(hub: KubeSpawnerHub, user: str, result: dic
     found = [next((i for i, m in enumerate(relayed) if want in m), None) for want in expected]
     assert None not in found and found == sorted(found), (expected, relayed)
     assert messages[-1].startswith(f"Server ready at /user/{user}/")
+    # Read while the spawn request was still in flight: the hub answers it only when the server is
+    # ready (201) or after its slow_spawn_timeout (202, 10 s), and tells the events only meanwhile.
+    assigned = next(e["t_ms"] for e in result["timeline"] if "Successfully assigned" in (e["message"] or ""))
+    assert assigned < result["phases_ms"]["spawn_request"], (assigned, result["phases_ms"])
 
     # The phases those events mark (app/timeline.py): the image was on the node, so no pull.
     phases = result["timeline_phases_ms"]
@@ -101,6 +105,7 @@ def test_a_fast_real_spawn_has_kubespawners_events_in_its_timeline(kubespawner_h
     user = hub_user("ks-")
     run = run_canary(kubespawner_hub, user, tmp_path)
     assert run.exit_code == ExitCode.OK, run.output
+    print("spawn request answered", [e["status"] for e in run.named("spawn_requested")])
     assert_real_kubespawner_timeline(kubespawner_hub, user, run.result)
 
 
