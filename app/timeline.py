@@ -12,8 +12,8 @@ spawn              the spawn request                               the event tha
 scheduling         the spawn request                               KubeSpawner's `Scheduled` event
                                                                    ("Successfully assigned <pod> to ...")
 image_pull         the first "Pulling image ..."                   the last "Successfully pulled image"
-container_start    the image pulled (or found on the node: "...    "Started container ..."
-                   already present on machine"), else scheduled
+container_start    the image pulled (or found on the node: "...    "Started container ..." (newer
+                   already present on machine"), else scheduled    kubelets: "Container started")
 server_start       "Started container ..."                         the event that says `ready`
 =================  ==============================================  =====================================
 
@@ -43,7 +43,8 @@ _SCHEDULED = re.compile(r"\bSuccessfully assigned \S+ to \S+")
 _PULLING = re.compile(r"\bPulling image\b")
 _PULLED = re.compile(r"\bSuccessfully pulled image\b")
 _PRESENT = re.compile(r"\bContainer image .+ already present on machine\b")
-_STARTED = re.compile(r"\bStarted container\b")
+# "Started container <name>" until the kubelet's wording became "Container started" (1.37 says so).
+_STARTED = re.compile(r"\b(?:Started container|Container started)\b")
 
 
 @dataclass(frozen=True)

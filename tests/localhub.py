@@ -91,13 +91,19 @@ class LocalHub:
         slow_spawn_timeout: float | None = None,
         extra_config: str = "",
         ip: str = "127.0.0.1",
+        env: dict[str, str] | None = None,
+        settings: dict | None = None,
     ):
+        """`env`: more variables for the hub process. `settings`: JSON-able values for `extra_config`,
+        which reads them from the parameters file as params["settings"] (tests/kubespawner_hub.py)."""
         self.workdir = Path(workdir).resolve()
         self.base_url = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
         self.slow_spawn_timeout = slow_spawn_timeout
         self.extra_config = extra_config
         # Where the proxy (the hub's public URL) listens: a test node's Pods reach the host at its bridge address.
         self.ip = ip
+        self.env = dict(env or {})
+        self.settings = settings
         self.admin_token = secrets.token_hex(16)
         self.marker = secrets.token_hex(8)
         self.log_file = self.workdir / "jupyterhub.log"
@@ -142,11 +148,12 @@ class LocalHub:
             "marker": self.marker,
             "slow_spawn_timeout": self.slow_spawn_timeout,
             "extra_config": self.extra_config,
+            "settings": self.settings,
         }
         params_file = self.workdir / "localhub.json"
         params_file.write_text(json.dumps(params, indent=2), encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if not k.startswith(_ISOLATED_ENV_PREFIXES)}
-        env.update({PARAMS_ENV: str(params_file), MARKER_ENV: self.marker})
+        env.update({**self.env, PARAMS_ENV: str(params_file), MARKER_ENV: self.marker})
 
         with self.log_file.open("ab") as log:
             self._proc = subprocess.Popen(

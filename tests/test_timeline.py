@@ -56,6 +56,18 @@ def test_an_image_already_present_has_no_pull_but_a_container_start():
     assert found == {"spawn": 2500, "scheduling": 1000, "container_start": 500, "server_start": 800}
 
 
+def test_the_newer_kubelets_wording_marks_the_same_phases():
+    # What a real 1.37 kubelet said to KubeSpawner on the test node (tests/test_kubespawner.py).
+    found = derive_phases(events(
+        (1000, K8S + "Successfully assigned jhub/p to n"),
+        (1200, K8S + 'Container image "u:1" already present on machine and can be accessed by the pod'),
+        (1300, K8S + "Container created"),
+        (1700, K8S + "Container started"),
+        (2500, "ready", True),
+    ))
+    assert found == {"spawn": 2500, "scheduling": 1000, "container_start": 500, "server_start": 800}
+
+
 def test_a_spawn_that_never_got_ready_has_only_the_phases_it_finished():
     found = derive_phases(events(
         (800, K8S + "Successfully assigned jhub/p to n"),
