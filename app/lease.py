@@ -200,8 +200,17 @@ class ProbeLease:
 
 
 @contextlib.contextmanager
-def held(config: Config, deadline: Deadline) -> Iterator[None]:
-    """Hold the run's Lease (--lease) for the block; nothing without one (no Kubernetes API at hand)."""
+def held(
+    config: Config,
+    deadline: Deadline,
+    shield: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
+) -> Iterator[None]:
+    """Hold the run's Lease (--lease) for the block; nothing without one (no Kubernetes API at hand).
+
+    The block ends with the run's server stopped (cli.py stops it there after a signal too). Giving the
+    Lease back is `shield`ed: a signal cutting it short would leave the Lease held until it expires,
+    and every run of the probe meanwhile would end with 18.
+    """
     if not config.lease:
         yield
         return
@@ -218,6 +227,7 @@ def held(config: Config, deadline: Deadline) -> Iterator[None]:
         yield
     finally:
         try:
-            lease.release()
+            with shield():
+                lease.release()
         finally:
             lease.close()

@@ -129,3 +129,66 @@ def test_a_lease_the_role_does_not_name_is_refused_with_77(lease_kube, hub, hub_
                    env={"JUPYTERHUB_API_TOKEN": hub.new_token(user)})
     assert run.exit_code == ExitCode.PERMISSION, run.output
     assert "403" in run.result["message"] and "'get'" in run.result["message"], run.result["message"]
+
+
+def test_after_a_signal_the_lease_is_given_back_only_once_the_server_is_stopped(
+    lease_kube, hub, hub_user, tmp_path, monkeypatch
+):
+    """SIGTERM in the one spot that leaves the stop to cli.py (after the attempt may have started a
+    server, before its `finally:` takes over): that late stop must still run under this run's Lease,
+    else another run of the probe could take the Lease while this run's server is being stopped."""
+    import signal
+
+    from app import timeline
+    from app.hub import HubClient
+
+    plane, namespace, kube_token = lease_kube
+    real_timeline, real_stop = timeline.Timeline, HubClient.stop_server
+
+    def signalled_timeline(*a, **kw):  # the attempt has just set `server_may_be_running`
+        made = real_timeline(*a, **kw)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return made
+
+    holders_at_stop: list[str | None] = []
+
+    def observed_stop(self, *a, **kw):  # the real apiserver's word on the Lease as the stop begins
+        holders_at_stop.append((lease(plane, namespace) or {}).get("spec", {}).get("holderIdentity"))
+        return real_stop(self, *a, **kw)
+
+    monkeypatch.setattr(timeline, "Timeline", signalled_timeline)
+    monkeypatch.setattr(HubClient, "stop_server", observed_stop)
+    user = hub_user()
+    hub.create_user(user)
+    token = hub.new_token(user)
+    run = run_main(args(hub, user, namespace, tmp_path), env={"JUPYTERHUB_API_TOKEN": token})
+    assert run.exit_code == ExitCode.SIGTERM, run.output
+    (acquired,) = run.named("lease_acquired")
+    assert holders_at_stop == [acquired["holder"]], f"the Lease at the stop: {holders_at_stop}\n{run.output}"
+    order = [e["event"] for e in run.events if e["event"] in ("server_already_stopped", "server_stopped", "lease_released")]
+    assert order[-1] == "lease_released" and len(order) == 2, order
+    assert not lease(plane, namespace)["spec"].get("holderIdentity"), "given back at the end"
+    run.assert_no_secret(token, kube_token)
+
+
+def test_a_signal_while_the_lease_is_given_back_waits_until_it_is_back(lease_kube, hub, hub_user, tmp_path, monkeypatch):
+    """Cut short, the release would leave the Lease held until it expires: every run meanwhile ends 18."""
+    import signal
+
+    from app.lease import ProbeLease
+
+    plane, namespace, _ = lease_kube
+    real_release = ProbeLease.release
+
+    def signalled_release(self):
+        os.kill(os.getpid(), signal.SIGTERM)  # acted on at the next bytecode, unless shielded
+        real_release(self)
+
+    monkeypatch.setattr(ProbeLease, "release", signalled_release)
+    user = hub_user()
+    hub.create_user(user)
+    run = run_main(args(hub, user, namespace, tmp_path), env={"JUPYTERHUB_API_TOKEN": hub.new_token(user)})
+    assert run.exit_code == ExitCode.SIGTERM, run.output
+    assert run.named("lease_released"), run.output
+    assert not lease(plane, namespace)["spec"].get("holderIdentity"), "the Lease is still held after the run"
+    assert hub.servers(user) == {}
