@@ -32,6 +32,7 @@ from app.config import Config
 from app.deadline import Deadline
 from app.errors import ConcurrentRun, ConfigError, KubernetesUnavailable, PermissionDenied
 from app.secret import bounded_call, call_timeout
+from app.signals import Shield, no_shield
 
 MARGIN_S = 60  # beyond a run's longest life: clock skew, start-up, the report
 log = logs.get_logger()
@@ -203,7 +204,7 @@ class ProbeLease:
 def held(
     config: Config,
     deadline: Deadline,
-    shield: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
+    shield: Shield = no_shield,
 ) -> Iterator[None]:
     """Hold the run's Lease (--lease) for the block; nothing without one (no Kubernetes API at hand).
 
