@@ -18,27 +18,16 @@ import pytest
 
 from tests.controlplane import ControlPlane, missing_binaries
 from tests.k8s_stub import SecretStub
-from tests.localhub import LocalHub
+from tests.localhub import LocalHub, until_stopped
 
 # --- real JupyterHubs: one per kind per session, started on first use ---
-
-
-def _until_stopped(started, name: str):
-    """Yield a started LocalHub or ControlPlane; stop it after, and check that no process of it is left."""
-    try:
-        yield started
-    finally:
-        started.stop()
-    leftovers = started.leftover_processes()
-    assert not leftovers, f"{name} left processes behind: {[p.pid for p in leftovers]}"
-
 
 # The `hub` fixture's slow_spawn_timeout: far beyond a normal spawn (2-4 s idle, over 10 s seen under load).
 SLOW_SPAWN_TIMEOUT = 60
 
 
 def _running_hub(tmp_path_factory: pytest.TempPathFactory, name: str, **options) -> Iterator[LocalHub]:
-    yield from _until_stopped(LocalHub(tmp_path_factory.mktemp(name), **options).start(), name)
+    yield from until_stopped(LocalHub(tmp_path_factory.mktemp(name), **options).start(), name)
 
 
 @pytest.fixture(scope="session")
@@ -128,7 +117,7 @@ def control_plane(tmp_path_factory) -> Iterator[ControlPlane]:
     missing = missing_binaries()
     if missing:
         pytest.fail(f"{', '.join(missing)} missing from .tools/bin: run `make control-plane`", pytrace=False)
-    yield from _until_stopped(ControlPlane(tmp_path_factory.mktemp("k8s")).start(), "the control plane")
+    yield from until_stopped(ControlPlane(tmp_path_factory.mktemp("k8s")).start(), "the control plane")
 
 
 _namespace_numbers = itertools.count(1)
