@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,8 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app import secret
+from app import secret, timeline
 from app.exit_codes import ExitCode
+from app.hub import HubClient
+from app.lease import ProbeLease
 from tests.localhub import wait_for
 from tests.runner import finish_process, run_main, start_process
 
@@ -51,6 +54,14 @@ def lease_kube(control_plane, k8s_namespace, helm, tmp_path, monkeypatch):
 def lease(plane, namespace: str) -> dict | None:
     done = plane.kubectl("-n", namespace, "get", "lease", LEASE, "-o", "json")
     return json.loads(done.stdout) if done.returncode == 0 else None
+
+
+def put_lease(plane, namespace: str, holder: str, renewed: datetime) -> None:
+    """The probe's Lease as another run left it: held by `holder`, last renewed at `renewed`."""
+    when = renewed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    held = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": LEASE},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 1080, "acquireTime": when, "renewTime": when}}
+    assert plane.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(held)).returncode == 0
 
 
 def args(hub, user, namespace, tmp_path, name="t", lease_name=LEASE):
@@ -91,11 +102,7 @@ def test_a_second_run_of_the_probe_finds_the_lease_held_and_touches_nothing(leas
 
 def test_the_expired_lease_of_a_dead_run_is_taken_over(lease_kube, hub, hub_user, tmp_path):
     plane, namespace, _ = lease_kube
-    an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    dead = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": LEASE},
-            "spec": {"holderIdentity": "oom-killed/0123456789ab", "leaseDurationSeconds": 1080,
-                     "acquireTime": an_hour_ago, "renewTime": an_hour_ago}}
-    assert plane.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(dead)).returncode == 0
+    put_lease(plane, namespace, "oom-killed/0123456789ab", datetime.now(UTC) - timedelta(hours=1))
     user = hub_user()
     hub.create_user(user)
     run = run_main(args(hub, user, namespace, tmp_path), env={"JUPYTERHUB_API_TOKEN": hub.new_token(user)})
@@ -107,11 +114,7 @@ def test_the_expired_lease_of_a_dead_run_is_taken_over(lease_kube, hub, hub_user
 def test_a_live_lease_is_not_taken_even_without_a_server(lease_kube, hub, hub_user, tmp_path):
     """The race a server's age cannot close: the other run holds the Lease but has not spawned yet."""
     plane, namespace, _ = lease_kube
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    live = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": LEASE},
-            "spec": {"holderIdentity": "cronjob-pod/0123456789ab", "leaseDurationSeconds": 1080,
-                     "acquireTime": now, "renewTime": now}}
-    assert plane.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(live)).returncode == 0
+    put_lease(plane, namespace, "cronjob-pod/0123456789ab", datetime.now(UTC))
     user = hub_user()
     hub.create_user(user)
     run = run_main(args(hub, user, namespace, tmp_path), env={"JUPYTERHUB_API_TOKEN": hub.new_token(user)})
@@ -137,11 +140,6 @@ def test_after_a_signal_the_lease_is_given_back_only_once_the_server_is_stopped(
     """SIGTERM in the one spot that leaves the stop to cli.py (after the attempt may have started a
     server, before its `finally:` takes over): that late stop must still run under this run's Lease,
     else another run of the probe could take the Lease while this run's server is being stopped."""
-    import signal
-
-    from app import timeline
-    from app.hub import HubClient
-
     plane, namespace, kube_token = lease_kube
     real_timeline, real_stop = timeline.Timeline, HubClient.stop_server
 
@@ -173,10 +171,6 @@ def test_after_a_signal_the_lease_is_given_back_only_once_the_server_is_stopped(
 
 def test_a_signal_while_the_lease_is_given_back_waits_until_it_is_back(lease_kube, hub, hub_user, tmp_path, monkeypatch):
     """Cut short, the release would leave the Lease held until it expires: every run meanwhile ends 18."""
-    import signal
-
-    from app.lease import ProbeLease
-
     plane, namespace, _ = lease_kube
     real_release = ProbeLease.release
 
