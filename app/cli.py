@@ -246,6 +246,22 @@ def _run(config: Config, started: float, clock: Clock) -> int:
                 noted.append(guard.received)
                 log.warning("signal_received", signal=signal.Signals(guard.received).name, **where)
 
+        stop_failure: list[Exception] = []  # the stop after a signal, when it failed
+
+        def stop_after_signal() -> None:
+            """Stop the server after a signal: a no-op unless the signal came before the attempt's own
+            cleanup took over, or once the stop was tried; its failure is kept for the report."""
+            if canary is None or stop_failure:
+                return
+            try:
+                canary.cleanup()
+            except Interrupted:  # the same signal, raised again where the stop's shield ends: the stop is done
+                pass
+            except Exception as failed:
+                if not isinstance(failed, CanaryError):  # a bug in the cleanup: the server may be left running
+                    log.exception("internal_error")
+                stop_failure.append(failed)
+
         def report(exit_code: int, outcome: str, **details: Any) -> int:
             note_signal(during_cleanup=guard.during_cleanup)
             code = _finish(
@@ -269,21 +285,26 @@ def _run(config: Config, started: float, clock: Clock) -> int:
                     clock=clock,
                 )
                 # One run of the probe at a time (app/lease.py); without --lease only the server's age tells.
-                with lease.held(config, deadline):
-                    canary.run()
+                # The Lease is given back only after the server's stop, a signal's too: else another run
+                # of the probe could take it while this run's server still runs.
+                with lease.held(config, deadline, shield=guard.shield):
+                    try:
+                        canary.run()
+                    except Interrupted:
+                        note_signal(during_cleanup=guard.during_cleanup)
+                        stop_after_signal()
+                        raise
             guard.raise_if_received()
         except Interrupted as exc:
             note_signal(during_cleanup=guard.during_cleanup)
-            try:
-                if canary is not None:
-                    canary.cleanup()  # a no-op unless the signal came before the attempt's own cleanup
-            except CanaryError as stop_failed:  # 13 wins over the interruption
-                return report(stop_failed.exit_code, "failed", reason=stop_failed.reason, message=str(stop_failed))
-            except Exception as bug:  # a bug in the cleanup: the server may be left running
-                log.exception("internal_error")
+            stop_after_signal()  # done already when the signal came while the Lease was held
+            if stop_failure:
+                (failed,) = stop_failure
+                if isinstance(failed, CanaryError):  # 13 wins over the interruption
+                    return report(failed.exit_code, "failed", reason=failed.reason, message=str(failed))
                 return report(
                     ExitCode.STOP_FAILED, "failed", reason="stop_failed",
-                    message=f"the server may be left running: the cleanup failed with {bug!r}",
+                    message=f"the server may be left running: the cleanup failed with {failed!r}",
                 )
             return report(exc.exit_code, "interrupted", reason="interrupted", message=str(exc))
         except CanaryError as exc:

@@ -12,7 +12,6 @@ sees plain outcomes: ready or pending, stopped or not.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ from app.errors import (
     StopFailed,
 )
 from app.hub import HubClient, SpawnRefused, StreamUnavailable, WrongShape, hub_time
+from app.signals import Shield, no_shield
 from app.spawn_progress import ProgressFollower
 
 PHASES = ("spawn_request", "ready_wait", "verify", "stop")  # the enabled checks' phases come before the stop
@@ -50,10 +50,6 @@ MIN_SPAWN_SHARE = 0.5
 log = logs.get_logger()
 
 
-def _no_shield() -> contextlib.AbstractContextManager[None]:
-    return contextlib.nullcontext()
-
-
 class Canary:
     """Runs the attempts of one check and keeps what the final result reports."""
 
@@ -62,7 +58,7 @@ class Canary:
         config: Config,
         client: HubClient,
         *,
-        shield: Callable[[], contextlib.AbstractContextManager[None]] = _no_shield,
+        shield: Shield = no_shield,
         interrupted: Callable[[], None] = lambda: None,
         clock: Clock = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,

@@ -31,7 +31,8 @@ from app import logs
 from app.config import Config
 from app.deadline import Deadline
 from app.errors import ConcurrentRun, ConfigError, KubernetesUnavailable, PermissionDenied
-from app.secret import bounded_call, call_timeout
+from app.secret import api_call, call_timeout
+from app.signals import Shield, no_shield
 
 MARGIN_S = 60  # beyond a run's longest life: clock skew, start-up, the report
 log = logs.get_logger()
@@ -81,23 +82,10 @@ class ProbeLease:
     def _timeout(self) -> tuple[float, float]:
         return call_timeout(self._deadline, self._request_timeout)
 
-    @contextlib.contextmanager
-    def _errors(self, verb: str) -> Iterator[None]:
-        """One API call within the run's deadline (app/secret.py `bounded_call`); 404 and 409 are the caller's."""
-        from kubernetes.client.exceptions import ApiException
-
-        with bounded_call(self._deadline, f"{verb} {self.where}", relaxed_x509=self._relaxed_x509):
-            try:
-                yield
-            except ApiException as exc:
-                if exc.status in (401, 403):
-                    raise PermissionDenied(
-                        f"Kubernetes answered {exc.status} {exc.reason} to {verb} {self.where}: "
-                        f"the ServiceAccount needs '{verb}' on leases (coordination.k8s.io)"
-                    ) from None
-                if exc.status in (404, 409):
-                    raise
-                raise KubernetesUnavailable(f"Kubernetes answered {exc.status} {exc.reason} to {verb} {self.where}") from None
+    def _errors(self, verb: str) -> contextlib.AbstractContextManager[None]:
+        """One API call within the run's deadline (app/secret.py `api_call`); 404 and 409 are the caller's."""
+        return api_call(self._deadline, verb, self.where, relaxed_x509=self._relaxed_x509,
+                        needs="on leases (coordination.k8s.io)", callers=(404, 409))
 
     # --- taking and giving back ---
 
@@ -200,8 +188,17 @@ class ProbeLease:
 
 
 @contextlib.contextmanager
-def held(config: Config, deadline: Deadline) -> Iterator[None]:
-    """Hold the run's Lease (--lease) for the block; nothing without one (no Kubernetes API at hand)."""
+def held(
+    config: Config,
+    deadline: Deadline,
+    shield: Shield = no_shield,
+) -> Iterator[None]:
+    """Hold the run's Lease (--lease) for the block; nothing without one (no Kubernetes API at hand).
+
+    The block ends with the run's server stopped (cli.py stops it there after a signal too). Giving the
+    Lease back is `shield`ed: a signal cutting it short would leave the Lease held until it expires,
+    and every run of the probe meanwhile would end with 18.
+    """
     if not config.lease:
         yield
         return
@@ -218,6 +215,7 @@ def held(config: Config, deadline: Deadline) -> Iterator[None]:
         yield
     finally:
         try:
-            lease.release()
+            with shield():
+                lease.release()
         finally:
             lease.close()

@@ -42,6 +42,18 @@ def needed(hub_version: str) -> tuple[str, ...]:
     return ("read:servers", start, "delete:servers", "access:servers")
 
 
+# Wanted beside what the cycle needs: the preflight reads the token's own expiry to warn in time
+# (without it, that is only logged).
+WANTED = ("read:tokens",)
+
+
+def least(hub_version: str) -> tuple[str, ...]:
+    """The fewest scopes that grant what the cycle needs and WANTED (`jupyterhub-canary token` mints
+    them): a needed scope that another one implies is left out (before 6, `servers` holds three)."""
+    wanted = (*needed(hub_version), *WANTED)
+    return tuple(scope for scope in wanted if not any(scope in _expand(other) - {other} for other in wanted))
+
+
 def _major(version: str) -> int:
     try:
         return int(version.split(".")[0])

@@ -126,6 +126,30 @@ def bounded_call(deadline: Deadline, what: str, *, relaxed_x509: bool) -> Iterat
             raise KubernetesUnavailable(f"cannot reach the Kubernetes API to {what}: {cause}{hint}") from None
 
 
+@contextlib.contextmanager
+def api_call(
+    deadline: Deadline, verb: str, where: str, *, relaxed_x509: bool, needs: str, callers: tuple[int, ...] = ()
+) -> Iterator[None]:
+    """One Kubernetes API call (`bounded_call`) whose refusals are typed: 401 and 403 PermissionDenied
+    naming what the ServiceAccount `needs`, the statuses in `callers` left to the caller (ApiException),
+    any other KubernetesUnavailable. Only the status: the exception's text carries the response's
+    headers and body."""
+    from kubernetes.client.exceptions import ApiException
+
+    with bounded_call(deadline, f"{verb} {where}", relaxed_x509=relaxed_x509):
+        try:
+            yield
+        except ApiException as exc:
+            if exc.status in callers:
+                raise
+            if exc.status in (401, 403):
+                raise PermissionDenied(
+                    f"Kubernetes answered {exc.status} {exc.reason} to {verb} {where}: "
+                    f"the ServiceAccount needs '{verb}' {needs}"
+                ) from None
+            raise KubernetesUnavailable(f"Kubernetes answered {exc.status} {exc.reason} to {verb} {where}") from None
+
+
 class SecretStore:
     """One Secret, read and written through the Kubernetes API."""
 
@@ -159,19 +183,12 @@ class SecretStore:
         """One API call, bounded by the deadline whatever the apiserver does; its failures typed."""
         from kubernetes.client.exceptions import ApiException
 
-        with bounded_call(self._deadline, f"{verb} {self.where}", relaxed_x509=self._relaxed_x509):
-            try:
+        try:
+            with api_call(self._deadline, verb, self.where, relaxed_x509=self._relaxed_x509,
+                          needs="on that Secret", callers=(404,)):
                 yield
-            except ApiException as exc:
-                # Only the status: the exception's text carries the response headers and body.
-                if exc.status == 404:
-                    raise ConfigError(f"{self.where} not found (check the Secret's name and namespace)") from None
-                if exc.status in (401, 403):
-                    raise PermissionDenied(
-                        f"Kubernetes answered {exc.status} {exc.reason} to {verb} {self.where}: "
-                        f"the ServiceAccount needs '{verb}' on that Secret"
-                    ) from None
-                raise KubernetesUnavailable(f"Kubernetes answered {exc.status} {exc.reason} to {verb} {self.where}") from None
+        except ApiException:  # 404
+            raise ConfigError(f"{self.where} not found (check the Secret's name and namespace)") from None
 
     def read(self) -> Any:
         """The Secret (a V1Secret); ConfigError when it does not exist."""

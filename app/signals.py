@@ -12,12 +12,20 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 from app.errors import Interrupted
 
 HANDLED = (signal.SIGTERM, signal.SIGINT)
+
+# What holds signals off for a block (`SignalGuard.shield`), as the cycle, its checks and the Lease take it.
+Shield = Callable[[], contextlib.AbstractContextManager[None]]
+
+
+def no_shield() -> contextlib.AbstractContextManager[None]:
+    """The shield where no signal handling is installed (a test, a thread): nothing to hold off."""
+    return contextlib.nullcontext()
 
 
 class SignalGuard:

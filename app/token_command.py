@@ -23,6 +23,7 @@ from app.config import TokenCommandConfig
 from app.deadline import Clock, Deadline
 from app.errors import ConfigError, HubUnavailable
 from app.hub import HubClient, hub_message
+from app.scopes import least
 from app.token_source import read_token
 
 log = logs.get_logger()
@@ -32,21 +33,9 @@ ANNOTATION = "jupyterhub-canary.jupyter.org/"  # prefix of what the Secret recor
 
 
 def least_scopes(hub_version: str, user: str) -> list[str]:
-    """The fewest scopes with which the canary's cycle works for `user` on a hub of this version.
-
-    Start and stop the one server, read its model, reach it through the proxy, and read the token's
-    own expiry. JupyterHub 6 splits `servers` into start/delete/read.
-    """
-    major = _major(hub_version)
-    server_scopes = ["start:servers", "delete:servers", "read:servers"] if major >= 6 else ["servers"]
-    return [f"{scope}!user={user}" for scope in (*server_scopes, "access:servers", "read:tokens")]
-
-
-def _major(version: str) -> int:
-    try:
-        return int(version.split(".")[0])
-    except ValueError:
-        return 0
+    """The fewest scopes with which the canary's cycle works for `user` on a hub of this version
+    (app/scopes.py `least`: what the cycle needs, stated there once), each for `user` only."""
+    return [f"{scope}!user={user}" for scope in least(hub_version)]
 
 
 Shield = Callable[[], contextlib.AbstractContextManager[None]]

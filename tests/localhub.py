@@ -68,6 +68,17 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
+def until_stopped(started, name: str):
+    """For a fixture: yield a started LocalHub or ControlPlane, stop it after, check that none of its
+    processes is left."""
+    try:
+        yield started
+    finally:
+        started.stop()
+    leftovers = started.leftover_processes()
+    assert not leftovers, f"{name} left processes behind: {[p.pid for p in leftovers]}"
+
+
 def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = _POLL):
     """Poll `condition` until it returns a truthy value (returned) or `timeout` s pass (TimeoutError)."""
     deadline = time.monotonic() + timeout

@@ -20,7 +20,7 @@ import pytest
 
 from app.deadline import CLEANUP_SHARE, LAST_LOOK
 from app.exit_codes import ExitCode
-from tests.localhub import REPO_ROOT, LocalHub
+from tests.localhub import REPO_ROOT, LocalHub, until_stopped
 from tests.runner import finish_process, start_process
 from tests.test_kernel import account, canary
 
@@ -77,12 +77,7 @@ def checks_hub(tmp_path_factory):
         "    spawner.environment = env\n"
         "c.Spawner.pre_spawn_hook = _checks_hook\n"
     )
-    hub = LocalHub(workdir, slow_spawn_timeout=0, extra_config=extra).start()
-    try:
-        yield hub
-    finally:
-        hub.stop()
-    assert not hub.leftover_processes()
+    yield from until_stopped(LocalHub(workdir, slow_spawn_timeout=0, extra_config=extra).start(), "the checks' hub")
 
 
 def home(hub: LocalHub, user: str) -> Path:

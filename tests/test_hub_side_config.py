@@ -30,7 +30,7 @@ import requests
 
 from app.exit_codes import ExitCode
 from app.token_command import least_scopes
-from tests.localhub import LocalHub, wait_for
+from tests.localhub import LocalHub, until_stopped, wait_for
 from tests.oauth_provider import FakeOAuthProvider
 from tests.runner import run_main, run_token
 
@@ -80,12 +80,7 @@ def oauth_config(provider: FakeOAuthProvider, *, strict: bool | None = None) -> 
 
 @contextmanager
 def running(workdir: Path, extra_config: str) -> Iterator[LocalHub]:
-    hub = LocalHub(workdir, extra_config=extra_config).start()
-    try:
-        yield hub
-    finally:
-        hub.stop()
-    assert hub.leftover_processes() == [], "the hub left processes behind"
+    yield from until_stopped(LocalHub(workdir, extra_config=extra_config).start(), "the hub")
 
 
 def mint(hub: LocalHub, user: str) -> tuple[str, list[str], str]:

@@ -21,6 +21,7 @@ from tests import userimage
 from tests.conftest import _restricted_namespace
 from tests.controlplane import wait_for
 from tests.kubespawner_hub import MISSING_CLAIM, MISSING_IMAGE, KubeSpawnerHub
+from tests.localhub import until_stopped
 from tests.runner import run_main
 from tests.test_k8s_chart import RELEASE
 from tests.test_k8s_node import install, job_condition, json_lines
@@ -46,11 +47,7 @@ def kubespawner_namespace(node) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def kubespawner_hub(node, user_image, kubespawner_namespace, tmp_path_factory) -> Iterator[KubeSpawnerHub]:
     hub = KubeSpawnerHub(tmp_path_factory.mktemp("kubespawner_hub"), node, kubespawner_namespace).start()
-    try:
-        yield hub
-    finally:
-        hub.stop()
-    assert not hub.leftover_processes(), "the KubeSpawner hub left processes behind"
+    yield from until_stopped(hub, "the KubeSpawner hub")
     # The hub stops its servers when it stops (cleanup_servers): KubeSpawner deletes their pods.
     wait_for("no user pod left", lambda: not hub.user_pods(), 30)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,8 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app import secret
+from app import secret, timeline
 from app.exit_codes import ExitCode
+from app.hub import HubClient
+from app.lease import ProbeLease
 from tests.localhub import wait_for
 from tests.runner import finish_process, run_main, start_process
 
@@ -51,6 +54,14 @@ def lease_kube(control_plane, k8s_namespace, helm, tmp_path, monkeypatch):
 def lease(plane, namespace: str) -> dict | None:
     done = plane.kubectl("-n", namespace, "get", "lease", LEASE, "-o", "json")
     return json.loads(done.stdout) if done.returncode == 0 else None
+
+
+def put_lease(plane, namespace: str, holder: str, renewed: datetime) -> None:
+    """The probe's Lease as another run left it: held by `holder`, last renewed at `renewed`."""
+    when = renewed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    held = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": LEASE},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 1080, "acquireTime": when, "renewTime": when}}
+    assert plane.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(held)).returncode == 0
 
 
 def args(hub, user, namespace, tmp_path, name="t", lease_name=LEASE):
@@ -91,11 +102,7 @@ def test_a_second_run_of_the_probe_finds_the_lease_held_and_touches_nothing(leas
 
 def test_the_expired_lease_of_a_dead_run_is_taken_over(lease_kube, hub, hub_user, tmp_path):
     plane, namespace, _ = lease_kube
-    an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    dead = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": LEASE},
-            "spec": {"holderIdentity": "oom-killed/0123456789ab", "leaseDurationSeconds": 1080,
-                     "acquireTime": an_hour_ago, "renewTime": an_hour_ago}}
-    assert plane.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(dead)).returncode == 0
+    put_lease(plane, namespace, "oom-killed/0123456789ab", datetime.now(UTC) - timedelta(hours=1))
     user = hub_user()
     hub.create_user(user)
     run = run_main(args(hub, user, namespace, tmp_path), env={"JUPYTERHUB_API_TOKEN": hub.new_token(user)})
@@ -107,11 +114,7 @@ def test_the_expired_lease_of_a_dead_run_is_taken_over(lease_kube, hub, hub_user
 def test_a_live_lease_is_not_taken_even_without_a_server(lease_kube, hub, hub_user, tmp_path):
     """The race a server's age cannot close: the other run holds the Lease but has not spawned yet."""
     plane, namespace, _ = lease_kube
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    live = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": LEASE},
-            "spec": {"holderIdentity": "cronjob-pod/0123456789ab", "leaseDurationSeconds": 1080,
-                     "acquireTime": now, "renewTime": now}}
-    assert plane.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(live)).returncode == 0
+    put_lease(plane, namespace, "cronjob-pod/0123456789ab", datetime.now(UTC))
     user = hub_user()
     hub.create_user(user)
     run = run_main(args(hub, user, namespace, tmp_path), env={"JUPYTERHUB_API_TOKEN": hub.new_token(user)})
@@ -129,3 +132,57 @@ def test_a_lease_the_role_does_not_name_is_refused_with_77(lease_kube, hub, hub_
                    env={"JUPYTERHUB_API_TOKEN": hub.new_token(user)})
     assert run.exit_code == ExitCode.PERMISSION, run.output
     assert "403" in run.result["message"] and "'get'" in run.result["message"], run.result["message"]
+
+
+def test_after_a_signal_the_lease_is_given_back_only_once_the_server_is_stopped(
+    lease_kube, hub, hub_user, tmp_path, monkeypatch
+):
+    """SIGTERM in the one spot that leaves the stop to cli.py (after the attempt may have started a
+    server, before its `finally:` takes over): that late stop must still run under this run's Lease,
+    else another run of the probe could take the Lease while this run's server is being stopped."""
+    plane, namespace, kube_token = lease_kube
+    real_timeline, real_stop = timeline.Timeline, HubClient.stop_server
+
+    def signalled_timeline(*a, **kw):  # the attempt has just set `server_may_be_running`
+        made = real_timeline(*a, **kw)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return made
+
+    holders_at_stop: list[str | None] = []
+
+    def observed_stop(self, *a, **kw):  # the real apiserver's word on the Lease as the stop begins
+        holders_at_stop.append((lease(plane, namespace) or {}).get("spec", {}).get("holderIdentity"))
+        return real_stop(self, *a, **kw)
+
+    monkeypatch.setattr(timeline, "Timeline", signalled_timeline)
+    monkeypatch.setattr(HubClient, "stop_server", observed_stop)
+    user = hub_user()
+    hub.create_user(user)
+    token = hub.new_token(user)
+    run = run_main(args(hub, user, namespace, tmp_path), env={"JUPYTERHUB_API_TOKEN": token})
+    assert run.exit_code == ExitCode.SIGTERM, run.output
+    (acquired,) = run.named("lease_acquired")
+    assert holders_at_stop == [acquired["holder"]], f"the Lease at the stop: {holders_at_stop}\n{run.output}"
+    order = [e["event"] for e in run.events if e["event"] in ("server_already_stopped", "server_stopped", "lease_released")]
+    assert order[-1] == "lease_released" and len(order) == 2, order
+    assert not lease(plane, namespace)["spec"].get("holderIdentity"), "given back at the end"
+    run.assert_no_secret(token, kube_token)
+
+
+def test_a_signal_while_the_lease_is_given_back_waits_until_it_is_back(lease_kube, hub, hub_user, tmp_path, monkeypatch):
+    """Cut short, the release would leave the Lease held until it expires: every run meanwhile ends 18."""
+    plane, namespace, _ = lease_kube
+    real_release = ProbeLease.release
+
+    def signalled_release(self):
+        os.kill(os.getpid(), signal.SIGTERM)  # acted on at the next bytecode, unless shielded
+        real_release(self)
+
+    monkeypatch.setattr(ProbeLease, "release", signalled_release)
+    user = hub_user()
+    hub.create_user(user)
+    run = run_main(args(hub, user, namespace, tmp_path), env={"JUPYTERHUB_API_TOKEN": hub.new_token(user)})
+    assert run.exit_code == ExitCode.SIGTERM, run.output
+    assert run.named("lease_released"), run.output
+    assert not lease(plane, namespace)["spec"].get("holderIdentity"), "the Lease is still held after the run"
+    assert hub.servers(user) == {}

@@ -236,7 +236,7 @@ def test_probes_of_one_user_coexist_in_the_pushgateway(hub, hub_user, tmp_path, 
     assert ("jupyterhub_canary_last_success_timestamp_seconds", None) not in failing
     for seen, probe in ((healthy, "cpu"), (failing, "gpu")):
         assert {labels["probe"] for _, labels in seen.values()} == {probe}
-    # The default hub (slow_spawn_timeout 10 s) answers the spawn with 201; the progress stream,
+    # The default hub (its slow_spawn_timeout outlasts the spawn) answers it with 201; the progress stream,
     # followed while the request was in flight, marks the spawn, and a local spawner marks no
     # KubeSpawner phase: those are NaN, not a stale value.
     phases = {p: v for (name, p), (v, _) in healthy.items() if name == "jupyterhub_canary_phase_duration_seconds"}

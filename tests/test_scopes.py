@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.scopes import missing, needed
+from app.scopes import WANTED, least, missing, needed
 
 NEEDS_6 = needed("6.1.1")
 
@@ -58,3 +58,13 @@ def test_a_group_filter_is_uncertain_not_missing():
 def test_a_named_server():
     granted = ("servers!server=canary/probe", "read:servers!user=canary", "access:servers!user=canary")
     assert check(*granted, server="probe") == ([], [])
+
+
+@pytest.mark.parametrize("version", ["5.5.4", "6.1.1"])
+def test_the_least_scopes_grant_every_needed_one_and_none_twice(version):
+    """What `jupyterhub-canary token` mints (scopes.least) covers what the preflight checks (needed)."""
+    fewest = least(version)
+    assert missing(fewest, needed(version), owner="u", user="u", server_name="") == ([], [])
+    for scope in fewest:  # none is implied by the others: leaving any out loses something needed or wanted
+        rest = [other for other in fewest if other != scope]
+        assert missing(rest, (*needed(version), *WANTED), owner="u", user="u", server_name="")[0], scope

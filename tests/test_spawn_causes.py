@@ -212,16 +212,11 @@ IMAGE_PULL = [
 
 @pytest.fixture(scope="module")
 def kube_events_hub(tmp_path_factory):
-    from tests.localhub import LocalHub
+    from tests.localhub import LocalHub, until_stopped
 
     # The hub's default slow_spawn_timeout (10 s): the events come while the spawn request is in flight.
     hub = LocalHub(tmp_path_factory.mktemp("kube_events_hub"), slow_spawn_timeout=10, extra_config=KUBE_EVENTS_SPAWNER)
-    hub.start()
-    try:
-        yield hub
-    finally:
-        hub.stop()
-    assert not hub.leftover_processes()
+    yield from until_stopped(hub.start(), "the kube events hub")
 
 
 def _canary(hub, user: str, tmp_path, options: dict, *args: str):

@@ -12,7 +12,7 @@ import pytest
 
 from app.exit_codes import ExitCode
 from app.timeline import PHASES, Event, Timeline, derive_phases
-from tests.localhub import LocalHub
+from tests.localhub import LocalHub, until_stopped
 from tests.runner import run_main
 
 # --- unit tests: the phases a list of events marks ---
@@ -134,11 +134,7 @@ def scripted_hub(tmp_path_factory) -> Iterator[LocalHub]:
     log = workdir / "progress.jsonl"
     hub = LocalHub(workdir, slow_spawn_timeout=0, extra_config=SCRIPTED_SPAWNER.format(log=str(log))).start()
     hub.progress_log = log
-    try:
-        yield hub
-    finally:
-        hub.stop()
-    assert not hub.leftover_processes()
+    yield from until_stopped(hub, "the scripted hub")
 
 
 def _reported(log: Path) -> list[dict]:
@@ -226,11 +222,7 @@ def fast_hub(tmp_path_factory) -> Iterator[LocalHub]:
     workdir = tmp_path_factory.mktemp("fast_hub")
     log = workdir / "progress.jsonl"
     hub = LocalHub(workdir, slow_spawn_timeout=60, extra_config=SCRIPTED_SPAWNER.format(log=str(log))).start()
-    try:
-        yield hub
-    finally:
-        hub.stop()
-    assert not hub.leftover_processes()
+    yield from until_stopped(hub, "the fast hub")
 
 
 @pytest.mark.hub

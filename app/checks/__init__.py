@@ -17,10 +17,8 @@ failure as `details`, under the check's `name`.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import pkgutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,10 +27,7 @@ import requests
 from app.config import Config
 from app.deadline import Deadline
 from app.hub import HubClient
-
-
-def _no_shield() -> contextlib.AbstractContextManager[None]:
-    return contextlib.nullcontext()
+from app.signals import Shield, no_shield
 
 
 @dataclass(frozen=True)
@@ -44,7 +39,7 @@ class Server:
     url: str  # ends with "/"
     deadline: Deadline  # what the checks may spend: the run's budget before the stop
     # Holds signals off while something must finish (a check's own cleanup: a file, a kernel).
-    shield: Callable[[], contextlib.AbstractContextManager[None]] = _no_shield
+    shield: Shield = no_shield
 
     def request(self, method: str, path: str, deadline: Deadline, **kwargs: Any) -> requests.Response:
         """`method` on <server>/<path> (or on `path` when it is a whole URL), within `deadline` (see
