@@ -322,14 +322,11 @@ NOTES = """## How it is measured, and why the numbers are what they are
   difference against the plain canary's of the same round is reported too, but it carries the
   spawn's round-to-round variation (seconds), not the checks'. Storage (PUT, GET, DELETE of a small
   file) and JupyterLab (the page, its main bundle, one federated extension's remoteEntry: ~240 kB)
-  cost about 0.1 s each. The kernel phase is nearly all the kernel's own start-up, which a user waits
-  for too. The run of 2026-11-30 07:00 had a load average of 7–8 on these 2 cores (five other
-  builds and test suites ran beside it); in `make demo`'s log a minute before, under the same load, a
-  kernel's life split as POST api/kernels 0.46 s, the first reply over the websocket 1.47 s
-  (ipykernel importing; the code itself runs in milliseconds), DELETE 0.42 s (the server waits for
-  the kernel to exit). That made the three checks together 2.1 s median (1.9–2.6 s), just over the
-  2 s target: what is over is the kernel's start-up on a loaded machine, not the canary's own work.
-  Not re-measured on an idle machine (there was none during this session).
+  cost well under 0.1 s each. The kernel phase is nearly all the kernel's own start-up, which a user
+  waits for too (ipykernel importing; the code itself runs in milliseconds; the DELETE waits for the
+  kernel to exit). Load matters: at 09:03 UTC on an idle machine (load average 0.5) the three checks
+  together took 0.82 s median (0.77–0.93 s); at 07:00 UTC, with five other builds and test suites on
+  these 2 cores (load average 7–8), they took 2.1 s median (1.9–2.6 s), the kernel 1.9 s of it.
 
 - **Hub-side ready moment**: a `SimpleLocalProcessSpawner` subclass in the hub's config (bench/run.py,
   `READY_HOOK`) writes `time.time()` when the spawner's spawn-pending flag clears while its server is
