@@ -241,6 +241,9 @@ def _canary(hub, user: str, tmp_path, options: dict, *args: str):
 def test_a_pod_no_node_takes_times_out_as_unschedulable(kube_events_hub, hub_user, tmp_path):
     from app.exit_codes import ExitCode
 
+    if not kube_events_hub.cancels_pending_spawns:
+        pytest.skip("JupyterHub before 5.1 cannot cancel a pending spawn: a spawn timeout there ends in 13 "
+                    "(tests/test_cycle.py::test_spawn_timeout_cleans_up), so its cause cannot be the news")
     run, termination = _canary(kube_events_hub, hub_user(), tmp_path, {"k8s_events": UNSCHEDULABLE},
                                "--spawn-timeout", "4", "--stop-timeout", "30", "--deadline", "60")
     assert run.exit_code == ExitCode.SPAWN_TIMEOUT, run.output
