@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,11 +111,12 @@ class NotebookRun(Check):
 
     def _run_cell(self, kernel: KernelCheck, kernel_id: str, number: int, source: str) -> None:
         name = self.report["name"]
-        started = time.monotonic()
+        clock = kernel.deadline.clock
+        started = clock()
         try:
             outcome = kernel.run_code(kernel_id, source)
         except KernelFailed as exc:
-            self.report["cell_ms"].append(elapsed_ms(started))
+            self.report["cell_ms"].append(elapsed_ms(started, clock))
             if kernel.deadline.expired():
                 self._interrupt(kernel, kernel_id)
                 raise self._failed(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import time
 from typing import Any
 from urllib.parse import quote
 
@@ -95,13 +94,14 @@ class Storage(Check):
         )
 
     def _save(self, api_path: str, path: str, content: str) -> None:
-        started = time.monotonic()
+        clock = self.server.deadline.clock
+        started = clock()
         doing = f"saving {path!r} in the home"
         body = {"type": "file", "format": "text", "content": content}
         response = self._send(doing, "PUT", api_path, self._budget(), json=body)
         if response.status_code not in (200, 201):
             raise self._failed(doing, response)
-        log.info("storage_saved", path=path, bytes=len(content), duration_ms=elapsed_ms(started))
+        log.info("storage_saved", path=path, bytes=len(content), duration_ms=elapsed_ms(started, clock))
 
     def _read_back(self, api_path: str, path: str, content: str) -> None:
         doing = f"reading {path!r} back"
