@@ -540,6 +540,48 @@ def test_names_fit_the_cronjob_limit(helm):
     assert len(the(docs, "CronJob")["metadata"]["name"]) <= 52
 
 
+LONGEST_RELEASE = "a-release-name-as-long-as-helm-allows-for-the-hub-canary"[:53]  # helm refuses longer ones
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+@pytest.mark.parametrize(
+    ("release", "args"),
+    [
+        (LONGEST_RELEASE, ()),
+        ("hub-canary", _set("fullnameOverride=" + "f" * 52)),
+        ("hub-canary", _set("nameOverride=" + "n" * 60)),
+        ("c", ()),
+        # The longest probe name (40) in a CronJob name of 52 characters, the first in NOTES.txt.
+        ("hub-canary", _set("fullnameOverride=canary-abcd", "probes." + "p" * 40 + ".serverName=", "probes.q.serverName=q")),
+    ],
+    ids=["longest-release", "long-fullnameOverride", "long-nameOverride", "short", "longest-probe"],
+)
+def test_every_name_fits_its_limit_with_long_names(helm, release, args):
+    """A Job's name becomes its pods' `job-name` label, at most 63 characters: the manual Job of NOTES.txt
+    (its name ends in the time in seconds) fits with any valid release, override or probe name, and
+    still names the CronJob in full. CronJobs fit 52 (the controller appends 11), the rest 63."""
+    values = (*DEFAULTS, *args, *_set("prometheusRule.enabled=true", "grafanaDashboard.enabled=true",
+                                      "networkPolicy.enabled=true", "canary.notebook=x"))
+    done = _run([helm, "template", release, str(CHART), "--namespace", NAMESPACE, *values])
+    assert done.returncode == 0, done.stderr
+    docs = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    for doc in docs:
+        name = doc["metadata"]["name"]
+        assert len(name) <= (52 if doc["kind"] == "CronJob" else 63) and DNS_LABEL.fullmatch(name), (doc["kind"], name)
+    cronjob = sorted(doc["metadata"]["name"] for doc in by_kind(docs)["CronJob"])[0]
+
+    done = _run([helm, "install", release, str(CHART), "--namespace", NAMESPACE, "--dry-run=client", *values])
+    assert done.returncode == 0, done.stderr
+    text = done.stdout.partition("\nNOTES:\n")[2]
+    (assignment,) = re.findall(r"^ *(JOB=.*)$", text, flags=re.MULTILINE)
+    assert f"create job --from=cronjob/{cronjob} \"$JOB\"" in text
+    shell = subprocess.run(["bash", "-c", f'{assignment}\nprintf %s "$JOB"'], capture_output=True, text=True, check=True)
+    job = shell.stdout
+    assert len(job) <= 63 and DNS_LABEL.fullmatch(job), job
+    # Its prefix is the CronJob's (cut where it must be), so that the operator still sees whose Job it is.
+    assert job.startswith(cronjob[:40]), job
+
+
 # --- the chart against the CLI ---
 
 

@@ -190,6 +190,15 @@ the chart's own ConfigMap `<cronjob>-notebook` for an inline `canary.notebook`, 
 {{- end }}
 {{- end }}
 
+{{/*
+The name of a manual Job of a CronJob (the argument: its name) before "-$(date +%s)" (NOTES.txt).
+A Job's name is its pods' `job-name` label, at most 63 characters: the suffix takes 11 (10 digits until
+the year 2286), so the CronJob's name is cut to 45 to leave "-manual" its 7.
+*/}}
+{{- define "canary.manualJobPrefix" -}}
+{{- printf "%s-manual" (. | trunc 45 | trimSuffix "-") }}
+{{- end }}
+
 {{/* The smallest activeDeadlineSeconds consistent with the canary's deadline. */}}
 {{- define "canary.minActiveDeadlineSeconds" -}}
 {{- add (ceil .Values.canary.deadline | int) .Values.job.deadlineGraceSeconds }}
