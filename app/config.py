@@ -91,6 +91,8 @@ def _hub_url(raw: str) -> str:
         parts.port  # noqa: B018 - raises on a malformed port
     except ValueError:
         raise ValueError(f"has an invalid port, got {raw!r}") from None
+    # The pushed metrics' `hub` label; the chart's "canary.hubUrl" helper (_helpers.tpl) applies the
+    # same rule to its alerts' selectors (tests/test_chart.py checks they agree).
     return value if value.endswith("/") else value + "/"
 
 

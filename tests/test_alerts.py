@@ -7,6 +7,7 @@ helm and promtool come from `make tools` (.tools/bin), or $HELM / $PROMTOOL.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -14,8 +15,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
-from app.exit_codes import MEANING
+from app.exit_codes import MEANING, ExitCode
+from tests.fakehub import FakeHub
+from tests.runner import run_main
+from tests.test_metrics import Pushgateway, pushgateway_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "chart"
@@ -63,10 +68,15 @@ TWO_PROBES = (
 )
 
 
+# The hub as most people write it, without the trailing slash the canary adds to the `hub` label it
+# pushes: tests/alerts/*.test.yaml label their series as the canary pushes them (hub="https://hub.example.org/").
+HUB_AS_WRITTEN = ("--set", "canary.hubUrl=https://hub.example.org")
+
+
 def rule_files(helm: str, directory: Path, summaries_only: bool = False) -> None:
     """rules.yaml (one check) and probes-rules.yaml (TWO_PROBES), which tests/alerts/*.test.yaml read."""
-    rule_file(helm, directory / "rules.yaml", summaries_only=summaries_only)
-    rule_file(helm, directory / "probes-rules.yaml", *TWO_PROBES, summaries_only=summaries_only)
+    rule_file(helm, directory / "rules.yaml", *HUB_AS_WRITTEN, summaries_only=summaries_only)
+    rule_file(helm, directory / "probes-rules.yaml", *HUB_AS_WRITTEN, *TWO_PROBES, summaries_only=summaries_only)
 
 
 def rule_file(helm: str, path: Path, *args: str, summaries_only: bool = False) -> Path:
@@ -303,4 +313,86 @@ def test_the_single_checks_failing_alert_names_the_reason_and_cause(helm, promto
     }
     (tmp_path / "legacy.test.yaml").write_text(yaml.safe_dump(unit, sort_keys=False))
     done = _run([promtool, "test", "rules", "legacy.test.yaml"], cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- the rules select what the canary pushes, however canary.hubUrl is written (issue 19, 2) ---
+
+
+@pytest.fixture(scope="module")
+def pushgateway(tmp_path_factory):
+    gateway = Pushgateway(pushgateway_binary(), tmp_path_factory.mktemp("pushgateway"))
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+# The chart's variables that need a Kubernetes API: the test gives the token in JUPYTERHUB_API_TOKEN
+# and holds no Lease. Every other variable reaches the canary as the CronJob sets it.
+KUBERNETES_VARIABLES = ("CANARY_TOKEN_SECRET", "CANARY_LEASE", "CANARY_KUBE_")
+PUSHED_SERIES = ("jupyterhub_canary_exit_code", "jupyterhub_canary_success", "jupyterhub_canary_last_success_timestamp_seconds")
+
+
+def run_as_the_cronjob(cronjob: dict, pushgateway_url: str, tmp_path: Path):
+    """The real canary with the variables of the rendered CronJob (the hub URL as the chart writes it)."""
+    (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e and not e["name"].startswith(KUBERNETES_VARIABLES)}
+    env |= {"JUPYTERHUB_API_TOKEN": "t" * 32, "CANARY_PUSHGATEWAY_URL": pushgateway_url, "CANARY_ATTEMPTS": "1",
+            "CANARY_TERMINATION_LOG": str(tmp_path / "termination-log")}
+    return run_main([], env=env)
+
+
+@pytest.mark.parametrize("probes", [(), ("--set", "probes.cpu.serverName=")], ids=["single-check", "probes"])
+@pytest.mark.parametrize("slash", ["", "/"], ids=["no-slash", "slash"])
+def test_the_alerts_fire_on_what_the_canary_pushes(helm, promtool, pushgateway, tmp_path, slash, probes):
+    """The chain of the issue without a cluster: the chart rendered with canary.hubUrl written with or
+    without its trailing slash; the real canary run with the CronJob's variables, once healthy and once
+    failing, pushing to a real Pushgateway; promtool evaluates the chart's rules on the series as the
+    Pushgateway exposes them. JupyterHubCanaryFailing fires; JupyterHubCanaryNoSuccessPushed does not,
+    since a success was pushed. (Without the slash, the rules selected hub="http://...:port", the canary
+    pushed hub="http://...:port/": Failing never fired and NoSuccessPushed fired for healthy probes.)"""
+    with FakeHub(spawn=["ready", "fail"]) as fake:
+        hub_url = fake.url.rstrip("/") + slash
+        values = ("--set", f"canary.hubUrl={hub_url}", "--set", "token.existingSecret=canary-token", *RULE, *PUSH, *probes)
+        docs = render(helm, *values)
+        (cronjob,) = kinds(docs, "CronJob")
+        healthy = run_as_the_cronjob(cronjob, pushgateway.url, tmp_path)
+        assert healthy.exit_code == ExitCode.OK, healthy.output
+        failing = run_as_the_cronjob(cronjob, pushgateway.url, tmp_path)
+        assert failing.exit_code not in (ExitCode.OK, ExitCode.CONCURRENT_RUN), failing.output
+    assert healthy.named("metrics_pushed") and failing.named("metrics_pushed"), failing.output
+
+    # The series exactly as the Pushgateway exposes them (Prometheus scrapes it with honor_labels).
+    samples = [sample for family in text_string_to_metric_families(pushgateway.scrape()) for sample in family.samples
+               if sample.name in PUSHED_SERIES and sample.labels["hub"].startswith(fake.url.rstrip("/"))]
+    (exit_code,) = [sample for sample in samples if sample.name == "jupyterhub_canary_exit_code"]
+    assert exit_code.value == failing.exit_code
+    series = [{"series": f"{sample.name}{{{', '.join(f'{k}={json.dumps(v)}' for k, v in sorted(sample.labels.items()))}}}",
+               "values": f"{sample.value:.3f}x60"} for sample in samples]
+
+    (rule,) = kinds(docs, "PrometheusRule")
+    groups = rule["spec"]["groups"]
+    for group in groups:
+        for r in group["rules"]:
+            r["annotations"] = {}  # the texts are checked in tests/test_chart.py; here the expressions
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    labels = {"severity": "critical", "hub": exit_code.labels["hub"], "user": exit_code.labels["user"]}
+    if probes:
+        labels |= {"probe": "cpu", "reason": exit_code.labels["reason"], "cause": exit_code.labels["cause"]}
+    unit = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": series,
+            "alert_rule_test": [
+                {"eval_time": "5m", "alertname": "JupyterHubCanaryFailing", "exp_alerts": [{"exp_labels": labels}]},
+                # Past its `for` (two periods plus the Job's deadline, 2220 s): a success was pushed.
+                {"eval_time": "45m", "alertname": "JupyterHubCanaryNoSuccessPushed", "exp_alerts": []},
+            ],
+        }],
+    }
+    (tmp_path / "pushed.test.yaml").write_text(yaml.safe_dump(unit, sort_keys=False))
+    done = _run([promtool, "test", "rules", "pushed.test.yaml"], cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr

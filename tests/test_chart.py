@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 import app
-from app.config import RUN_OPTIONS, TOKEN_ENV
+from app import metrics
+from app.config import RUN_OPTIONS, TOKEN_ENV, build_run_config
 from app.exit_codes import MEANING, NOT_RETRYABLE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -252,6 +253,10 @@ FAILS = {
         (*_set("canary.hubUrl=hub.example.org"), *EXISTING),
         "canary.hubUrl must be an http(s) URL",
     ),
+    # The canary refuses them too (78): the chart says so before a run does.
+    "hub URL with a query": ((*_set("canary.hubUrl=https://hub.example.org/?next"), *EXISTING), "without a query or fragment"),
+    "hub URL with a fragment": ((*_set("canary.hubUrl=https://hub.example.org/#top"), *EXISTING), "without a query or fragment"),
+    "hub URL with a space inside": ((*_set("canary.hubUrl=https://hub.example.org/a b/"), *EXISTING), "canary.hubUrl must be"),
     "no token source": ((*HUB,), "a token source is required: set token.existingSecret"),
     "two token sources": ((*DEFAULTS, *EXISTING), "token.value and token.existingSecret are mutually exclusive"),
     "token.value in another namespace": (
@@ -614,6 +619,48 @@ def test_default_values_equal_the_cli_defaults(helm):
         option = options[variable]
         if option.default is not None:
             assert option.parse(value) == option.default, variable
+
+
+# --- one spelling of the hub: what the canary pushes is what the chart selects ---
+
+HUB_SPELLINGS = ("https://hub.example.org", "https://hub.example.org/", "https://hub.example.org/jupyter",
+                 "https://hub.example.org/jupyter/", " https://hub.example.org ")
+HUB_MENTION = re.compile(r"https://hub\.example\.org[\w./-]*")
+
+
+def pushed_hubs(docs: list[dict]) -> set[str]:
+    """The `hub` label the canary of each CronJob pushes its metrics under: its variables, parsed by
+    the canary's own configuration code, into the grouping key of app/metrics.py (as app/cli.py does)."""
+    hubs = set()
+    for cronjob in by_kind(docs)["CronJob"]:
+        (only,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        config = build_run_config({}, {item["name"]: item["value"] for item in only["env"] if "value" in item})
+        hubs.add(metrics.Group(config.hub_url, config.user, config.probe).grouping_key()["hub"])
+    return hubs
+
+
+@pytest.mark.parametrize("probes", [(), _set("probes.cpu.serverName=", "probes.gpu.serverName=gpu")],
+                         ids=["single-check", "probes"])
+@pytest.mark.parametrize("spelling", HUB_SPELLINGS)
+def test_the_rules_select_the_hub_label_the_canary_pushes(helm, spelling, probes):
+    """However canary.hubUrl is written, the canary's pushed `hub` label, every selector of the rules
+    and every mention of the hub (CronJob, alerts, NOTES.txt) are one spelling: with a trailing slash,
+    as the canary normalises it (without it JupyterHubCanaryFailing never fired, issue 19)."""
+    values = ("--set", f"canary.hubUrl={spelling}", *EXISTING, *probes,
+              *_set("prometheusRule.enabled=true", "pushgateway.url=http://pushgateway.monitoring:9091",
+                    "prometheusRule.slowSpawnSeconds=120", "grafanaDashboard.enabled=true", "networkPolicy.enabled=true"))
+    done = _run([helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *values])
+    assert done.returncode == 0, done.stderr
+    docs = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    (hub,) = pushed_hubs(docs)
+    assert hub == spelling.strip().rstrip("/") + "/"
+    rules = [r for group in the(docs, "PrometheusRule")["spec"]["groups"] for r in group["rules"]]
+    selected = {found for r in rules for found in re.findall(r'\bhub="([^"]*)"', r["expr"] + json.dumps(r["annotations"]))}
+    assert selected == {hub}
+    assert set(HUB_MENTION.findall(done.stdout + notes(helm, *values))) == {hub}
+    # The NetworkPolicy lets the canary reach the hub's port (443), whichever spelling.
+    egress = the(docs, "NetworkPolicy")["spec"]["egress"]
+    assert any({"port": 443, "protocol": "TCP"} in rule.get("ports", []) for rule in egress), egress
 
 
 # --- offline validation of every manifest ---

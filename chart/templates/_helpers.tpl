@@ -37,6 +37,19 @@ app.kubernetes.io/component: canary
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
+{{/*
+The hub's URL as the canary normalises it (app/config.py, _hub_url): surrounding white space trimmed
+and a trailing slash added when there is none; the case, the port and the path stay as written, as
+they do in the canary. The canary labels what it pushes with this spelling (hub="..."), so every place
+the chart writes the hub (CANARY_HUB_URL, the alerts' selectors and texts, NOTES.txt, the
+NetworkPolicy's port) takes it from here, never from .Values.canary.hubUrl: `https://hub.example.org`
+and `https://hub.example.org/` give the same label and the same selectors.
+*/}}
+{{- define "canary.hubUrl" -}}
+{{- $url := trim .Values.canary.hubUrl }}
+{{- ternary $url (printf "%s/" $url) (hasSuffix "/" $url) }}
+{{- end }}
+
 {{/* The name of the Secret holding the token. */}}
 {{- define "canary.tokenSecretName" -}}
 {{- .Values.token.existingSecret | default (printf "%s-token" (include "canary.fullname" .)) }}
@@ -61,11 +74,11 @@ once per probe (canary.validateProbe); without `probes` the only probe is the to
 {{- $c := .Values.canary }}
 {{- $t := .Values.token }}
 {{- $probes := include "canary.probes" . | fromJson }}
-{{- if not $c.hubUrl }}
+{{- if not (trim $c.hubUrl) }}
 {{- fail "canary.hubUrl is required: the hub's public URL, e.g. --set canary.hubUrl=https://hub.example.org/" }}
 {{- end }}
-{{- if not (regexMatch "^https?://[^/?#]+" $c.hubUrl) }}
-{{- fail (printf "canary.hubUrl must be an http(s) URL such as https://hub.example.org/, got %q" $c.hubUrl) }}
+{{- if not (regexMatch "^https?://[^/?#[:space:][:cntrl:]]+[^?#[:space:][:cntrl:]]*$" (include "canary.hubUrl" .)) }}
+{{- fail (printf "canary.hubUrl must be an http(s) URL such as https://hub.example.org/, without a query or fragment, got %q" $c.hubUrl) }}
 {{- end }}
 {{- if and $t.value $t.existingSecret }}
 {{- fail "token.value and token.existingSecret are mutually exclusive: give one" }}
@@ -222,7 +235,7 @@ the year 2286), so the CronJob's name is cut to 45 to leave "-manual" its 7.
 
 {{/* The port of canary.hubUrl, for the NetworkPolicy. */}}
 {{- define "canary.hubPort" -}}
-{{- include "canary.urlPort" .Values.canary.hubUrl }}
+{{- include "canary.urlPort" (include "canary.hubUrl" .) }}
 {{- end }}
 
 {{/* The port of an http(s) URL (the argument): its explicit port, else 443 or 80. */}}

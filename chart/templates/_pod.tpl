@@ -31,7 +31,7 @@ containers:
     args: ["run"]
     env:
       - name: CANARY_HUB_URL
-        value: {{ $c.hubUrl | quote }}
+        value: {{ include "canary.hubUrl" . | quote }}
       - name: CANARY_USER
         value: {{ $c.user | quote }}
       {{- if not $probe.legacy }}
