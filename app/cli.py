@@ -287,7 +287,7 @@ def _run(config: Config, started: float, clock: Clock) -> int:
                 # One run of the probe at a time (app/lease.py); without --lease only the server's age tells.
                 # The Lease is given back only after the server's stop, a signal's too: else another run
                 # of the probe could take it while this run's server still runs.
-                with lease.held(config, deadline, shield=guard.shield):
+                with lease.holding(config, deadline, shield=guard.shield):
                     try:
                         canary.run()
                     except Interrupted:

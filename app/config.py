@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from app import secret
+from app import kube
 from app.deadline import MAX_SECONDS
 from app.errors import ConfigError
 
@@ -173,7 +173,8 @@ RUN_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "--lease", _text, None,
-        "hold this Kubernetes Lease (coordination.k8s.io) during the run: another run of the probe then exits 18", "NAME",
+        "hold this Kubernetes Lease (coordination.k8s.io; it must exist, the chart makes it) during the run: "
+        "another run of the probe then exits 18", "NAME",
     ),
     Option("--lease-namespace", _text, None, "the Lease's namespace (default: the pod's own, else 'default')", "NS"),
     Option("--token-expiry-warning", _positive_seconds, 7 * 86400.0, "warn when the token expires within this many seconds", "S"),
@@ -380,7 +381,7 @@ def _token_source(
     """The first configured of --<prefix>-secret, --<prefix>-file and the variable."""
     secret_name = values[f"{prefix}_secret"][0]
     if secret_name:
-        namespace = values[f"{prefix}_secret_namespace"][0] or secret.own_namespace() or "default"
+        namespace = values[f"{prefix}_secret_namespace"][0] or kube.own_namespace() or "default"
         return SecretToken(secret_name, values[f"{prefix}_secret_key"][0], namespace)
     if values[f"{prefix}_file"][0]:
         return FileToken(values[f"{prefix}_file"][0])
@@ -446,7 +447,7 @@ def build_run_config(given: Mapping[str, str | None], env: Mapping[str, str]) ->
         user_options=_user_options(values),
         token_source=_token_source(values, env),
         lease=value("lease"),
-        lease_namespace=value("lease_namespace") or secret.own_namespace() or "default",
+        lease_namespace=value("lease_namespace") or kube.own_namespace() or "default",
         spawn_timeout=value("spawn_timeout"),
         stop_timeout=value("stop_timeout"),
         request_timeout=value("request_timeout"),
@@ -483,7 +484,7 @@ def build_token_config(action: str, given: Mapping[str, str | None], env: Mappin
         raise ConfigError("--scopes and --inherit-scopes contradict each other: give one")
     secret_ref = None
     if value("secret"):
-        namespace = value("namespace") or secret.own_namespace() or "default"
+        namespace = value("namespace") or kube.own_namespace() or "default"
         secret_ref = SecretToken(value("secret"), value("key"), namespace)
     if action == "rotate" and secret_ref is None:
         raise ConfigError("token rotate needs --secret (CANARY_SECRET): the Secret that holds the current token")

@@ -2,8 +2,9 @@
 
 mint:   (create the user,) mint a token with the least scopes the canary needs on this hub's version,
         and store it in a Kubernetes Secret (or print it, when asked).
-rotate: mint a new token, update the Secret, then revoke the previous one — in that order, so the
-        canary is never left without a valid token.
+rotate: mint a new token, update the Secret (only if nobody wrote it since this run read the old
+        token: else 18, and the new token is revoked), then revoke the previous one — in that order,
+        so the canary is never left without a valid token, and signals wait until all three are done.
 
 Neither the admin token nor the minted one is ever logged; logs go to stderr, stdout carries only
 what was asked for (the token with --print, the manifest with --dry-run).
@@ -11,19 +12,19 @@ what was asked for (the token with --print, the manifest with --dry-run).
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any, TextIO
 
 from app import __version__, logs
 from app.config import TokenCommandConfig
 from app.deadline import Clock, Deadline
-from app.errors import ConfigError, HubUnavailable
+from app.errors import CanaryError, ConcurrentRun, ConfigError, HubUnavailable
 from app.hub import HubClient, hub_message
+from app.kube import WriteOutcomeUnknown
 from app.scopes import least
+from app.signals import Shield, no_shield
 from app.token_source import read_token
 
 log = logs.get_logger()
@@ -38,16 +39,13 @@ def least_scopes(hub_version: str, user: str) -> list[str]:
     return [f"{scope}!user={user}" for scope in least(hub_version)]
 
 
-Shield = Callable[[], contextlib.AbstractContextManager[None]]
-
-
 class TokenCommand:
     def __init__(
         self,
         config: TokenCommandConfig,
         out: TextIO | None = None,
         *,
-        shield: Shield = contextlib.nullcontext,
+        shield: Shield = no_shield,
         clock: Clock = time.monotonic,
     ):
         self.config = config
@@ -88,14 +86,26 @@ class TokenCommand:
         finally:
             self.client.close()
 
-    def mint_and_store(self, scopes: list[str] | None) -> dict[str, Any] | None:
+    def mint_and_store(self, scopes: list[str] | None, *, read: Any = None) -> dict[str, Any] | None:
+        """Mint a token and put it where it belongs (the Secret, stdout); take it back if it cannot be.
+
+        `read`: the Secret as this run read it (a rotation): stored only if nobody wrote it since.
+        """
         if self.config.dry_run:
             self.print_manifest(scopes)
             return None
         minted = self.mint(scopes)
         if self.config.secret:
             try:
-                self.store(minted)
+                self.store(minted, read=read)
+            except WriteOutcomeUnknown:
+                # The Secret may hold it, and the canary may be using it: it is not revoked, it is named.
+                log.warning("new_token_not_revoked", token_id=str(minted["id"]),
+                            reason="whether the Secret holds it is unknown: check its token-id annotation")
+                raise
+            except ConcurrentRun:
+                self.revoke(minted["id"], why="another writer stored its token in the Secret first")
+                raise
             except BaseException:
                 # A token nobody holds is a credential lying around: take it back.
                 self.revoke(minted["id"], why="the Secret could not be written")
@@ -105,12 +115,13 @@ class TokenCommand:
         return minted
 
     def rotate(self, scopes: list[str] | None) -> None:
-
         ref = self.config.secret
         assert ref is not None  # config guarantees it
+        # The Secret as read here guards the write: a rotation that wrote it since makes this one
+        # fail (18) and take its own new token back, instead of leaving that other token unheld.
         with self._secret_store() as store:
             current = store.read()
-            old_token = store.read_key(ref.key)
+            old_token = store.key_value(current, ref.key)
         logs.add_secret(old_token)
         recorded_id = ((current.metadata.annotations or {}).get(ANNOTATION + "token-id")) or None
         old_id = self.token_id_of(old_token) or recorded_id
@@ -118,16 +129,31 @@ class TokenCommand:
             log.info("rotation_planned", old_token_id=old_id)
             self.print_manifest(scopes)
             return
+        # Signals wait until the old token is revoked too: else the run ends with two valid tokens.
         with self._shield():
-            minted = self.mint_and_store(scopes)
-        assert minted is not None
+            try:
+                minted = self.mint_and_store(scopes, read=current)
+            except WriteOutcomeUnknown:
+                if old_id is not None:
+                    log.warning("old_token_not_revoked", token_id=old_id,
+                                reason="whether the Secret holds the new token is unknown")
+                raise
+            assert minted is not None
+            self.revoke_old(old_id, str(minted["id"]))
+            log.info("token_rotated", old_token_id=old_id, new_token_id=minted["id"])
+
+    def revoke_old(self, old_id: str | None, new_id: str) -> None:
+        """Revoke the rotated-out token; `old_token_not_revoked`, naming it, when that cannot be done."""
         if old_id is None:
             log.warning("old_token_not_revoked", reason="the previous token is already invalid, or its id is unknown")
-        elif old_id == minted["id"]:  # pragma: no cover - the hub never reuses ids
+            return
+        if old_id == new_id:  # pragma: no cover - the hub never reuses ids
             raise ConfigError("the new token has the id of the old one: refusing to revoke it")
-        else:
+        try:
             self.revoke(old_id, why="rotated")
-        log.info("token_rotated", old_token_id=old_id, new_token_id=minted["id"])
+        except CanaryError as failed:
+            log.warning("old_token_not_revoked", token_id=old_id, reason=failed.message)
+            raise
 
     # --- steps ---
 
@@ -171,12 +197,11 @@ class TokenCommand:
         )
         return minted
 
-    def store(self, minted: dict[str, Any]) -> None:
-
+    def store(self, minted: dict[str, Any], *, read: Any = None) -> None:
         ref = self.config.secret
         assert ref is not None
         with self._secret_store() as store:
-            action = store.write_key(ref.key, minted["token"], LABELS, self.annotations(minted))
+            action = store.write_key(ref.key, minted["token"], LABELS, self.annotations(minted), read=read)
         log.info(f"secret_{action}", secret=ref.name, namespace=ref.namespace, key=ref.key)
 
     def _secret_store(self) -> Any:  # -> app.secret.SecretStore (imported when used: start-up time)

@@ -448,11 +448,13 @@ def test_api_mode_reads_one_secret_with_a_dedicated_service_account(helm):
     assert roles["jhub"]["rules"] == [
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["canary-token"], "verbs": ["get"]},
     ]
+    # No unnamed verb: the chart makes the Lease (the canary never creates one), so `create` is not granted.
     assert roles[NAMESPACE]["rules"] == [
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [FULLNAME],
          "verbs": ["get", "update"]},
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
     ]
+    (lease,) = by_kind(docs)["Lease"]
+    assert lease["metadata"]["name"] == FULLNAME and "spec" not in lease, "no holder: the first run takes it"
     assert set(roles) == set(bindings) == {"jhub", NAMESPACE}
     for namespace, binding in bindings.items():
         assert binding["roleRef"] == {
@@ -471,6 +473,20 @@ def test_api_mode_reads_one_secret_with_a_dedicated_service_account(helm):
     assert variables["CANARY_LEASE"] == FULLNAME and variables["CANARY_LEASE_NAMESPACE"] == NAMESPACE
     assert "CANARY_TOKEN_FILE" not in variables
     assert "Secret" not in by_kind(docs)
+
+
+def test_each_probe_has_its_lease_made_by_the_chart_and_named_in_the_role(helm):
+    docs = render(helm, *HUB, *EXISTING, "--set", "probes.a.user=canary-a", "--set", "probes.b.user=canary-b")
+    leases = {lease["metadata"]["name"]: lease for lease in by_kind(docs)["Lease"]}
+    assert set(leases) == {f"{FULLNAME}-a", f"{FULLNAME}-b"}
+    assert {lease["metadata"]["labels"]["jupyterhub-canary/probe"] for lease in leases.values()} == {"a", "b"}
+    (role,) = by_kind(docs)["Role"]
+    (lease_rule,) = [r for r in role["rules"] if r["apiGroups"] == ["coordination.k8s.io"]]
+    assert sorted(lease_rule["resourceNames"]) == sorted(leases) and lease_rule["verbs"] == ["get", "update"]
+    lease_variables = {c["metadata"]["name"]: {e["name"]: e.get("value") for e in
+                                               c["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+                       ["CANARY_LEASE"] for c in by_kind(docs)["CronJob"]}
+    assert lease_variables == {name: name for name in leases}, "each probe takes its own Lease"
 
 
 def test_kube_relaxed_x509_reaches_the_canary_in_api_mode_only(helm):
@@ -505,6 +521,7 @@ def test_mount_mode_has_no_rbac_and_no_api_token(helm):
     assert not any(name.startswith("CANARY_TOKEN_SECRET") for name in variables)
     # No Kubernetes API, no Lease: the server's age alone tells a live run's server (README).
     assert not any(name.startswith("CANARY_LEASE") for name in variables)
+    assert "Lease" not in kinds
 
 
 def test_network_policy(helm):

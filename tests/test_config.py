@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app import logs, secret
+from app import kube, logs
 from app.cli import main
 from app.config import RUN_OPTIONS, EnvToken, FileToken, SecretToken, build_run_config
 from app.errors import ConfigError
@@ -21,7 +21,7 @@ TOKEN_ENV = {"JUPYTERHUB_API_TOKEN": "t0ken-for-config-tests"}
 
 @pytest.fixture(autouse=True)
 def no_serviceaccount(tmp_path, monkeypatch):
-    monkeypatch.setattr(secret, "SERVICEACCOUNT_DIR", tmp_path / "no-serviceaccount")
+    monkeypatch.setattr(kube, "SERVICEACCOUNT_DIR", tmp_path / "no-serviceaccount")
 
 
 @pytest.mark.parametrize(
@@ -131,7 +131,7 @@ def test_token_sources_first_configured_wins(tmp_path, monkeypatch):
     serviceaccount = tmp_path / "sa"
     serviceaccount.mkdir()
     (serviceaccount / "namespace").write_text("jhub\n")
-    monkeypatch.setattr(secret, "SERVICEACCOUNT_DIR", serviceaccount)
+    monkeypatch.setattr(kube, "SERVICEACCOUNT_DIR", serviceaccount)
     source = build_run_config({**given, "token_secret": "canary-token"}, TOKEN_ENV).token_source
     assert source.namespace == "jhub", "the pod's own namespace is the default"
 

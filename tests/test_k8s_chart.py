@@ -6,9 +6,11 @@ and `helm test`, on a real kubelet."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from app import secret
+from app import kube
 from app.exit_codes import ExitCode
 from tests.controlplane import CHART_DIR, ControlPlane, wait_for
 from tests.runner import run_main
@@ -82,6 +84,14 @@ def test_install_upgrade_uninstall(control_plane, k8s_namespace, hub, hub_user, 
     api_mode = mode != "token.mount"
     has_rbac = plane.kubectl("-n", ns, "get", "role", FULLNAME).returncode == 0
     assert has_rbac == api_mode, "a Role in API mode only"
+    lease = plane.kubectl("-n", ns, "get", "lease", FULLNAME, "-o", "json")
+    assert (lease.returncode == 0) == api_mode, "the probe's Lease, made by the chart, in API mode only"
+    if api_mode:
+        assert not json.loads(lease.stdout).get("spec", {}).get("holderIdentity"), "made without a holder"
+        # A run holds it as the upgrade comes: the upgrade must not take it from that run.
+        assert plane.kubectl("-n", ns, "patch", "lease", FULLNAME, "--type", "merge", "-p",
+                             json.dumps({"spec": {"holderIdentity": "running-probe/0123456789ab",
+                                                  "leaseDurationSeconds": 1080}})).returncode == 0
 
     # The command NOTES.txt gives runs the check at once; Pod Security admits the Job's Pod.
     job = plane.create_manual_job(installed.stdout)
@@ -94,10 +104,12 @@ def test_install_upgrade_uninstall(control_plane, k8s_namespace, hub, hub_user, 
     upgraded = plane.helm("upgrade", RELEASE, CHART, "--namespace", ns, *values, "--set", "cronjob.schedule=*/5 * * * *")
     assert_accepted(upgraded, "helm upgrade")
     assert plane.get_json(ns, "cronjob", FULLNAME)["spec"]["schedule"] == "*/5 * * * *"
+    if api_mode:
+        assert plane.get_json(ns, "lease", FULLNAME)["spec"]["holderIdentity"] == "running-probe/0123456789ab"
 
     removed = plane.helm("uninstall", RELEASE, "--namespace", ns, "--wait", "--timeout", "60s")
     assert removed.returncode == 0, removed.stderr
-    for kind in ("cronjob", "serviceaccount", "role", "rolebinding"):
+    for kind in ("cronjob", "serviceaccount", "role", "rolebinding", "lease"):
         done = plane.kubectl("-n", ns, "get", kind, FULLNAME)
         assert done.returncode != 0 and "NotFound" in done.stderr, f"{kind} left after uninstall"
     if mode == "token.value":
@@ -143,7 +155,7 @@ def test_the_chart_service_account_reads_its_secret_and_no_other(control_plane, 
     assert_accepted(installed, "helm install")
     make_token_secret(plane, ns, "another-secret", token="another-token-that-must-not-leak")
     sa_token = plane.serviceaccount_token(ns, FULLNAME)
-    monkeypatch.setattr(secret, "SERVICEACCOUNT_DIR", plane.write_serviceaccount_dir(tmp_path / "sa", sa_token, ns))
+    monkeypatch.setattr(kube, "SERVICEACCOUNT_DIR", plane.write_serviceaccount_dir(tmp_path / "sa", sa_token, ns))
     for name, value in plane.in_cluster_env().items():
         monkeypatch.setenv(name, value)
     quick = ["--hub-url", "http://127.0.0.1:9/", "--user", "canary", "--deadline", "4", "--stop-timeout", "1"]
@@ -152,11 +164,15 @@ def test_the_chart_service_account_reads_its_secret_and_no_other(control_plane, 
     assert own.named("token_loaded") and f"Secret {ns}/{FULLNAME}-token" in own.named("token_loaded")[0]["source"]
     assert own.exit_code == ExitCode.HUB_UNAVAILABLE, own.output  # the token was read; the hub at port 9 is down
 
-    # The probe's Lease, as the chart's pod spec names it, in the pod's own namespace: taken and given back.
+    # The probe's Lease, made by the chart and named by its pod spec, in the pod's own namespace: taken
+    # and given back with `get` and `update` alone.
     leased = run_main([*quick, "--token-secret", f"{FULLNAME}-token", "--lease", FULLNAME], env={})
     assert leased.exit_code == ExitCode.HUB_UNAVAILABLE, leased.output
     assert leased.named("lease_acquired")[0]["lease"] == f"Lease {ns}/{FULLNAME}" and leased.named("lease_released")
     assert not plane.get_json(ns, "lease", FULLNAME)["spec"].get("holderIdentity")
+    # No unnamed verb: the ServiceAccount may not create a Lease (nor anything else).
+    can_create = plane.kubectl("auth", "can-i", "create", "leases", "-n", ns, "--as", f"system:serviceaccount:{ns}:{FULLNAME}")
+    assert can_create.stdout.strip() == "no", can_create.stdout + can_create.stderr
     # Another Lease of the namespace (another release's probe) is not the chart's to take.
     foreign = run_main([*quick, "--token-secret", f"{FULLNAME}-token", "--lease", "another-release"], env={})
     assert foreign.exit_code == ExitCode.PERMISSION and "'get'" in foreign.result["message"], foreign.output

@@ -1,5 +1,7 @@
-"""One run of a probe at a time through its Lease (app/lease.py), against a real kube-apiserver
-(tests/controlplane.py) with exactly the chart's rules for leases, and a real JupyterHub."""
+"""One run of a probe at a time through its Lease (app/lease.py): against a real kube-apiserver
+(tests/controlplane.py) with exactly the chart's Lease and rules for leases, and a real JupyterHub;
+what a real apiserver cannot be made to do on demand (make the takeover, then lose its answer; a
+signal while it is on its way) against the HTTPS stub of tests/k8s_stub.py."""
 
 from __future__ import annotations
 
@@ -13,39 +15,45 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app import secret, timeline
+from app import kube, timeline
 from app.exit_codes import ExitCode
 from app.hub import HubClient
 from app.lease import ProbeLease
 from tests.localhub import wait_for
 from tests.runner import finish_process, run_main, start_process
 
-pytestmark = [pytest.mark.k8s, pytest.mark.hub]
-
 CHART = Path(__file__).resolve().parent.parent / "chart"
 RELEASE = "hub-canary"
 LEASE = f"{RELEASE}-jupyterhub-canary"  # the chart names a probe's Lease as its CronJob
 
 
-def chart_lease_rules(helm: str, namespace: str) -> list[dict]:
-    """The lease rules of the chart's Role in the release namespace, as `helm template` renders them."""
+def chart_lease_objects(helm: str, namespace: str) -> tuple[list[dict], list[dict]]:
+    """The Leases the chart makes and the lease rules of its Role in the release namespace, as
+    `helm template` renders them."""
     done = subprocess.run(
         [helm, "template", RELEASE, str(CHART), "--namespace", namespace, "--set", "canary.hubUrl=https://hub.example.org/",
          "--set", "token.existingSecret=canary-token"],
         capture_output=True, text=True, timeout=60, check=True,
     )
-    (role,) = [d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "Role"]
+    docs = [d for d in yaml.safe_load_all(done.stdout) if d]
+    (role,) = [d for d in docs if d["kind"] == "Role"]
     rules = [r for r in role["rules"] if r["apiGroups"] == ["coordination.k8s.io"]]
-    assert rules and any(r.get("resourceNames") == [LEASE] for r in rules), role
-    return rules
+    assert rules and all(r.get("resourceNames") == [LEASE] for r in rules), role
+    leases = [d for d in docs if d["kind"] == "Lease"]
+    assert [lease["metadata"]["name"] for lease in leases] == [LEASE]
+    return leases, rules
 
 
 @pytest.fixture
 def lease_kube(control_plane, k8s_namespace, helm, tmp_path, monkeypatch):
-    """KUBECONFIG of a ServiceAccount with the chart's lease rules, as the canary sees it off-cluster."""
+    """KUBECONFIG of a ServiceAccount with the chart's lease rules, and the chart's Lease (made as the
+    admin, as `helm install` makes it), as the canary sees them off-cluster."""
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.setattr(secret, "SERVICEACCOUNT_DIR", tmp_path / "not-in-a-pod")
-    token = control_plane.service_account_with_role(k8s_namespace, "canary", chart_lease_rules(helm, k8s_namespace))
+    monkeypatch.setattr(kube, "SERVICEACCOUNT_DIR", tmp_path / "not-in-a-pod")
+    leases, rules = chart_lease_objects(helm, k8s_namespace)
+    made = control_plane.kubectl("-n", k8s_namespace, "apply", "-f", "-", input=json.dumps(leases[0]))
+    assert made.returncode == 0, made.stderr
+    token = control_plane.service_account_with_role(k8s_namespace, "canary", rules)
     kubeconfig = control_plane.write_kubeconfig(tmp_path / "kubeconfig", token, k8s_namespace)
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     return control_plane, k8s_namespace, token
@@ -56,11 +64,15 @@ def lease(plane, namespace: str) -> dict | None:
     return json.loads(done.stdout) if done.returncode == 0 else None
 
 
-def put_lease(plane, namespace: str, holder: str, renewed: datetime) -> None:
-    """The probe's Lease as another run left it: held by `holder`, last renewed at `renewed`."""
+def holder(plane, namespace: str) -> str | None:
+    return ((lease(plane, namespace) or {}).get("spec") or {}).get("holderIdentity")
+
+
+def put_lease(plane, namespace: str, holder_id: str, renewed: datetime) -> None:
+    """The probe's Lease as another run left it: held by `holder_id`, last renewed at `renewed`."""
     when = renewed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     held = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": LEASE},
-            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 1080, "acquireTime": when, "renewTime": when}}
+            "spec": {"holderIdentity": holder_id, "leaseDurationSeconds": 1080, "acquireTime": when, "renewTime": when}}
     assert plane.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(held)).returncode == 0
 
 
@@ -69,6 +81,8 @@ def args(hub, user, namespace, tmp_path, name="t", lease_name=LEASE):
             "--termination-log", str(tmp_path / name)]
 
 
+@pytest.mark.k8s
+@pytest.mark.hub
 def test_a_second_run_of_the_probe_finds_the_lease_held_and_touches_nothing(lease_kube, hub_202, hub_user, tmp_path):
     plane, namespace, kube_token = lease_kube
     user = hub_user("slow4-")
@@ -77,7 +91,7 @@ def test_a_second_run_of_the_probe_finds_the_lease_held_and_touches_nothing(leas
     first = start_process(args(hub_202, user, namespace, tmp_path, "first"),
                           env={"JUPYTERHUB_API_TOKEN": token, "KUBECONFIG": os.environ["KUBECONFIG"]})
     try:
-        wait_for(lambda: (lease(plane, namespace) or {}).get("spec", {}).get("holderIdentity"), 60, "the first run's Lease")
+        wait_for(lambda: holder(plane, namespace), 60, "the first run's Lease")
         wait_for(lambda: hub_202.servers(user), 60, "the first run's spawn")
         second = run_main(args(hub_202, user, namespace, tmp_path, "second"), env={"JUPYTERHUB_API_TOKEN": token})
         first_run = finish_process(first, timeout=120)
@@ -89,17 +103,19 @@ def test_a_second_run_of_the_probe_finds_the_lease_held_and_touches_nothing(leas
     assert not second.named("hub_reachable"), "the hub was asked although the Lease said another run is live"
     assert first_run.exit_code == ExitCode.OK, first_run.output
     assert first_run.named("lease_acquired") and first_run.named("lease_released")
-    assert not (lease(plane, namespace)["spec"].get("holderIdentity")), "given back at the end"
+    assert not holder(plane, namespace), "given back at the end"
     for run in (second, first_run):
         run.assert_no_secret(token, kube_token)
     assert hub_202.servers(user) == {}
 
-    # Free again: the next run takes it (an update of the Lease that exists) and passes.
+    # Free again: the next run takes it and passes.
     again = run_main(args(hub_202, user, namespace, tmp_path, "again"), env={"JUPYTERHUB_API_TOKEN": token})
     assert again.exit_code == ExitCode.OK, again.output
-    assert again.named("lease_acquired")[0]["created"] is False
+    assert again.named("lease_acquired")[0]["previous_holder"] is None
 
 
+@pytest.mark.k8s
+@pytest.mark.hub
 def test_the_expired_lease_of_a_dead_run_is_taken_over(lease_kube, hub, hub_user, tmp_path):
     plane, namespace, _ = lease_kube
     put_lease(plane, namespace, "oom-killed/0123456789ab", datetime.now(UTC) - timedelta(hours=1))
@@ -111,6 +127,8 @@ def test_the_expired_lease_of_a_dead_run_is_taken_over(lease_kube, hub, hub_user
     assert taken["previous_holder"] == "oom-killed/0123456789ab" and taken["previous_expired"] is True
 
 
+@pytest.mark.k8s
+@pytest.mark.hub
 def test_a_live_lease_is_not_taken_even_without_a_server(lease_kube, hub, hub_user, tmp_path):
     """The race a server's age cannot close: the other run holds the Lease but has not spawned yet."""
     plane, namespace, _ = lease_kube
@@ -123,17 +141,21 @@ def test_a_live_lease_is_not_taken_even_without_a_server(lease_kube, hub, hub_us
     assert lease(plane, namespace)["spec"]["holderIdentity"] == "cronjob-pod/0123456789ab", "another run's Lease changed"
 
 
+@pytest.mark.k8s
+@pytest.mark.hub
 def test_a_lease_the_role_does_not_name_is_refused_with_77(lease_kube, hub, hub_user, tmp_path):
     _, namespace, _ = lease_kube
     user = hub_user()
     hub.create_user(user)
-    # Created (create cannot be limited to names), but never read or updated: the Role names other Leases.
+    # Never read (the Role names other Leases), never created (the Role has no `create`).
     run = run_main(args(hub, user, namespace, tmp_path, lease_name="another-probe"),
                    env={"JUPYTERHUB_API_TOKEN": hub.new_token(user)})
     assert run.exit_code == ExitCode.PERMISSION, run.output
     assert "403" in run.result["message"] and "'get'" in run.result["message"], run.result["message"]
 
 
+@pytest.mark.k8s
+@pytest.mark.hub
 def test_after_a_signal_the_lease_is_given_back_only_once_the_server_is_stopped(
     lease_kube, hub, hub_user, tmp_path, monkeypatch
 ):
@@ -151,7 +173,7 @@ def test_after_a_signal_the_lease_is_given_back_only_once_the_server_is_stopped(
     holders_at_stop: list[str | None] = []
 
     def observed_stop(self, *a, **kw):  # the real apiserver's word on the Lease as the stop begins
-        holders_at_stop.append((lease(plane, namespace) or {}).get("spec", {}).get("holderIdentity"))
+        holders_at_stop.append(holder(plane, namespace))
         return real_stop(self, *a, **kw)
 
     monkeypatch.setattr(timeline, "Timeline", signalled_timeline)
@@ -165,10 +187,12 @@ def test_after_a_signal_the_lease_is_given_back_only_once_the_server_is_stopped(
     assert holders_at_stop == [acquired["holder"]], f"the Lease at the stop: {holders_at_stop}\n{run.output}"
     order = [e["event"] for e in run.events if e["event"] in ("server_already_stopped", "server_stopped", "lease_released")]
     assert order[-1] == "lease_released" and len(order) == 2, order
-    assert not lease(plane, namespace)["spec"].get("holderIdentity"), "given back at the end"
+    assert not holder(plane, namespace), "given back at the end"
     run.assert_no_secret(token, kube_token)
 
 
+@pytest.mark.k8s
+@pytest.mark.hub
 def test_a_signal_while_the_lease_is_given_back_waits_until_it_is_back(lease_kube, hub, hub_user, tmp_path, monkeypatch):
     """Cut short, the release would leave the Lease held until it expires: every run meanwhile ends 18."""
     plane, namespace, _ = lease_kube
@@ -184,5 +208,100 @@ def test_a_signal_while_the_lease_is_given_back_waits_until_it_is_back(lease_kub
     run = run_main(args(hub, user, namespace, tmp_path), env={"JUPYTERHUB_API_TOKEN": hub.new_token(user)})
     assert run.exit_code == ExitCode.SIGTERM, run.output
     assert run.named("lease_released"), run.output
-    assert not lease(plane, namespace)["spec"].get("holderIdentity"), "the Lease is still held after the run"
+    assert not holder(plane, namespace), "the Lease is still held after the run"
     assert hub.servers(user) == {}
+
+
+@pytest.mark.k8s
+@pytest.mark.hub
+def test_a_signal_as_the_takeover_is_made_waits_and_the_lease_is_given_back(lease_kube, hub, hub_user, tmp_path,
+                                                                           monkeypatch):
+    """SIGTERM once the real apiserver has made the takeover, before its answer is in: the run must not
+    end believing it holds nothing, or the Lease names it for --deadline + --stop-timeout + 60 s and
+    every run of the probe meanwhile ends with 18."""
+    from kubernetes.client import CoordinationV1Api
+
+    plane, namespace, kube_token = lease_kube
+    real_replace = CoordinationV1Api.replace_namespaced_lease
+    replaced: list[str | None] = []
+
+    def signalled_replace(self, *a, **kw):
+        answer = real_replace(self, *a, **kw)
+        if not replaced:  # the takeover, not the giving back
+            replaced.append(holder(plane, namespace))
+            os.kill(os.getpid(), signal.SIGTERM)  # acted on at the next bytecode, unless shielded
+        return answer
+
+    monkeypatch.setattr(CoordinationV1Api, "replace_namespaced_lease", signalled_replace)
+    user = hub_user()
+    hub.create_user(user)
+    token = hub.new_token(user)
+    run = run_main(args(hub, user, namespace, tmp_path), env={"JUPYTERHUB_API_TOKEN": token})
+    assert run.exit_code == ExitCode.SIGTERM, run.output
+    assert len(replaced) == 1 and replaced[0], "the apiserver had made the takeover when the signal came"
+    assert not holder(plane, namespace), f"the run ended with the Lease still naming it ({replaced[0]})"
+    (acquired,) = run.named("lease_acquired")
+    assert replaced == [acquired["holder"]] and run.named("lease_released"), run.output
+    assert not run.named("hub_reachable"), "the hub was asked after the signal"
+    run.assert_no_secret(token, kube_token)
+
+
+# --- what only the stub can do: make the takeover and lose its answer, a signal while it is on its way ---
+
+NS = "monitoring"
+QUICK = ["--hub-url", "http://127.0.0.1:9/", "--user", "canary", "--deadline", "4", "--stop-timeout", "1",
+         "--lease", LEASE, "--lease-namespace", NS]
+HUB_TOKEN = "hub-token-that-must-not-leak-0123"
+SA_TOKEN = "stub-serviceaccount-token-0123456789"
+
+
+@pytest.fixture
+def stub_lease(secret_stub, tmp_path, monkeypatch):
+    """The stub with the probe's Lease as the chart makes it (no holder), reached through a kubeconfig."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setattr(kube, "SERVICEACCOUNT_DIR", tmp_path / "not-in-a-pod")
+    monkeypatch.setenv("KUBECONFIG", str(secret_stub.write_kubeconfig(tmp_path / "kubeconfig", SA_TOKEN, NS)))
+    secret_stub.put_lease(NS, LEASE)
+    return secret_stub
+
+
+def stub_holder(stub) -> str | None:
+    return ((stub.get_lease(NS, LEASE) or {}).get("spec") or {}).get("holderIdentity")
+
+
+def quick_run(tmp_path):
+    return run_main([*QUICK, "--termination-log", str(tmp_path / "term")], env={"JUPYTERHUB_API_TOKEN": HUB_TOKEN})
+
+
+def test_a_takeover_whose_answer_is_lost_is_decided_by_a_read_and_given_back(stub_lease, tmp_path):
+    """The apiserver made the takeover; the answer never came. Not resent (its 409 would read as another
+    run's), but read back: the Lease names this run, so the run goes on and gives it back."""
+    stub_lease.after_write("PUT", "leases", NS, LEASE)
+    run = quick_run(tmp_path)
+    assert run.exit_code == ExitCode.HUB_UNAVAILABLE, run.output  # the Lease was taken; the hub at port 9 is down
+    assert run.named("request_outcome_unknown") and run.named("lease_acquired"), run.output
+    assert run.named("lease_released") and not stub_holder(stub_lease), "the Lease still names the run"
+    puts = [r for r in stub_lease.requests_seen if r["method"] == "PUT"]
+    assert [r["status"] for r in puts] == [0, 200], "the takeover sent once (lost), the giving back once"
+    run.assert_no_secret(HUB_TOKEN, SA_TOKEN)
+
+
+@pytest.mark.parametrize("answer", [True, False], ids=["answered", "answer-lost"])
+def test_a_signal_during_the_takeover_waits_until_it_is_known_then_the_lease_is_given_back(stub_lease, tmp_path, answer):
+    stub_lease.after_write("PUT", "leases", NS, LEASE, then=lambda: os.kill(os.getpid(), signal.SIGTERM), answer=answer)
+    run = quick_run(tmp_path)
+    assert run.exit_code == ExitCode.SIGTERM, run.output
+    assert not stub_holder(stub_lease), "the run ended with the Lease still naming it"
+    assert run.named("lease_acquired") and run.named("lease_released"), run.output
+    assert not run.named("request_retry"), "the hub was asked after the signal"
+
+
+def test_a_lease_that_does_not_exist_is_78_and_not_created(stub_lease, tmp_path):
+    """The chart makes each probe's Lease; the canary never creates one (its Role has no `create`)."""
+    stub_lease.objects.clear()
+    run = quick_run(tmp_path)
+    assert run.exit_code == ExitCode.CONFIGURATION, run.output
+    message = run.result["message"]
+    assert f"Lease {NS}/{LEASE} does not exist" in message and "helm upgrade" in message, message
+    assert not [r for r in stub_lease.requests_seen if r["method"] != "GET"], "the canary wrote a Lease"
+    assert stub_lease.get_lease(NS, LEASE) is None

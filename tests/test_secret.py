@@ -12,7 +12,7 @@ import time
 import pytest
 import trustme
 
-from app import secret
+from app import kube
 from app.exit_codes import ExitCode
 from tests.fakehub import FakeHub
 from tests.runner import run_main, run_token
@@ -36,12 +36,12 @@ def kube_access(request, control_plane, k8s_namespace, reader_token, tmp_path, m
     monkeypatch.delenv("KUBERNETES_SERVICE_PORT", raising=False)
     if request.param == "in-cluster":
         serviceaccount = control_plane.write_serviceaccount_dir(tmp_path / "serviceaccount", reader_token, k8s_namespace)
-        monkeypatch.setattr(secret, "SERVICEACCOUNT_DIR", serviceaccount)
+        monkeypatch.setattr(kube, "SERVICEACCOUNT_DIR", serviceaccount)
         for name, value in control_plane.in_cluster_env().items():
             monkeypatch.setenv(name, value)
         monkeypatch.delenv("KUBECONFIG", raising=False)
     else:
-        monkeypatch.setattr(secret, "SERVICEACCOUNT_DIR", tmp_path / "not-in-a-pod")
+        monkeypatch.setattr(kube, "SERVICEACCOUNT_DIR", tmp_path / "not-in-a-pod")
         kubeconfig = control_plane.write_kubeconfig(tmp_path / "kubeconfig", reader_token, k8s_namespace)
         monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     return request.param
@@ -120,7 +120,7 @@ ADMIN = "adm1nt0k3n" * 4
 def stub_in_cluster(secret_stub, tmp_path, monkeypatch):
     """In-cluster config pointed at the HTTPS stub."""
     serviceaccount = secret_stub.write_serviceaccount_dir(tmp_path / "serviceaccount", SA_TOKEN, "jhub")
-    monkeypatch.setattr(secret, "SERVICEACCOUNT_DIR", serviceaccount)
+    monkeypatch.setattr(kube, "SERVICEACCOUNT_DIR", serviceaccount)
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", secret_stub.host)
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(secret_stub.port))
     secret_stub.put_secret("jhub", "canary-token", {"token": "hub-token-that-must-not-leak"})
@@ -143,7 +143,7 @@ def test_unreachable_api_server(monkeypatch, tmp_path, free_port):
     for name, text in (("token", SA_TOKEN), ("namespace", "jhub")):
         (serviceaccount / name).write_text(text)
     trustme.CA().cert_pem.write_to_path(str(serviceaccount / "ca.crt"))
-    monkeypatch.setattr(secret, "SERVICEACCOUNT_DIR", serviceaccount)
+    monkeypatch.setattr(kube, "SERVICEACCOUNT_DIR", serviceaccount)
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(free_port))
     run = run_main([*DEAD_HUB, "--token-secret", "canary-token"], env={})
@@ -170,7 +170,7 @@ def in_cluster_at(port: int, serviceaccount, ca_pem: bytes, monkeypatch) -> None
     for name, text in (("token", SA_TOKEN), ("namespace", "jhub")):
         (serviceaccount / name).write_text(text)
     (serviceaccount / "ca.crt").write_bytes(ca_pem)
-    monkeypatch.setattr(secret, "SERVICEACCOUNT_DIR", serviceaccount)
+    monkeypatch.setattr(kube, "SERVICEACCOUNT_DIR", serviceaccount)
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(port))
 
@@ -233,7 +233,7 @@ def test_a_ca_without_key_usage_is_named_and_relaxed_x509_accepts_it(control_pla
     canary on every Python) reject it, with the reason; --kube-relaxed-x509 accepts it, verified."""
     control_plane.create_secret(k8s_namespace, "canary-token", {"token": "a-token-for-a-dead-hub"})
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.setattr(secret, "SERVICEACCOUNT_DIR", tmp_path / "not-in-a-pod")
+    monkeypatch.setattr(kube, "SERVICEACCOUNT_DIR", tmp_path / "not-in-a-pod")
     kubeconfig = control_plane.write_no_key_usage_kubeconfig(tmp_path / "kubeconfig", reader_token, k8s_namespace)
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     args = [*DEAD_HUB, "--token-secret", "canary-token", "--token-secret-namespace", k8s_namespace,
@@ -251,7 +251,70 @@ def test_a_ca_without_key_usage_is_named_and_relaxed_x509_accepts_it(control_pla
 
 
 def test_the_kubernetes_tls_context_is_strict_on_every_python():
-    assert secret.tls_context(False).verify_flags & ssl.VERIFY_X509_STRICT
-    relaxed = secret.tls_context(True)
+    assert kube.kube_tls_context(False).verify_flags & ssl.VERIFY_X509_STRICT
+    relaxed = kube.kube_tls_context(True)
     assert not relaxed.verify_flags & ssl.VERIFY_X509_STRICT
     assert relaxed.verify_flags & ssl.VERIFY_X509_PARTIAL_CHAIN, "only the strict flag is cleared"
+
+
+# --- the stub's write semantics are the apiserver's: the same calls give the same answers ---
+
+
+def _write_semantics(api_client, namespace: str) -> list:
+    """What the apiserver answers to the writes the canary makes, and to the races around them."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core, coordination = client.CoreV1Api(api_client), client.CoordinationV1Api(api_client)
+    seen: list = []
+
+    def answer(call):
+        try:
+            made = call()
+        except ApiException as exc:
+            seen.append((exc.status, json.loads(exc.body)["reason"]))
+            return None
+        seen.append("ok")
+        return made
+
+    secret = client.V1Secret(metadata=client.V1ObjectMeta(name="semantics"), data={"token": "dg=="})
+    answer(lambda: core.read_namespaced_secret("semantics", namespace))  # 404
+    first = answer(lambda: core.create_namespaced_secret(namespace, secret))
+    answer(lambda: core.create_namespaced_secret(namespace, secret))  # 409 AlreadyExists
+    unchanged = answer(lambda: core.replace_namespaced_secret("semantics", namespace, first))  # no change: same version
+    seen.append(unchanged.metadata.resource_version == first.metadata.resource_version)
+    first.data = {"token": "dzI="}
+    second = answer(lambda: core.replace_namespaced_secret("semantics", namespace, first))
+    seen.append(second.metadata.resource_version != first.metadata.resource_version)
+    answer(lambda: core.replace_namespaced_secret("semantics", namespace, first))  # stale: 409 Conflict
+    missing = client.V1Secret(metadata=client.V1ObjectMeta(name="gone", resource_version=second.metadata.resource_version))
+    answer(lambda: core.replace_namespaced_secret("gone", namespace, missing))  # 404
+    lease = client.V1Lease(metadata=client.V1ObjectMeta(name="semantics"))
+    made = answer(lambda: coordination.create_namespaced_lease(namespace, lease))
+    answer(lambda: coordination.read_namespaced_lease("semantics", namespace))
+    made.spec = client.V1LeaseSpec(holder_identity="a")
+    answer(lambda: coordination.replace_namespaced_lease("semantics", namespace, made))
+    made.spec = client.V1LeaseSpec(holder_identity="b")
+    answer(lambda: coordination.replace_namespaced_lease("semantics", namespace, made))  # stale: 409 Conflict
+    seen.append(coordination.read_namespaced_lease("semantics", namespace).spec.holder_identity)
+    return seen
+
+
+EXPECTED_SEMANTICS = [
+    (404, "NotFound"), "ok", (409, "AlreadyExists"), "ok", True, "ok", True, (409, "Conflict"), (404, "NotFound"),
+    "ok", "ok", "ok", (409, "Conflict"), "a",
+]
+
+
+def test_the_stub_answers_writes_as_the_apiserver_does(secret_stub, tmp_path):
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(secret_stub.write_kubeconfig(tmp_path / "kc", token="t")),
+                            client_configuration=configuration)
+    assert _write_semantics(client.ApiClient(configuration), "ns") == EXPECTED_SEMANTICS
+
+
+@pytest.mark.k8s
+def test_the_apiserver_answers_writes_as_the_stub_claims(control_plane, k8s_namespace):
+    assert _write_semantics(control_plane.api_client(), k8s_namespace) == EXPECTED_SEMANTICS

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 
@@ -13,8 +14,8 @@ import pytest
 import requests
 import yaml
 
-from app import secret
 from app.exit_codes import ExitCode
+from app.hub import HubClient
 from app.token_command import ANNOTATION, LABELS, least_scopes
 from tests.faultproxy import FaultProxy
 from tests.runner import CANARY, TokenRun, parse_events, run_main, run_token
@@ -58,7 +59,7 @@ class Kube:
 def kube_as(control_plane, k8s_namespace, tmp_path, monkeypatch):
     """Kube(...) with the kubernetes client pointed at it through the kubeconfig, as an operator's laptop is."""
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.setattr(secret, "SERVICEACCOUNT_DIR", tmp_path / "not-in-a-pod")
+    monkeypatch.setattr("app.kube.SERVICEACCOUNT_DIR", tmp_path / "not-in-a-pod")
 
     def make(without_verb: str | None = None) -> Kube:
         kube = Kube(control_plane, k8s_namespace, tmp_path / (without_verb or "all"), without_verb)
@@ -323,17 +324,172 @@ def test_two_concurrent_mints_with_lost_answers_keep_each_others_token(hub, hub_
     assert_clean(run_b, hub.admin_token)
 
 
+def live_token_ids(hub, user: str) -> set[str]:
+    return {str(t["id"]) for t in hub.api("GET", f"users/{user}/tokens").json()["api_tokens"]}
+
+
+def _assert_the_first_writer_won(hub, user: str, kube, old_id: str, *, winner: TokenRun, loser: TokenRun) -> None:
+    """Of two rotations that read the same Secret, the one that wrote it first holds it; the other got
+    the conflict (18) and revoked its own new token: one valid token, the one the Secret holds."""
+    new = {run is winner: run.named("token_minted")[-1]["token_id"] for run in (winner, loser)}
+    assert winner.exit_code == 0, winner.log
+    assert loser.exit_code == ExitCode.CONCURRENT_RUN, loser.log
+    assert loser.result["reason"] == "concurrent_run" and "another writer" in loser.result["message"]
+    assert [e["token_id"] for e in loser.named("token_revoked")] == [new[False]], "the loser revokes its own, only"
+    assert [e["token_id"] for e in winner.named("token_revoked")] == [old_id]
+    stored = kube.get_secret(SECRET)
+    assert stored["metadata"]["annotations"][ANNOTATION + "token-id"] == new[True]
+    assert token_works(hub, stored["data"]["token"])
+    assert live_token_ids(hub, user) == {new[True]}, "a live token that no Secret holds"
+    for run in (winner, loser):
+        assert_clean(run, hub.admin_token, kube.token, stored["data"]["token"])
+
+
 @pytest.mark.k8s
-def test_two_concurrent_rotations_with_lost_answers_keep_each_others_token(kube, hub, hub_user):
+def test_two_concurrent_rotations_with_lost_answers_leave_one_token_the_secret_holds(kube, hub, hub_user):
     user = hub_user()
     args = ["--user", user, "--secret", SECRET, "--namespace", kube.namespace]
     first = run_token(["--hub-url", hub.url, *args, "--create-user"], env=admin_env(hub))
     assert first.exit_code == 0, first.log
     env = {**admin_env(hub), "KUBECONFIG": os.environ["KUBECONFIG"]}
     run_a, run_b = _concurrent_with_lost_answers(hub, ["rotate", *args], ["rotate", *args], env)
-    _assert_each_kept_its_own(hub, user, run_a, run_b)
-    # A wrote last: the Secret holds A's token, which works; B's is still valid (nobody revoked it).
-    stored = kube.get_secret(SECRET)
-    assert stored["metadata"]["annotations"][ANNOTATION + "token-id"] == run_a.named("token_minted")[-1]["token_id"]
-    assert token_works(hub, stored["data"]["token"])
-    assert_clean(run_a, hub.admin_token, kube.token, stored["data"]["token"])
+    for run in (run_a, run_b):
+        (orphan,) = run.named("token_orphan_revoked")  # its own lost token, and only that
+        assert run.named("request_outcome_unknown"), run.log
+    # B ran inside A's mint: it read the Secret after A, wrote it first. A's write, guarded by the
+    # version A read, is refused: A takes its new token back.
+    _assert_the_first_writer_won(hub, user, kube, first.named("token_minted")[-1]["token_id"], winner=run_b, loser=run_a)
+
+
+# --- rotation races and lost Kubernetes answers: the real apiserver where it can, the stub where only it can ---
+
+
+class StubKube:
+    """The token command's Kubernetes played by the HTTPS stub (tests/k8s_stub.py), for what a real
+    apiserver cannot be made to do on demand: make a write and lose its answer."""
+
+    def __init__(self, stub, tmp_path):
+        self.stub, self.namespace, self.token = stub, "jhub", "stub-kube-token-0123456789"
+        self.kubeconfig = stub.write_kubeconfig(tmp_path / "stub-kubeconfig", self.token, self.namespace)
+
+    def get_secret(self, name: str) -> dict | None:
+        return self.stub.get_secret(self.namespace, name)
+
+
+@pytest.fixture
+def stub_kube(secret_stub, tmp_path, monkeypatch) -> StubKube:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setattr("app.kube.SERVICEACCOUNT_DIR", tmp_path / "not-in-a-pod")
+    stub_kube = StubKube(secret_stub, tmp_path)
+    monkeypatch.setenv("KUBECONFIG", str(stub_kube.kubeconfig))
+    return stub_kube
+
+
+@pytest.fixture(params=["stub", pytest.param("apiserver", marks=pytest.mark.k8s)])
+def any_kube(request):
+    """The real apiserver with the README's Role, or the stub with the apiserver's conflict semantics."""
+    return request.getfixturevalue("stub_kube" if request.param == "stub" else "kube")
+
+
+def minted_into_secret(hub, hub_user, kube) -> tuple[str, list[str], str]:
+    """A user whose token the command minted into the Secret: (user, the command's args, the token's id)."""
+    user = hub_user()
+    args = ["--user", user, "--secret", SECRET, "--namespace", kube.namespace]
+    first = run_token(["--hub-url", hub.url, *args, "--create-user"], env=admin_env(hub))
+    assert first.exit_code == 0, first.log
+    return user, args, first.named("token_minted")[-1]["token_id"]
+
+
+def test_two_concurrent_rotations_one_wins_and_the_other_takes_its_token_back(any_kube, hub, hub_user, monkeypatch):
+    """B reads the Secret after A and writes it before A: A's replace carries the version A read, so
+    the apiserver refuses it; re-reading just before writing would overwrite B and leave B's token live."""
+    user, args, old_id = minted_into_secret(hub, hub_user, any_kube)
+    env = {**admin_env(hub), "KUBECONFIG": os.environ["KUBECONFIG"]}
+    others: list[TokenRun] = []
+    real_mint = HubClient.mint_token
+
+    def mint_after_another_rotation(self, *a, **kw):
+        if not others:
+            others.append(_token_process(["rotate", "--hub-url", hub.url, *args], env))
+        return real_mint(self, *a, **kw)
+
+    monkeypatch.setattr(HubClient, "mint_token", mint_after_another_rotation)
+    run_a = run_token(["rotate", "--hub-url", hub.url, *args], env=env)
+    (run_b,) = others
+    _assert_the_first_writer_won(hub, user, any_kube, old_id, winner=run_b, loser=run_a)
+
+
+def test_a_signal_during_the_rotations_mint_waits_until_the_old_token_is_revoked(any_kube, hub, hub_user, monkeypatch):
+    user, args, old_id = minted_into_secret(hub, hub_user, any_kube)
+    old = any_kube.get_secret(SECRET)["data"]["token"]
+    real_mint = HubClient.mint_token
+
+    def signalled_mint(self, *a, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)  # acted on at the next bytecode, unless shielded
+        return real_mint(self, *a, **kw)
+
+    monkeypatch.setattr(HubClient, "mint_token", signalled_mint)
+    run = run_token(["rotate", "--hub-url", hub.url, *args], env=admin_env(hub))
+    assert run.exit_code == ExitCode.SIGTERM and run.result["outcome"] == "interrupted", run.log
+    new = any_kube.get_secret(SECRET)["data"]["token"]
+    assert new != old and token_works(hub, new)
+    assert not token_works(hub, old), "the rotated-out token is still valid after the signal"
+    assert [e["token_id"] for e in run.named("token_revoked")] == [old_id] and run.named("signal_received")
+    assert live_token_ids(hub, user) == {run.named("token_minted")[-1]["token_id"]}
+    assert_clean(run, old, new, hub.admin_token, any_kube.token)
+
+
+def test_a_rotation_whose_secret_update_answer_is_lost_reads_it_back_and_completes(stub_kube, hub, hub_user):
+    """The apiserver made the update; the answer was lost. Not resent (the resend's 409 would read as
+    another writer's, and the token the Secret now holds would be revoked): read back, it holds ours."""
+    user, args, old_id = minted_into_secret(hub, hub_user, stub_kube)
+    old = stub_kube.get_secret(SECRET)["data"]["token"]
+    stub_kube.stub.after_write("PUT", "secrets", stub_kube.namespace, SECRET)
+    run = run_token(["rotate", "--hub-url", hub.url, *args], env=admin_env(hub))
+    assert run.exit_code == 0, run.log
+    new = stub_kube.get_secret(SECRET)["data"]["token"]
+    assert new != old and token_works(hub, new), "the Secret holds a token that does not work"
+    assert not token_works(hub, old)
+    assert run.named("request_outcome_unknown") and run.named("secret_write_confirmed")
+    assert [e["token_id"] for e in run.named("token_revoked")] == [old_id]
+    assert_clean(run, old, new, hub.admin_token, stub_kube.token)
+
+
+def test_a_mint_whose_secret_create_answer_is_lost_reads_it_back(stub_kube, hub, hub_user):
+    user = hub_user()
+    stub_kube.stub.after_write("POST", "secrets", stub_kube.namespace, SECRET)
+    run = run_token(["--hub-url", hub.url, "--user", user, "--create-user", "--secret", SECRET,
+                     "--namespace", stub_kube.namespace], env=admin_env(hub))
+    assert run.exit_code == 0, run.log
+    stored = stub_kube.get_secret(SECRET)["data"]["token"]
+    assert token_works(hub, stored), "the Secret holds a revoked token"
+    assert run.named("secret_write_confirmed") and not run.named("token_revoked")
+    assert_clean(run, stored, hub.admin_token, stub_kube.token)
+
+
+def test_a_lost_update_that_was_not_made_is_21_and_the_new_token_is_taken_back(stub_kube, hub, hub_user):
+    user, args, old_id = minted_into_secret(hub, hub_user, stub_kube)
+    old = stub_kube.get_secret(SECRET)["data"]["token"]
+    stub_kube.stub.after_write("PUT", "secrets", stub_kube.namespace, SECRET, commit=False)
+    run = run_token(["rotate", "--hub-url", hub.url, *args], env=admin_env(hub))
+    assert run.exit_code == ExitCode.KUBERNETES_UNAVAILABLE, run.log
+    assert "does not hold this run's value" in run.result["message"]
+    assert stub_kube.get_secret(SECRET)["data"]["token"] == old and token_works(hub, old), "the old token goes on"
+    (revoked,) = run.named("token_revoked")
+    assert revoked["token_id"] == run.named("token_minted")[-1]["token_id"] and live_token_ids(hub, user) == {old_id}
+
+
+def test_a_lost_update_that_cannot_be_read_back_revokes_neither_token_and_names_both(stub_kube, hub, hub_user):
+    """Whether the Secret holds the new token is unknown: revoking either could take the canary's
+    token away. Both stay valid, and the log names both for a human to check."""
+    user, args, old_id = minted_into_secret(hub, hub_user, stub_kube)
+    stub = stub_kube.stub
+    stub.after_write("PUT", "secrets", stub_kube.namespace, SECRET, then=lambda: stub.fail(stub_kube.namespace, SECRET, "500"))
+    run = run_token(["rotate", "--hub-url", hub.url, *args], env=admin_env(hub))
+    assert run.exit_code == ExitCode.KUBERNETES_UNAVAILABLE, run.log
+    new_id = run.named("token_minted")[-1]["token_id"]
+    assert not run.named("token_revoked"), run.log
+    assert [e["token_id"] for e in run.named("new_token_not_revoked")] == [new_id]
+    assert [e["token_id"] for e in run.named("old_token_not_revoked")] == [old_id]
+    assert live_token_ids(hub, user) == {old_id, new_id}
+    assert token_works(hub, stub.get_secret(stub_kube.namespace, SECRET)["data"]["token"])
