@@ -287,11 +287,11 @@ tests/test_chart.py and tests/test_alerts.py check it against the CLI's table.
   [15, "storage failed: a file could not be saved, read back or deleted in the home (--check-storage)"],
   [16, "notebook failed: a cell of --notebook raised or did not finish"],
   [17, "JupyterLab failed: its page or a bundle it loads is not served (--check-lab)"],
-  [18, "another live run of this probe holds its lease or its server: nothing was touched"],
+  [18, "another live run of this probe holds its lease or its server (nothing was touched), or another token rotate wrote the Secret first"],
   [20, "hub unavailable (connection errors, 5xx, 429 after retries)"],
-  [21, "Kubernetes API unreachable while reading the token Secret"],
-  [77, "permission: token rejected by the hub, or Kubernetes forbids reading the Secret"],
-  [78, "configuration: bad flag or variable, invalid options, no token, Secret or key missing"],
+  [21, "Kubernetes API unreachable (the token Secret, the probe's Lease), or a write's outcome unknown"],
+  [77, "permission: token rejected by the hub, or Kubernetes forbids the Secret or the Lease"],
+  [78, "configuration: bad flag or variable, invalid options, no token, Secret, key or the probe's Lease missing"],
   [130, "interrupted by SIGINT, after cleanup"],
   [143, "interrupted by SIGTERM, after cleanup"]
 ]
