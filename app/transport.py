@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import functools
 import http.client
 import os
 import socket
@@ -29,6 +30,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import requests
@@ -289,8 +291,9 @@ class _WatchedAdapter(requests.adapters.HTTPAdapter):
         return watch_pools(super().proxy_manager_for(*args, **kwargs))
 
 
-def tls_context(verify: bool | str) -> ssl.SSLContext:
-    """The TLS settings of `verify` (requests' meaning) for a connection no pool makes (the websocket)."""
+def hub_tls_context(verify: bool | str) -> ssl.SSLContext:
+    """The TLS settings of `verify` (requests' meaning: the hub's --ca-bundle, or none) for a connection
+    no pool makes (the kernel's websocket)."""
     if verify is False:
         context = ssl.create_default_context()
         context.check_hostname = False
@@ -304,6 +307,20 @@ def tls_context(verify: bool | str) -> ssl.SSLContext:
 
 
 # --- requests: retried while transient and safe, bounded by a budget ---
+
+
+@dataclass
+class _Call:
+    """One request across its tries: what is sent, its budget, and each try's fault."""
+
+    method: str
+    url: str
+    deadline: Deadline
+    watchdog: Watchdog
+    stream: bool
+    resend_safe: bool
+    kwargs: dict[str, Any]
+    faults: list[BaseException] = field(default_factory=list)  # for the answer when the budget ran out between tries
 
 
 class Transport:
@@ -343,20 +360,6 @@ class Transport:
             text = ""
         return text[:200] or response.reason or ""
 
-    def _wait(self, deadline: Deadline) -> Callable[[tenacity.RetryCallState], float]:
-        backoff = tenacity.wait_exponential_jitter(multiplier=0.5, max=8, jitter=0.5)
-
-        def wait(state: tenacity.RetryCallState) -> float:
-            seconds = backoff(state)
-            outcome = state.outcome
-            if outcome is not None and not outcome.failed:
-                retry_after = retry_after_seconds(outcome.result())
-                if retry_after is not None:
-                    seconds = retry_after
-            return min(seconds, deadline.remaining())
-
-        return wait
-
     def request(
         self,
         method: str,
@@ -384,92 +387,104 @@ class Transport:
                     method, url, deadline, stream=stream, idempotent=idempotent, tries=tries, watchdog=own, **kwargs
                 )
         resend_safe = method.upper() in IDEMPOTENT if idempotent is None else idempotent
-
-        faults: list[BaseException] = []  # each try's, for the answer when the budget ran out between tries
-
-        def send() -> requests.Response:
-            if watchdog.fired and faults:
-                raise faults[-1]  # no new try on a spent budget: the last fault is the answer
-            timeout = deadline.for_wait(self.request_timeout)
-            try:
-                with watchdog.active():
-                    response = self.session.request(
-                        method, url, timeout=timeout, stream=True, allow_redirects=False, verify=self.verify, **kwargs
-                    )
-                if not stream:
-                    try:
-                        response.content  # noqa: B018 - reads the body, within the budget
-                    except TRANSPORT_ERRORS:
-                        response.close()
-                        raise
-            except TRANSPORT_ERRORS as exc:
-                if watchdog.fired and faults and _never_sent(exc):
-                    raise faults[-1] from None  # cut before it was sent: the last try's fault is the answer
-                if watchdog.fired and not isinstance(exc, requests.exceptions.SSLError):
-                    # The budget, not the peer, ended it; the peer's last fault still says something.
-                    text = f"no complete answer within {deadline.seconds:g}s ({_fault(exc)})"
-                    cut = (requests.exceptions.ConnectTimeout if _never_sent(exc) else requests.Timeout)(text)
-                    faults.append(cut)
-                    raise cut from None
-                faults.append(exc)
-                raise
-            return response
-
-        def retry(state: tenacity.RetryCallState) -> bool:
-            outcome = state.outcome
-            assert outcome is not None
-            if outcome.failed:
-                exc = outcome.exception()
-                tls = isinstance(exc, requests.exceptions.SSLError)
-                return isinstance(exc, TRANSPORT_ERRORS) and not tls and (resend_safe or _never_sent(exc))
-            status = outcome.result().status_code
-            return status in RETRY_STATUSES and (resend_safe or status == 429)
-
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            log.warning(
-                "request_retry",
-                method=method,
-                path=self._path(url),
-                answer=_answer(state.outcome),
-                try_number=state.attempt_number,
-                wait_s=round(state.upcoming_sleep, 2),
-            )
-
-        # No try that would begin with the budget spent (the wait is cut to what is left): the
-        # watchdog would only end it, and hide the last real fault.
-        stop = tenacity.stop_before_delay(deadline.remaining()) | _spent_after_wait(deadline)
-        if tries is not None:
-            stop = stop | tenacity.stop_after_attempt(tries)
-        retrying = tenacity.Retrying(
-            retry=retry,
-            wait=self._wait(deadline),
-            stop=stop,
-            sleep=self._sleep,
-            before_sleep=before_sleep,
-            reraise=True,
-            # The last answer when the tries are spent, to be judged below like any other.
-            retry_error_callback=lambda state: state.outcome.result(),
-        )
+        call = _Call(method, url, deadline, watchdog, stream, resend_safe, kwargs)
+        retrying = self._retrying(call, tries)
         try:
-            response = retrying(send)
+            response = retrying(self._send, call)
         except requests.exceptions.SSLError:
             # Not transient: the certificate will not change on its own. The text names the cause.
             raise self._unavailable(
                 method, url, "TLS verification failed (set --ca-bundle to the hub's CA, or fix its certificate)"
             ) from None
         except TRANSPORT_ERRORS as exc:
-            tries_made = retrying.statistics.get("attempt_number", 1)
-            answer = f"{_fault(exc)} after {tries_made} tr{'y' if tries_made == 1 else 'ies'}"
-            if isinstance(exc, requests.Timeout) and watchdog.fired:
-                answer = f"{exc}, {answer}"
-            if not resend_safe and not _never_sent(exc):
-                raise self._unavailable(method, url, answer, OutcomeUnknown) from None
-            raise self._unavailable(method, url, answer) from None
+            raise self._failed(call, exc, retrying.statistics.get("attempt_number", 1)) from None
+        return self._transient_status_judged(call, response)
+
+    def _send(self, call: _Call) -> requests.Response:
+        """One try: the answer's head, and its body unless the caller streams it."""
+        if call.watchdog.fired and call.faults:
+            raise call.faults[-1]  # no new try on a spent budget: the last fault is the answer
+        timeout = call.deadline.for_wait(self.request_timeout)
+        try:
+            with call.watchdog.active():
+                response = self.session.request(
+                    call.method, call.url, timeout=timeout, stream=True, allow_redirects=False, verify=self.verify,
+                    **call.kwargs,
+                )
+            if not call.stream:
+                try:
+                    response.content  # noqa: B018 - reads the body, within the budget
+                except TRANSPORT_ERRORS:
+                    response.close()
+                    raise
+        except TRANSPORT_ERRORS as exc:
+            raise self._fault_of_try(call, exc) from None
+        return response
+
+    def _fault_of_try(self, call: _Call, exc: BaseException) -> BaseException:
+        """What a try's transport fault counts as, remembered for the tries after it."""
+        if call.watchdog.fired and call.faults and _never_sent(exc):
+            return call.faults[-1]  # cut before it was sent: the last try's fault is the answer
+        if call.watchdog.fired and not isinstance(exc, requests.exceptions.SSLError):
+            # The budget, not the peer, ended it; the peer's last fault still says something.
+            text = f"no complete answer within {call.deadline.seconds:g}s ({_fault(exc)})"
+            exc = (requests.exceptions.ConnectTimeout if _never_sent(exc) else requests.Timeout)(text)
+        call.faults.append(exc)
+        return exc
+
+    def _should_retry(self, call: _Call, state: tenacity.RetryCallState) -> bool:
+        outcome = state.outcome
+        assert outcome is not None
+        if outcome.failed:
+            exc = outcome.exception()
+            tls = isinstance(exc, requests.exceptions.SSLError)
+            return isinstance(exc, TRANSPORT_ERRORS) and not tls and (call.resend_safe or _never_sent(exc))
+        status = outcome.result().status_code
+        return status in RETRY_STATUSES and (call.resend_safe or status == 429)
+
+    def _log_retry(self, call: _Call, state: tenacity.RetryCallState) -> None:
+        log.warning(
+            "request_retry",
+            method=call.method,
+            path=self._path(call.url),
+            answer=_answer(state.outcome),
+            try_number=state.attempt_number,
+            wait_s=round(state.upcoming_sleep, 2),
+        )
+
+    def _retrying(self, call: _Call, tries: int | None) -> tenacity.Retrying:
+        # No try that would begin with the budget spent (the wait is cut to what is left): the
+        # watchdog would only end it, and hide the last real fault.
+        stop = tenacity.stop_before_delay(call.deadline.remaining()) | _spent_after_wait(call.deadline)
+        if tries is not None:
+            stop = stop | tenacity.stop_after_attempt(tries)
+        return tenacity.Retrying(
+            retry=functools.partial(self._should_retry, call),
+            wait=functools.partial(_backoff, call.deadline, tenacity.wait_exponential_jitter(multiplier=0.5, max=8, jitter=0.5)),
+            stop=stop,
+            sleep=self._sleep,
+            before_sleep=functools.partial(self._log_retry, call),
+            reraise=True,
+            # The last answer when the tries are spent, to be judged like any other.
+            retry_error_callback=_last_answer,
+        )
+
+    def _failed(self, call: _Call, exc: BaseException, tries_made: int) -> HubUnavailable:
+        """The transport fault that ended the tries, as HubUnavailable (OutcomeUnknown when it may have taken effect)."""
+        answer = f"{_fault(exc)} after {tries_made} tr{'y' if tries_made == 1 else 'ies'}"
+        if isinstance(exc, requests.Timeout) and call.watchdog.fired:
+            answer = f"{exc}, {answer}"
+        if not call.resend_safe and not _never_sent(exc):
+            return self._unavailable(call.method, call.url, answer, OutcomeUnknown)
+        return self._unavailable(call.method, call.url, answer)
+
+    def _transient_status_judged(self, call: _Call, response: requests.Response) -> requests.Response:
+        """The last answer, unless it is still a transient status: then HubUnavailable (or OutcomeUnknown)."""
         if response.status_code in RETRY_STATUSES:
             answer = f"HTTP {response.status_code} {self.describe(response)}"
-            if not resend_safe and response.status_code != 429:
-                raise self._unavailable(method, url, answer, OutcomeUnknown)
-            raise self._unavailable(method, url, answer)
+            if not call.resend_safe and response.status_code != 429:
+                raise self._unavailable(call.method, call.url, answer, OutcomeUnknown)
+            raise self._unavailable(call.method, call.url, answer)
         return response
 
     @contextlib.contextmanager
@@ -510,6 +525,22 @@ class Transport:
                     raise
                 log.info("request_resent", method="POST", path=self._path(url), took_effect=False)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _backoff(deadline: Deadline, backoff: Callable[[tenacity.RetryCallState], float], state: tenacity.RetryCallState) -> float:
+    """The wait before the next try: Retry-After when the answer gave one, else `backoff`; never past the deadline."""
+    seconds = backoff(state)
+    outcome = state.outcome
+    if outcome is not None and not outcome.failed:
+        retry_after = retry_after_seconds(outcome.result())
+        if retry_after is not None:
+            seconds = retry_after
+    return min(seconds, deadline.remaining())
+
+
+def _last_answer(state: tenacity.RetryCallState) -> Any:
+    assert state.outcome is not None
+    return state.outcome.result()
 
 
 def _spent_after_wait(deadline: Deadline) -> Callable[[tenacity.RetryCallState], bool]:

@@ -27,7 +27,7 @@ from app.checks import Check
 from app.deadline import Deadline, elapsed_ms
 from app.errors import HubUnavailable, KernelFailed, PermissionDenied
 from app.hub import HubClient, hub_message
-from app.transport import Watchdog, tls_context
+from app.transport import Watchdog, hub_tls_context
 
 CODE = "print(6*7)"
 EXPECTED = "42"
@@ -160,7 +160,7 @@ class KernelCheck:
                     self.client.request_timeout,
                 )
                 if parts.scheme == "wss":
-                    sock = tls_context(self.client.verify).wrap_socket(sock, server_hostname=parts.hostname)
+                    sock = hub_tls_context(self.client.verify).wrap_socket(sock, server_hostname=parts.hostname)
                 connection = websocket.create_connection(
                     url,
                     socket=sock,
