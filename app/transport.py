@@ -1,11 +1,13 @@
 """How a request survives the network, apart from what the remote's answers mean (app/hub.py).
 
-- A budget (a `Deadline`) bounds every request as a whole: name resolution, connect, response
-  headers, body and streams. A per-read timeout is not a budget (a peer that trickles bytes or
-  sends keepalives resets it for ever), so a `Watchdog` shuts the request's connections down when
-  the budget runs out; a read blocked in any frame then returns at once, and `fired` tells that the
-  budget, not the peer, ended it. Name resolution (`getaddrinfo`, which no socket timeout covers)
-  runs in a thread that is waited for only as long as the budget lasts.
+- A budget (a `Deadline`) bounds every request as a whole: name resolution, connect (every address
+  a name resolves to), response headers, body and streams. A per-read timeout is not a budget (a
+  peer that trickles bytes or sends keepalives resets it for ever), so a `Watchdog` shuts the
+  request's connections down when the budget runs out - a connect in progress too: each socket is
+  watched before it connects - and `fired` tells that the budget, not the peer, ended it. Name
+  resolution (`getaddrinfo`, which no socket timeout covers) runs in a thread that is waited for
+  only as long as the budget lasts. One try's connect timeout covers its resolution and every
+  address tried: each connect gets what is left of it.
 - Any network fault (refused, reset, cut mid-chunk, a body cut short, a stall) is a transport
   failure: retried while the budget lasts when it is safe, else `Unavailable` - never a crash.
 - What is safe to send again: GET, HEAD, PUT and DELETE always; a POST (it mints, starts or
@@ -27,9 +29,10 @@ import http.client
 import os
 import socket
 import ssl
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -115,10 +118,11 @@ class Watchdog:
     """Bounds one request (or one websocket) by its budget, from name resolution to the body's last byte.
 
     Its timer runs while it is entered; while it is also `active()`, every connection this thread
-    opens or reuses through a watched pool (`watch_pools`) is registered with it. When the budget
-    runs out, each is shut down. It keeps a duplicate of each socket's descriptor: shutting that
-    down ends the connection even after TLS has wrapped (and detached) the socket it was made from,
-    and never touches a descriptor number that was closed and reused.
+    opens or reuses through a watched pool (`watch_pools`) is registered with it, before it connects.
+    When the budget runs out, each is shut down (a connect in progress fails at once). It keeps a
+    duplicate of each socket's descriptor: shutting that down ends the connection even after TLS has
+    wrapped (and detached) the socket it was made from, and never touches a descriptor number that
+    was closed and reused.
     """
 
     def __init__(self, deadline: Deadline, resolver: Resolver | None = None):
@@ -127,6 +131,7 @@ class Watchdog:
         self._resolver = resolver or system_resolver
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
+        self._waits: list[threading.Event] = []  # name resolutions waited for: the cut ends them too
         self._timer = threading.Timer(deadline.for_wait(), self.cut)
         self._timer.daemon = True
 
@@ -168,45 +173,88 @@ class Watchdog:
         with self._lock:
             self.fired = True
             sockets = list(self._sockets)
+            waits = list(self._waits)
         for sock in sockets:
             _shutdown(sock)
+        for wait in waits:
+            wait.set()
 
-    def resolve(self, host: str, port: int) -> list[tuple[Any, ...]]:
-        """getaddrinfo, waited for only while the budget lasts (a thread left behind ends on its own)."""
+    def connecting(self, timeout: float | None) -> Deadline:
+        """The budget of one connect, name resolution and every address: `timeout` (None: no cap) within
+        this budget, and like any wait at least LAST_LOOK (app/deadline.py), as the watchdog's own timer."""
+        return Deadline(self.deadline.for_wait(timeout), self.deadline.clock)
+
+    def resolve(self, host: str, port: int, within: Deadline | None = None) -> list[tuple[Any, ...]]:
+        """getaddrinfo, waited for only while `within` (else the whole budget) lasts and until a cut (a
+        thread left behind ends on its own)."""
         found: list[list[tuple[Any, ...]]] = []
         failed: list[BaseException] = []
+        done = threading.Event()
 
         def look_up() -> None:
             try:
                 found.append(self._resolver(host, port))
             except Exception as exc:  # noqa: BLE001 - handed to the waiting thread
                 failed.append(exc)
+            done.set()
 
-        thread = threading.Thread(target=look_up, name="resolve", daemon=True)
-        thread.start()
-        thread.join(0.0 if self.fired else self.deadline.for_wait())
+        with self._lock:
+            if self.fired:
+                done.set()
+            self._waits.append(done)
+        try:
+            threading.Thread(target=look_up, name="resolve", daemon=True).start()
+            done.wait((within or self.deadline).for_wait())
+        finally:
+            with self._lock:
+                self._waits.remove(done)
         if failed:
             raise failed[0]
         if not found:
             raise ResolutionTimeout(f"resolving {host!r} took longer than the budget ({self.deadline.seconds:g}s)")
         return found[0]
 
-    def connect(self, host: str, port: int, timeout: float) -> socket.socket:
-        """A watched TCP connection to host:port (the websocket's, which no pool makes)."""
+    def connect_to(
+        self,
+        addresses: Sequence[tuple[Any, ...]],
+        within: Deadline,
+        *,
+        options: Sequence[tuple[int, int, Any]] = (),
+        source: tuple[str, int] | None = None,
+    ) -> socket.socket:
+        """A watched connection to the first of `addresses` (getaddrinfo's) that takes it, all within `within`.
+
+        Each socket is watched before it connects, and each connect waits only for what is left of
+        `within` after the resolution and the addresses before it. Raises the last address's error,
+        or TimeoutError when the budget ran out (`fired` tells whether the watchdog cut it).
+        """
         last: OSError | None = None
-        for family, kind, proto, _, address in self.resolve(host, port):
-            if self.fired:
+        for family, kind, proto, _, address in addresses:
+            if self.fired or within.expired():
                 break
             sock = socket.socket(family, kind, proto)
-            self.watch(sock)
-            sock.settimeout(min(timeout, self.deadline.for_wait()))
             try:
+                for level, name, value in options:
+                    sock.setsockopt(level, name, value)
+                self.watch(sock)
+                sock.settimeout(within.remaining())
+                if source:
+                    sock.bind(source)
                 sock.connect(address)
-                return sock
             except OSError as exc:
                 sock.close()
                 last = exc
-        raise last or TimeoutError(f"no connection to {host}:{port} within the budget")
+                continue
+            return sock
+        if last is None or self.fired or within.expired():
+            raise TimeoutError(f"no connection within the budget ({within.seconds:g}s)") from last
+        raise last
+
+    def connect(self, host: str, port: int, timeout: float | None = None) -> socket.socket:
+        """A watched TCP connection to host:port (the websocket's, which no pool makes), name resolution
+        and every address within `timeout` and the budget."""
+        within = self.connecting(timeout)
+        return self.connect_to(self.resolve(host, port, within), within)
 
 
 def _shutdown(sock: socket.socket) -> None:
@@ -218,11 +266,14 @@ def _shutdown(sock: socket.socket) -> None:
 
 class _Watched:
     """Mixed into urllib3's connection classes: the thread's current watchdog (if any) bounds name
-    resolution and connecting, and sees each socket, new or kept alive."""
+    resolution and connecting, and sees each socket, new (before it connects) or kept alive."""
 
     _dns_host: str
     port: int
     host: str
+    timeout: Any  # the connect timeout: seconds, None or urllib3's default sentinel
+    socket_options: Sequence[tuple[int, int, Any]] | None
+    source_address: tuple[str, int] | None
     sock: socket.socket | None
 
     def _new_conn(self) -> socket.socket:
@@ -231,27 +282,23 @@ class _Watched:
             return super()._new_conn()  # type: ignore[misc]
         if watchdog.fired:
             raise urllib3.exceptions.ConnectTimeoutError(self, f"no time left to connect to {self.host}")
-        name = self._dns_host
+        within = watchdog.connecting(self.timeout if isinstance(self.timeout, int | float) else None)
         try:
-            addresses = watchdog.resolve(name, self.port)
+            addresses = watchdog.resolve(self._dns_host, self.port, within)
         except OSError as exc:
             raise urllib3.exceptions.NameResolutionError(self.host, self, socket.gaierror(str(exc))) from exc  # type: ignore[arg-type]
-        last: urllib3.exceptions.ConnectTimeoutError | None = None
         try:
-            for *_, address in addresses:
-                self._dns_host = address[0]  # a numeric address: urllib3's own getaddrinfo returns at once
-                try:
-                    sock: socket.socket = super()._new_conn()  # type: ignore[misc]
-                except urllib3.exceptions.ConnectTimeoutError as exc:
-                    last = exc
-                    if watchdog.fired:
-                        break
-                    continue
-                watchdog.watch(sock)
-                return sock
-        finally:
-            self._dns_host = name
-        raise last or urllib3.exceptions.ConnectTimeoutError(self, f"no time left to connect to {self.host}")
+            sock = watchdog.connect_to(addresses, within, options=self.socket_options or (), source=self.source_address)
+        except TimeoutError as exc:
+            raise urllib3.exceptions.ConnectTimeoutError(
+                self, f"Connection to {self.host} timed out. (connect timeout={within.seconds:g}s)"
+            ) from exc
+        except OSError as exc:
+            if watchdog.fired:
+                raise urllib3.exceptions.ConnectTimeoutError(self, f"no time left to connect to {self.host}") from exc
+            raise urllib3.exceptions.NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc
+        sys.audit("http.client.connect", self, self.host, self.port)
+        return sock
 
     def request(self, *args: Any, **kwargs: Any) -> Any:
         watchdog = _current_watchdog()

@@ -1,0 +1,194 @@
+"""The transport's promises (app/transport.py), at its seams and through whole runs.
+
+Every bound covers name resolution and connect: each address a name resolves to, after a slow
+resolution, and a connect in progress when the watchdog cuts. A black-holed address is a loopback
+listener whose backlog is full (`BlackHoles`): the kernel drops every further SYN, as a firewall
+does. Names are resolved by the injectable `Resolver` seam only: no DNS query is made."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from urllib.parse import urlsplit
+
+import pytest
+
+from app import secret, transport
+from app.deadline import Deadline
+from app.errors import HubUnavailable, KubernetesUnavailable
+from app.exit_codes import ExitCode
+from app.hub import HubClient
+from tests.fakehub import FakeHub
+from tests.test_faults import SLACK, TOKEN
+
+TIGHT = 1.0  # s beyond a budget that one request may take: thread start-up and scheduling, no more
+MAX_HOLD = 60.0
+
+
+# --- helpers: black holes, resolvers ---
+
+
+class BlackHoles:
+    """Loopback addresses (127.0.0.3, .4, ...) on one port where a connect hangs, as at a black-holed
+    address: a listener with a backlog of 0, filled by one connection that is never accepted, so the
+    kernel drops every further SYN. Checked on creation: a connect there must time out."""
+
+    def __init__(self, count: int = 2, port: int = 0):
+        self._sockets: list[socket.socket] = []
+        self.port = port
+        self.addresses: list[tuple[str, int]] = []
+        for number in range(3, 3 + count):
+            host = f"127.0.0.{number}"
+            server = socket.socket()
+            server.bind((host, self.port))
+            server.listen(0)
+            self.port = server.getsockname()[1]
+            self._sockets += [server, socket.create_connection((host, self.port), timeout=2)]
+            self.addresses.append((host, self.port))
+        with socket.socket() as probe:
+            probe.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                probe.connect(self.addresses[0])
+
+    def __enter__(self) -> BlackHoles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sock in self._sockets:
+            sock.close()
+
+
+def resolving_to(addresses: list[tuple[str, int]], *, delay: float = 0.0, asked: list[str] | None = None):
+    """A Resolver that answers every name with `addresses` (after `delay` s): no DNS query is made."""
+
+    def resolve(host: str, port: int) -> list[tuple]:
+        if asked is not None:
+            asked.append(host)
+        time.sleep(delay)
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address) for address in addresses]
+
+    return resolve
+
+
+# --- 2. every bound covers name resolution and connect (issue 19, item 7) ---
+
+
+def failing_request(client: HubClient, url: str, deadline: Deadline, **kwargs) -> float:
+    started = time.monotonic()
+    with pytest.raises(HubUnavailable):
+        client.request("GET", url, deadline, **kwargs)
+    return time.monotonic() - started
+
+
+def test_every_address_a_name_resolves_to_is_within_the_budget():
+    """The second address's connect is watched too: the budget's end cuts it (it took 5 s on a 3 s budget)."""
+    with BlackHoles(3) as holes:
+        client = HubClient(f"http://hub.test:{holes.port}/", TOKEN, request_timeout=2.5,
+                           resolver=resolving_to(holes.addresses))
+        elapsed = failing_request(client, client.api_url, Deadline(3))
+    assert elapsed < 3 + TIGHT, f"took {elapsed:.1f}s with a budget of 3s"
+
+
+def test_one_tries_connect_covers_every_address_within_the_request_timeout():
+    with BlackHoles(3) as holes:
+        client = HubClient(f"http://hub.test:{holes.port}/", TOKEN, request_timeout=2,
+                           resolver=resolving_to(holes.addresses))
+        elapsed = failing_request(client, client.api_url, Deadline(30), tries=1)
+    assert elapsed < 2 + TIGHT, f"one try took {elapsed:.1f}s with --request-timeout 2"
+
+
+def test_a_slow_resolution_leaves_the_connect_only_what_is_left_of_the_budget():
+    with BlackHoles(1) as holes:
+        client = HubClient(f"http://hub.test:{holes.port}/", TOKEN, request_timeout=30,
+                           resolver=resolving_to(holes.addresses, delay=2.5))
+        elapsed = failing_request(client, client.api_url, Deadline(3))
+    assert elapsed < 3 + TIGHT, f"took {elapsed:.1f}s with a budget of 3s (2.5 s of it resolving)"
+
+
+def test_the_watchdogs_cut_ends_a_connect_in_progress():
+    """A stream's owner ends it early with `cut` (the spawn's progress, app/spawn_progress.py): a
+    connect that is still waiting for its SYN's answer ends then too, not at its timeout."""
+    with BlackHoles(1) as holes:
+        client = HubClient(f"http://hub.test:{holes.port}/", TOKEN, request_timeout=30,
+                           resolver=resolving_to(holes.addresses))
+        deadline = Deadline(20)
+        with client.watchdog(deadline) as watchdog:
+            threading.Timer(1.0, watchdog.cut).start()
+            elapsed = failing_request(client, client.api_url, deadline, watchdog=watchdog, tries=1)
+    assert elapsed < 1 + TIGHT, f"took {elapsed:.1f}s after a cut at 1s"
+
+
+def test_the_watchdogs_cut_ends_a_name_resolution_in_progress():
+    with BlackHoles(1) as holes:
+        client = HubClient(f"http://hub.test:{holes.port}/", TOKEN, request_timeout=30,
+                           resolver=resolving_to(holes.addresses, delay=10))
+        deadline = Deadline(20)
+        with client.watchdog(deadline) as watchdog:
+            threading.Timer(1.0, watchdog.cut).start()
+            elapsed = failing_request(client, client.api_url, deadline, watchdog=watchdog, tries=1)
+    assert elapsed < 1 + TIGHT, f"took {elapsed:.1f}s after a cut at 1s"
+
+
+def test_a_run_whose_hub_resolves_slowly_to_black_holes_is_20_within_the_deadline(tmp_path, monkeypatch):
+    """The preflight's budget is --deadline less --stop-timeout (6 s): 4 s of it resolving, the connect gets the rest."""
+    with BlackHoles(2) as holes:
+        monkeypatch.setattr(transport, "system_resolver", resolving_to(holes.addresses, delay=4))
+        started = time.monotonic()
+        from tests.runner import run_main
+
+        run = run_main(["--hub-url", f"http://hub.test:{holes.port}/", "--user", "canary", "--deadline", "8",
+                        "--stop-timeout", "2", "--termination-log", str(tmp_path / "term")], env={"JUPYTERHUB_API_TOKEN": TOKEN})
+        elapsed = time.monotonic() - started
+    assert run.exit_code == ExitCode.HUB_UNAVAILABLE, run.output
+    assert elapsed < 6 + TIGHT, f"took {elapsed:.1f}s with --deadline 8 --stop-timeout 2"
+    run.assert_no_secret(TOKEN)
+
+
+def test_a_stop_whose_hub_now_resolves_slowly_to_a_black_hole_ends_at_the_stop_timeout(tmp_path, monkeypatch):
+    """The hub's name moves to a black-holed address after the verify (a DNS change, a dead load
+    balancer): the stop's requests, resolution and connect included, end with --stop-timeout."""
+    with FakeHub(spawn="ready") as fake, BlackHoles(1, port=urlsplit(fake.url).port) as holes:
+        moved = threading.Event()
+        hub = resolving_to([("127.0.0.1", holes.port)])
+        gone = resolving_to(holes.addresses, delay=4)
+        monkeypatch.setattr(transport, "system_resolver", lambda host, port: (gone if moved.is_set() else hub)(host, port))
+        # The stop's first request finds its kept-alive connection reset: it needs a new one.
+        fake.fault("GET", r"/api/status$", "signal",
+                   call=lambda: (moved.set(), fake.fault("GET", r"^/hub/api/users/canary$", "reset")))
+        started = time.monotonic()
+        from tests.runner import run_main
+
+        run = run_main(["--hub-url", fake.url.replace("127.0.0.1", "hub.test"), "--user", "canary", "--attempts", "1",
+                        "--stop-timeout", "5", "--termination-log", str(tmp_path / "term")],
+                       env={"JUPYTERHUB_API_TOKEN": TOKEN})
+        elapsed = time.monotonic() - started
+        fake.servers.clear()
+    assert run.exit_code == ExitCode.STOP_FAILED, run.output
+    assert elapsed < 5 + SLACK, f"took {elapsed:.1f}s with --stop-timeout 5"
+    run.assert_no_secret(TOKEN)
+
+
+def test_the_kubernetes_clients_connect_is_bounded_the_same_way(tmp_path, monkeypatch):
+    """watch_pools gives the kubernetes client the same connect: a slow name, then a black hole."""
+    with BlackHoles(1) as holes:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "c",
+            "clusters": [
+                {"name": "c", "cluster": {"server": f"https://kube.test:{holes.port}", "insecure-skip-tls-verify": True}}
+            ],
+            "users": [{"name": "u", "user": {"token": TOKEN}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        }))
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        monkeypatch.setattr(transport, "system_resolver", resolving_to(holes.addresses, delay=2.5))
+        import kubernetes.client  # noqa: F401 - imported before the clock starts: it takes seconds on a busy machine
+
+        started = time.monotonic()
+        with pytest.raises(KubernetesUnavailable):
+            secret.read_secret_token("s", "k", "ns", Deadline(3), request_timeout=30)
+        elapsed = time.monotonic() - started
+    assert elapsed < 3 + TIGHT, f"took {elapsed:.1f}s with a budget of 3s (2.5 s of it resolving)"
