@@ -8,6 +8,9 @@
   resolution (`getaddrinfo`, which no socket timeout covers) runs in a thread that is waited for
   only as long as the budget lasts. One try's connect timeout covers its resolution and every
   address tried: each connect gets what is left of it.
+- Credentials belong to an origin: the `Transport` attaches them (the hub's token, its cookies) only
+  to requests for its own origin (the scheme, host and port of its base URL, --hub-url), never to
+  any other, and never follows a redirect. A request elsewhere goes without them, and is logged.
 - Any network fault (refused, reset, cut mid-chunk, a body cut short, a stall) is a transport
   failure: retried while the budget lasts when it is safe, else `Unavailable` - never a crash.
 - What is safe to send again: GET, HEAD, PUT and DELETE always; a POST (it mints, starts or
@@ -26,15 +29,17 @@ import contextlib
 import email.utils
 import functools
 import http.client
+import http.cookiejar
 import os
 import socket
 import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
@@ -63,6 +68,11 @@ MAX_RESENDS = 3  # a POST whose outcome was unknown and found not to have happen
 
 # socket.getaddrinfo's shape, for (host, port): an injectable seam (tests block it locally).
 Resolver = Callable[[str, int], list[tuple[Any, ...]]]
+# (scheme, host, port): what credentials belong to. A websocket's scheme counts as its HTTP one.
+Origin = tuple[str, str, int | None]
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+WEBSOCKET_SCHEMES = {"ws": "http", "wss": "https"}
 
 log = logs.get_logger()
 T = TypeVar("T")
@@ -70,6 +80,29 @@ T = TypeVar("T")
 
 def system_resolver(host: str, port: int) -> list[tuple[Any, ...]]:
     return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
+def origin(url: str) -> Origin | None:
+    """The origin of `url` (scheme, host, port; the port by default of its scheme), or None when it has none."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a port that is no number
+        return None
+    scheme = WEBSOCKET_SCHEMES.get(parts.scheme.lower(), parts.scheme.lower())
+    if not parts.hostname or scheme not in DEFAULT_PORTS:
+        return None
+    return scheme, parts.hostname.lower(), port or DEFAULT_PORTS[scheme]
+
+
+def origin_text(url: str) -> str:
+    """Where `url` goes, for the log: scheme://host[:port], nothing of its user, path or query."""
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}"
 
 
 class OutcomeUnknown(HubUnavailable):
@@ -353,6 +386,21 @@ def hub_tls_context(verify: bool | str) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=os.environ.get("REQUESTS_CA_BUNDLE") or certifi.where())
 
 
+def _session(*, cookies: bool) -> requests.Session:
+    session = requests.Session()
+    adapter = _WatchedAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    if not cookies:
+        session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))  # keeps none
+        session.auth = _no_auth  # nor a ~/.netrc's credentials (requests adds them when no auth is given)
+    return session
+
+
+def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    return request
+
+
 # --- requests: retried while transient and safe, bounded by a budget ---
 
 
@@ -371,7 +419,12 @@ class _Call:
 
 
 class Transport:
-    """A `requests` session whose every request is bounded by a budget and retried by the rules above."""
+    """A `requests` session whose every request is bounded by a budget and retried by the rules above.
+
+    `credentials` (headers: the hub's token) go with a request only when its URL is of the base
+    URL's origin, through the one session that keeps that origin's cookies; a request to any other
+    origin goes through a session that has neither.
+    """
 
     def __init__(
         self,
@@ -381,23 +434,60 @@ class Transport:
         verify: bool | str = True,
         sleep: Callable[[float], None] = time.sleep,
         resolver: Resolver | None = None,
+        credentials: Mapping[str, str] | None = None,
+        user_agent: str | None = None,
     ):
         self.base_url = base_url
+        self.origin = origin(base_url)
         self.request_timeout = request_timeout
         self.resolver = resolver
         self._sleep = sleep
-        self.session = requests.Session()
-        adapter = _WatchedAdapter()
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self._credentials = dict(credentials or {})
+        self.session = _session(cookies=True)  # the base URL's origin only
+        self._elsewhere = _session(cookies=False)  # any other origin: no credentials, no cookies
+        if user_agent:
+            self.session.headers["User-Agent"] = self._elsewhere.headers["User-Agent"] = user_agent
+        self._withheld_from: set[Origin | None] = set()
         # Given with every request: a session-wide setting loses to REQUESTS_CA_BUNDLE in the environment.
         self.verify = verify
 
     def close(self) -> None:
         self.session.close()
+        self._elsewhere.close()
 
     def watchdog(self, deadline: Deadline) -> Watchdog:
         return Watchdog(deadline, self.resolver)
+
+    # --- origins: where the credentials may go ---
+
+    def is_own_origin(self, url: str) -> bool:
+        """`url` is of the base URL's origin (a ws:// or wss:// URL counts as its HTTP one)."""
+        return self.origin is not None and origin(url) == self.origin
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        """The headers a request to `url` carries: the User-Agent, and the credentials on the own origin only."""
+        headers = {"User-Agent": str(self.session.headers["User-Agent"])}
+        if self.is_own_origin(url):
+            headers.update(self._credentials)
+        else:
+            self._withheld(url)
+        return headers
+
+    def _session_for(self, url: str, headers: Mapping[str, str] | None) -> tuple[requests.Session, dict[str, str]]:
+        """The session for `url` and the request's headers: with the credentials on the own origin only."""
+        if self.is_own_origin(url):
+            return self.session, {**self._credentials, **(headers or {})}
+        self._withheld(url)
+        return self._elsewhere, dict(headers or {})
+
+    def _withheld(self, url: str) -> None:
+        """Log, once an origin, that a request goes there without the credentials."""
+        where = origin(url)
+        if self._credentials and where not in self._withheld_from:
+            self._withheld_from.add(where)
+            log.warning(
+                "credentials_withheld", origin=origin_text(url), why="the canary's credentials go to --hub-url's origin only"
+            )
 
     def describe(self, response: requests.Response) -> str:
         """An error answer in a few words (the dialect, app/hub.py, knows better)."""
@@ -406,6 +496,8 @@ class Transport:
         except TRANSPORT_ERRORS:
             text = ""
         return text[:200] or response.reason or ""
+
+    # --- one request, its tries, and what they give ---
 
     def request(
         self,
@@ -426,7 +518,7 @@ class Transport:
         defaults by method (see IDEMPOTENT); `tries=None` retries until the deadline. Raises
         HubUnavailable when the peer could not be reached, or still answered a transient status,
         after the retries or at the deadline; OutcomeUnknown when a request that is not idempotent
-        may or may not have taken effect.
+        may or may not have taken effect. Redirects are answers, never followed.
         """
         if watchdog is None:
             with self.watchdog(deadline) as own:
@@ -452,11 +544,12 @@ class Transport:
         if call.watchdog.fired and call.faults:
             raise call.faults[-1]  # no new try on a spent budget: the last fault is the answer
         timeout = call.deadline.for_wait(self.request_timeout)
+        session, headers = self._session_for(call.url, call.kwargs.get("headers"))
         try:
             with call.watchdog.active():
-                response = self.session.request(
+                response = session.request(
                     call.method, call.url, timeout=timeout, stream=True, allow_redirects=False, verify=self.verify,
-                    **call.kwargs,
+                    **{**call.kwargs, "headers": headers},
                 )
             if not call.stream:
                 try:

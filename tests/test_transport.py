@@ -1,12 +1,21 @@
-"""The transport's promises (app/transport.py), at its seams and through whole runs.
+"""The transport's promises (app/transport.py), at its seams and through whole runs:
 
-Every bound covers name resolution and connect: each address a name resolves to, after a slow
-resolution, and a connect in progress when the watchdog cuts. A black-holed address is a loopback
-listener whose backlog is full (`BlackHoles`): the kernel drops every further SYN, as a firewall
-does. Names are resolved by the injectable `Resolver` seam only: no DNS query is made."""
+1. Credentials belong to the hub's origin. The token (and the hub's cookies) go to the scheme, host
+   and port of --hub-url and nowhere else: not to a script JupyterLab's page loads from another
+   origin, not to a redirect's target, not to a user's server on an origin of its own, on every
+   check's path (verify, kernel and its websocket, notebook, storage, JupyterLab). The listener of
+   the other origin (tests/fakehub.py's `OtherOrigin`) records every byte it is sent.
+2. Every bound covers name resolution and connect: each address a name resolves to, after a slow
+   resolution, and a connect in progress when the watchdog cuts. A black-holed address is a
+   loopback listener whose backlog is full (`BlackHoles`): the kernel drops every further SYN, as a
+   firewall does. Names are resolved by the injectable `Resolver` seam only: no DNS query is made.
+
+The real-hub case of 1 (a JupyterLab template with a script of another origin) is in test_checks.py.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -20,8 +29,8 @@ from app.deadline import Deadline
 from app.errors import HubUnavailable, KubernetesUnavailable
 from app.exit_codes import ExitCode
 from app.hub import HubClient
-from tests.fakehub import FakeHub
-from tests.test_faults import SLACK, TOKEN
+from tests.fakehub import FakeHub, OtherOrigin
+from tests.test_faults import SLACK, TOKEN, canary
 
 TIGHT = 1.0  # s beyond a budget that one request may take: thread start-up and scheduling, no more
 MAX_HOLD = 60.0
@@ -70,6 +79,124 @@ def resolving_to(addresses: list[tuple[str, int]], *, delay: float = 0.0, asked:
         return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address) for address in addresses]
 
     return resolve
+
+
+def notebook_file(path) -> str:
+    path.write_text(json.dumps({
+        "nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {"name": "python3", "display_name": "python3"}},
+        "cells": [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": ["print(42)"]}],
+    }))
+    return str(path)
+
+
+# --- 1. credentials belong to the hub's origin (issue 19, item 3) ---
+
+
+@pytest.mark.parametrize(
+    ("url", "same"),
+    [
+        ("http://hub.example.org/hub/api/", True),
+        ("http://HUB.example.org:80/user/x/", True),  # the host's case and the scheme's default port
+        ("ws://hub.example.org/user/x/api/kernels/1/channels", True),  # a websocket counts as its HTTP scheme
+        ("https://hub.example.org/", False),
+        ("http://hub.example.org:8080/", False),
+        ("http://cdn.example.org/hub.example.org/", False),
+        ("http://hub.example.org.evil.org/", False),
+        ("//hub.example.org/", False),  # no scheme: no origin
+        ("http://hub.example.org:notaport/", False),
+    ],
+)
+def test_an_origin_is_scheme_host_and_port(url, same):
+    client = HubClient("http://hub.example.org/", TOKEN, request_timeout=5)
+    assert client.is_own_origin(url) is same
+    assert ("Authorization" in client.headers_for(url)) is same
+    client.close()
+
+
+def test_the_token_and_the_hubs_cookies_go_to_its_origin_only():
+    """Another port of the hub's own host is another origin: a cookie jar would send the hub's cookies
+    there (cookies know no ports); the transport sends neither cookies nor the token."""
+    with OtherOrigin(host="127.0.0.1", cookie="hub-session=c00k1e") as own, OtherOrigin(host="127.0.0.1") as other:
+        client = HubClient(own.url, TOKEN, request_timeout=5)
+        try:
+            client.request("GET", own.url + "hub/api/", Deadline(5))
+            client.request("GET", own.url + "hub/api/again", Deadline(5))
+            client.request("GET", other.url + "script.js", Deadline(5))
+            client.request("POST", other.url + "collect", Deadline(5), json={})
+        finally:
+            client.close()
+        assert other.request_lines() == ["GET /script.js", "POST /collect"]
+        assert TOKEN.encode() not in other.received and b"c00k1e" not in other.received
+        assert b"Authorization" not in other.received and b"Cookie" not in other.received
+        # The hub itself still gets both.
+        assert own.received.count(f"Authorization: token {TOKEN}".encode()) == 2
+        assert b"Cookie: hub-session=c00k1e" in own.received
+
+
+def fake_with_server_elsewhere(fake: FakeHub, stack: contextlib.ExitStack) -> OtherOrigin:
+    """The fake hub's servers on an origin of their own (relayed to the fake hub), as with subdomain_host."""
+    port = urlsplit(fake.url).port
+    other = stack.enter_context(OtherOrigin(relay_to=("127.0.0.1", port)))
+    fake.server_origin = other.url.rstrip("/")
+    return other
+
+
+@pytest.mark.parametrize(
+    ("checks", "path", "exit_code"),
+    [
+        pytest.param((), "GET /user/canary/api/status", ExitCode.OK, id="verify"),
+        # The fake hub's kernels have no websocket: the check fails there, after its handshake went.
+        pytest.param(("--check-kernel",), "GET /user/canary/api/kernels/", ExitCode.KERNEL_FAILED, id="kernel"),
+        pytest.param(("--notebook",), "GET /user/canary/api/kernels/", ExitCode.NOTEBOOK_FAILED, id="notebook"),
+        pytest.param(("--check-storage",), "PUT /user/canary/api/contents/", ExitCode.OK, id="storage"),
+        pytest.param(("--check-lab",), "GET /user/canary/lab", ExitCode.OK, id="lab"),
+    ],
+)
+def test_no_check_sends_the_token_to_a_server_on_another_origin(tmp_path, checks, path, exit_code):
+    if checks == ("--notebook",):
+        checks = ("--notebook", notebook_file(tmp_path / "n.ipynb"))
+    with contextlib.ExitStack() as stack:
+        fake = stack.enter_context(FakeHub(spawn="ready"))
+        other = fake_with_server_elsewhere(fake, stack)
+        run, _ = canary(fake, tmp_path, "--attempts", "1", *checks)
+        lines = other.request_lines()
+        assert run.exit_code == exit_code, run.output
+        assert any(line.startswith(path) for line in lines), lines  # the check's requests went there
+        assert TOKEN.encode() not in other.received and b"Authorization" not in other.received
+        (withheld,) = run.named("credentials_withheld")
+        assert withheld["origin"] == other.url.rstrip("/")
+        assert fake.servers == {}
+
+
+@pytest.mark.parametrize(
+    ("checks", "method", "path", "exit_code"),
+    [
+        pytest.param((), "GET", r"/api/status$", ExitCode.SERVER_UNREACHABLE, id="verify"),
+        pytest.param(("--check-kernel",), "POST", r"/api/kernels$", ExitCode.KERNEL_FAILED, id="kernel"),
+        pytest.param(("--check-storage",), "PUT", r"/api/contents/", ExitCode.STORAGE_FAILED, id="storage"),
+        pytest.param(("--check-lab",), "GET", r"/lab$", ExitCode.LAB_FAILED, id="lab-page"),
+        pytest.param(("--check-lab",), "GET", r"/main\.js$", ExitCode.LAB_FAILED, id="lab-bundle"),
+        pytest.param((), "GET", r"/hub/api/users/canary$", ExitCode.HUB_UNAVAILABLE, id="user-model"),
+    ],
+)
+def test_a_redirect_from_the_hub_to_another_origin_is_not_followed(tmp_path, checks, method, path, exit_code):
+    with OtherOrigin() as other, FakeHub(spawn="ready") as fake:
+        fake.fault(method, path, "redirect", location=other.url + "login?next=/", count=-1)
+        run, _ = canary(fake, tmp_path, "--attempts", "1", "--stop-timeout", "3", *checks)
+        assert run.exit_code == exit_code, run.output
+        assert other.received == b"", other.request_lines()
+        fake.servers.clear()
+
+
+def test_a_jupyterlab_script_of_another_origin_is_not_fetched_and_is_logged(tmp_path):
+    with OtherOrigin() as other, FakeHub(spawn="ready", lab_scripts=(f"{other.url}analytics.js?id=1",)) as fake:
+        run, _ = canary(fake, tmp_path, "--check-lab", "--attempts", "1")
+        assert run.exit_code == ExitCode.OK, run.output
+        assert other.received == b"", other.request_lines()
+        (skipped,) = run.named("lab_assets_not_fetched")
+        assert skipped["origins"] == [other.url.rstrip("/")] and skipped["assets"] == 1
+        served = run.named("lab_served")[0]
+        assert (served["assets"], served["not_fetched"]) == (2, 1)
 
 
 # --- 2. every bound covers name resolution and connect (issue 19, item 7) ---

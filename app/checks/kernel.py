@@ -1,12 +1,13 @@
 """The kernel check (--check-kernel): what a user does after the server answers — run code.
 
-Through the proxy, with the canary's token: POST <server>/api/kernels starts a kernel, its websocket
-<server>/api/kernels/<id>/channels carries one `execute_request` (Jupyter messaging protocol 5.3) of
-`print(6*7)`, the output must be "42", then DELETE <server>/api/kernels/<id> — in a `finally:`, so a
-kernel is never left behind by a failed check. Everything runs within one deadline (--kernel-timeout,
-itself within the run's --deadline): start and execute get CLEANUP_SHARE (app/deadline.py) less of it, so that the
-DELETE still has its share after they time out. The websocket, from its connect to its last frame,
-is watched like every request (app/transport.py): a frame that trickles cannot hold the check.
+Through the proxy, with the canary's token (which the transport sends to the hub's own origin only):
+POST <server>/api/kernels starts a kernel, its websocket <server>/api/kernels/<id>/channels carries
+one `execute_request` (Jupyter messaging protocol 5.3) of `print(6*7)`, the output must be "42", then
+DELETE <server>/api/kernels/<id> — in a `finally:`, so a kernel is never left behind by a failed
+check. Everything runs within one deadline (--kernel-timeout, itself within the run's --deadline):
+start and execute get CLEANUP_SHARE (app/deadline.py) less of it, so that the DELETE still has its
+share after they time out. The websocket, from its connect to its last frame, is watched like every
+request (app/transport.py): a frame that trickles cannot hold the check.
 
 websocket-client (a dependency of the kubernetes client) is imported only when the check runs. It
 would log the request headers — the token — only with `websocket.enableTrace(True)`, which is never
@@ -164,8 +165,8 @@ class KernelCheck:
                 connection = websocket.create_connection(
                     url,
                     socket=sock,
-                    # The session's own headers: the token is not copied anywhere else.
-                    header=[f"{name}: {self.client.session.headers[name]}" for name in ("Authorization", "User-Agent")],
+                    # The transport's headers for this URL: the token only on the hub's own origin.
+                    header=[f"{name}: {value}" for name, value in self.client.headers_for(url).items()],
                     timeout=self.deadline.for_wait(),
                     # No Origin header: a non-browser client, and a proxy may rewrite the Host header.
                     suppress_origin=True,
