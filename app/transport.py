@@ -18,13 +18,16 @@
   peer answered 429). After any other fault a POST's outcome is unknown (`OutcomeUnknown`):
   `post_once` asks the caller to find out what happened before it sends again.
 - 429 honours Retry-After; 502/503/504 and transport faults back off exponentially with jitter.
+- The proxy is requests' choice from the environment (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), for the
+  kernel's websocket too (`Transport.websocket_socket`: an HTTP CONNECT tunnel).
 
 The same watchdog bounds the Kubernetes client's requests (`watch_pools`, app/secret.py) and the
-kernel's websocket (`Watchdog.connect`, app/checks/kernel.py).
+kernel's websocket (`Transport.websocket_socket`, app/checks/kernel.py).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import email.utils
 import functools
@@ -39,10 +42,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import requests
 import requests.adapters
+import requests.utils
 import tenacity
 import urllib3.connection
 import urllib3.connectionpool
@@ -65,6 +69,7 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
 )
 MAX_TRIES = 5
 MAX_RESENDS = 3  # a POST whose outcome was unknown and found not to have happened, sent again
+MAX_TUNNEL_HEAD = 65536  # bytes of a proxy's answer to CONNECT
 
 # socket.getaddrinfo's shape, for (host, port): an injectable seam (tests block it locally).
 Resolver = Callable[[str, int], list[tuple[Any, ...]]]
@@ -111,6 +116,10 @@ class OutcomeUnknown(HubUnavailable):
 
 class ResolutionTimeout(OSError):
     """Name resolution did not finish within the budget (a DNS outage: getaddrinfo may hang)."""
+
+
+class ProxyRefused(OSError):
+    """The proxy did not open a tunnel for the websocket (its answer to CONNECT, or a proxy it cannot use)."""
 
 
 def retry_after_seconds(response: requests.Response) -> float | None:
@@ -489,6 +498,59 @@ class Transport:
                 "credentials_withheld", origin=origin_text(url), why="the canary's credentials go to --hub-url's origin only"
             )
 
+    # --- the kernel's websocket: a connection no pool makes ---
+
+    def proxy_for(self, url: str) -> str | None:
+        """The proxy requests would take for `url` (ws:// and wss:// as http:// and https://): from
+        HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY; None for none."""
+        scheme, _, rest = url.partition("://")
+        http_url = WEBSOCKET_SCHEMES.get(scheme.lower(), scheme.lower()) + "://" + rest
+        settings = self._elsewhere.merge_environment_settings(http_url, {}, None, None, None)
+        proxy = requests.utils.select_proxy(http_url, settings["proxies"])
+        return requests.utils.prepend_scheme_if_needed(proxy, "http") if proxy else None
+
+    def websocket_socket(self, url: str, watchdog: Watchdog) -> socket.socket:
+        """A connection for the websocket at `url` (ws:// or wss://), ready for its handshake, watched by
+        `watchdog` from name resolution on: through the proxy requests would take (an HTTP CONNECT
+        tunnel), TLS-wrapped for wss:// as the hub's requests are (`verify`)."""
+        parts = urlsplit(url)
+        secure = parts.scheme.lower() == "wss"
+        host, port = parts.hostname or "", parts.port or (443 if secure else 80)
+        proxy = self.proxy_for(url)
+        if proxy is None:
+            sock = watchdog.connect(host, port, self.request_timeout)
+        else:
+            sock = self._tunnel(proxy, host, port, watchdog)
+        sock.settimeout(watchdog.deadline.for_wait(self.request_timeout))  # per read; the watchdog bounds the whole
+        if secure:
+            sock = hub_tls_context(self.verify).wrap_socket(sock, server_hostname=host)
+        return sock
+
+    def _tunnel(self, proxy: str, host: str, port: int, watchdog: Watchdog) -> socket.socket:
+        """A watched connection to host:port through an HTTP proxy's CONNECT tunnel."""
+        parts = urlsplit(proxy)
+        if parts.scheme.lower() != "http":
+            raise ProxyRefused(
+                f"the kernel's websocket goes through http:// proxies only, not {parts.scheme}:// ({origin_text(proxy)})"
+            )
+        sock = watchdog.connect(parts.hostname or "", parts.port or 80, self.request_timeout)
+        sock.settimeout(watchdog.deadline.for_wait(self.request_timeout))
+        try:
+            target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            head = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n"
+            if parts.username:
+                user_password = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+                head += f"Proxy-Authorization: Basic {base64.b64encode(user_password).decode()}\r\n"
+            sock.sendall((head + "\r\n").encode("latin-1"))
+            status = _tunnel_status(sock)
+        except BaseException:
+            sock.close()
+            raise
+        if status != 200:
+            sock.close()
+            raise ProxyRefused(f"the proxy {origin_text(proxy)} answered {status} to CONNECT {target}")
+        return sock
+
     def describe(self, response: requests.Response) -> str:
         """An error answer in a few words (the dialect, app/hub.py, knows better)."""
         try:
@@ -665,6 +727,21 @@ class Transport:
                     raise
                 log.info("request_resent", method="POST", path=self._path(url), took_effect=False)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _tunnel_status(sock: socket.socket) -> int:
+    """The status of a proxy's answer to CONNECT, its head read to the blank line and no further (the
+    tunnel's bytes come after it)."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        if not byte or len(head) > MAX_TUNNEL_HEAD:
+            raise ProxyRefused("the proxy closed the connection or answered CONNECT without a complete head")
+        head += byte
+    try:
+        return int(head.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        raise ProxyRefused(f"the proxy answered CONNECT with {head[:40]!r}") from None
 
 
 def _backoff(deadline: Deadline, backoff: Callable[[tenacity.RetryCallState], float], state: tenacity.RetryCallState) -> float:

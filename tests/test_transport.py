@@ -9,6 +9,8 @@
    resolution, and a connect in progress when the watchdog cuts. A black-holed address is a
    loopback listener whose backlog is full (`BlackHoles`): the kernel drops every further SYN, as a
    firewall does. Names are resolved by the injectable `Resolver` seam only: no DNS query is made.
+3. The kernel's websocket takes the egress proxy that requests takes (HTTP_PROXY, HTTPS_PROXY,
+   NO_PROXY): an HTTP CONNECT tunnel through a small proxy on loopback (`EgressProxy`).
 
 The real-hub case of 1 (a JupyterLab template with a script of another origin) is in test_checks.py.
 """
@@ -23,6 +25,7 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 
 from app import secret, transport
 from app.deadline import Deadline
@@ -31,12 +34,13 @@ from app.exit_codes import ExitCode
 from app.hub import HubClient
 from tests.fakehub import FakeHub, OtherOrigin
 from tests.test_faults import SLACK, TOKEN, canary
+from tests.test_kernel import account
 
 TIGHT = 1.0  # s beyond a budget that one request may take: thread start-up and scheduling, no more
 MAX_HOLD = 60.0
 
 
-# --- helpers: black holes, resolvers ---
+# --- helpers: black holes, resolvers, an egress proxy ---
 
 
 class BlackHoles:
@@ -79,6 +83,113 @@ def resolving_to(addresses: list[tuple[str, int]], *, delay: float = 0.0, asked:
         return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address) for address in addresses]
 
     return resolve
+
+
+def numeric_only(host: str, port: int) -> list[tuple]:
+    """A Resolver that knows no names (only numeric addresses): whatever the canary connects to by name fails."""
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+
+
+class EgressProxy:
+    """An HTTP proxy on loopback, as an egress proxy: CONNECT tunnels (what a websocket and HTTPS take)
+    and absolute-form requests (requests' http:// through a proxy), one request per connection. It
+    resolves `localhost` itself, to 127.0.0.1; with `refuse_connect`, it answers CONNECT 403. `seen`
+    lists each request line ("CONNECT host:port", "GET http://..."). Bounded by MAX_HOLD."""
+
+    def __init__(self, *, refuse_connect: bool = False):
+        self.refuse_connect = refuse_connect  # answer CONNECT 403, as a proxy whose policy forbids the target
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        self.seen: list[str] = []
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._accept, name="egress-proxy", daemon=True)
+
+    def __enter__(self) -> EgressProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)
+        self._server.close()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+        self._thread.join(5)
+
+    def _keep(self, sock: socket.socket) -> socket.socket:
+        sock.settimeout(MAX_HOLD)
+        with self._lock:
+            self._sockets.append(sock)
+        return sock
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(self._keep(client),), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = client.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, rest = data.partition(b"\r\n\r\n")
+            line, *headers = head.decode("latin-1").split("\r\n")
+            method, target, version = line.split(" ")
+            with self._lock:
+                self.seen.append(f"{method} {target}")
+            if method == "CONNECT" and self.refuse_connect:
+                client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                return
+            if method == "CONNECT":
+                host, _, port = target.rpartition(":")
+                upstream = self._keep(socket.create_connection((self._address(host), int(port))))
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            else:
+                parts = urlsplit(target)
+                upstream = self._keep(socket.create_connection((self._address(parts.hostname), parts.port or 80)))
+                kept = [h for h in headers if h.split(":")[0].lower() not in ("connection", "proxy-connection", "keep-alive")]
+                path = parts.path + (f"?{parts.query}" if parts.query else "")
+                forwarded = "\r\n".join([f"{method} {path} {version}", *kept, "Connection: close", "", ""])
+                upstream.sendall(forwarded.encode("latin-1"))
+            if rest:
+                upstream.sendall(rest)
+            threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
+            _pump(client, upstream)
+
+    @staticmethod
+    def _address(host: str | None) -> str:
+        return "127.0.0.1" if host in ("localhost", "127.0.0.1") else str(host)
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    for sock in (source, sink):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.fixture
+def proxy_environment(monkeypatch):
+    """set(**variables): the proxy variables of the environment, every other spelling of them removed."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+    def set_variables(**variables: str) -> None:
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+
+    return set_variables
 
 
 def notebook_file(path) -> str:
@@ -319,3 +430,87 @@ def test_the_kubernetes_clients_connect_is_bounded_the_same_way(tmp_path, monkey
             secret.read_secret_token("s", "k", "ns", Deadline(3), request_timeout=30)
         elapsed = time.monotonic() - started
     assert elapsed < 3 + TIGHT, f"took {elapsed:.1f}s with a budget of 3s (2.5 s of it resolving)"
+
+
+# --- 3. the kernel's websocket takes the egress proxy requests takes (issue 19, item 11b) ---
+
+
+def test_the_websockets_proxy_is_the_one_requests_takes(proxy_environment):
+    proxy_environment(HTTP_PROXY="http://proxy.test:3128", HTTPS_PROXY="http://tls-proxy.test:3128", NO_PROXY="")
+    client = HubClient("http://hub.test/", TOKEN, request_timeout=5)
+    for url in ("ws://hub.test/a", "wss://hub.test/a", "http://hub.test/a"):
+        expected = requests.utils.select_proxy(url.replace("ws", "http", 1), requests.utils.get_environ_proxies(
+            url.replace("ws", "http", 1)))
+        assert client.proxy_for(url) == expected
+    assert client.proxy_for("ws://hub.test/a") == "http://proxy.test:3128"
+    assert client.proxy_for("wss://hub.test/a") == "http://tls-proxy.test:3128"
+    proxy_environment(NO_PROXY="hub.test")
+    assert client.proxy_for("ws://hub.test/a") is None and client.proxy_for("wss://hub.test/a") is None
+    client.close()
+
+
+@pytest.mark.hub
+def test_the_kernel_check_goes_through_the_egress_proxy_like_the_rest_calls(hub, hub_user, tmp_path, monkeypatch,
+                                                                            proxy_environment):
+    """The canary resolves no names here: `localhost` is known to the proxy only, as behind an egress proxy
+    the hub's name resolves (and routes) only there."""
+    from tests.runner import run_main
+
+    user, token = account(hub, hub_user())
+    hub_url = hub.url.replace("127.0.0.1", "localhost")
+    port = urlsplit(hub_url).port
+    monkeypatch.setattr(transport, "system_resolver", numeric_only)
+    with EgressProxy() as proxy:
+        proxy_environment(HTTP_PROXY=proxy.url, HTTPS_PROXY=proxy.url, NO_PROXY="")
+        run = run_main(["--hub-url", hub_url, "--user", user, "--check-kernel", "--attempts", "1",
+                        "--termination-log", str(tmp_path / "term")], env={"JUPYTERHUB_API_TOKEN": token})
+    run.assert_no_secret(token)
+    assert run.exit_code == ExitCode.OK, run.output
+    assert run.named("kernel_executed")[0]["output"] == "42"
+    assert proxy.seen.count(f"CONNECT localhost:{port}") == 1, proxy.seen  # the websocket
+    assert f"GET {hub_url}hub/api/" in proxy.seen and f"POST {hub_url}user/{user}/api/kernels" in proxy.seen
+
+
+@pytest.mark.hub
+def test_no_proxy_is_honoured_by_the_kernel_check_too(hub, hub_user, tmp_path, proxy_environment):
+    from tests.runner import run_main
+
+    user, token = account(hub, hub_user())
+    with EgressProxy() as proxy:
+        proxy_environment(HTTP_PROXY=proxy.url, HTTPS_PROXY=proxy.url, NO_PROXY="localhost,127.0.0.1")
+        run = run_main(["--hub-url", hub.url, "--user", user, "--check-kernel", "--attempts", "1",
+                        "--termination-log", str(tmp_path / "term")], env={"JUPYTERHUB_API_TOKEN": token})
+    assert run.exit_code == ExitCode.OK, run.output
+    assert proxy.seen == []
+
+
+def test_a_wss_websocket_is_tunnelled_then_verified_as_the_hubs_requests_are(secret_stub, proxy_environment):
+    """wss:// through the proxy: TLS inside the CONNECT tunnel, the certificate checked with --ca-bundle."""
+    with EgressProxy() as proxy:
+        proxy_environment(HTTPS_PROXY=proxy.url, NO_PROXY="")
+        client = HubClient(secret_stub.url, TOKEN, request_timeout=5, verify=str(secret_stub.ca_file))
+        deadline = Deadline(10)
+        with client.watchdog(deadline) as watchdog:
+            sock = client.websocket_socket(secret_stub.url.replace("https", "wss", 1).rstrip("/") + "/x", watchdog)
+            assert sock.version() is not None  # the TLS handshake went through the tunnel
+            sock.close()
+        client.close()
+    assert proxy.seen == [f"CONNECT {urlsplit(secret_stub.url).netloc}"]
+
+
+def test_a_proxy_that_refuses_the_websockets_tunnel_fails_the_kernel_check_naming_its_answer(proxy_environment):
+    from app.checks.kernel import KernelCheck
+    from app.errors import KernelFailed
+
+    with FakeHub(spawn="ready") as fake, EgressProxy(refuse_connect=True) as proxy:
+        proxy_environment(HTTP_PROXY=proxy.url, NO_PROXY="")
+        client = HubClient(fake.url, TOKEN, request_timeout=5)
+        check = KernelCheck(client, "canary", f"{fake.url}user/canary/", kernel_name=None, timeout=10,
+                            deadline=Deadline(20))
+        with pytest.raises(KernelFailed) as failure:
+            check.run()
+        client.close()
+        assert fake.kernels == [], "the kernel was not deleted"
+    port = urlsplit(fake.url).port
+    assert f"the proxy {proxy.url} answered 403 to CONNECT 127.0.0.1:{port}" in str(failure.value)
+    assert f"POST {fake.url}user/canary/api/kernels" in proxy.seen  # the REST calls went through it too

@@ -7,7 +7,8 @@ DELETE <server>/api/kernels/<id> — in a `finally:`, so a kernel is never left 
 check. Everything runs within one deadline (--kernel-timeout, itself within the run's --deadline):
 start and execute get CLEANUP_SHARE (app/deadline.py) less of it, so that the DELETE still has its
 share after they time out. The websocket, from its connect to its last frame, is watched like every
-request (app/transport.py): a frame that trickles cannot hold the check.
+request (app/transport.py): a frame that trickles cannot hold the check. It takes the egress proxy
+the REST calls take (HTTP_PROXY, HTTPS_PROXY, NO_PROXY: an HTTP CONNECT tunnel).
 
 websocket-client (a dependency of the kubernetes client) is imported only when the check runs. It
 would log the request headers — the token — only with `websocket.enableTrace(True)`, which is never
@@ -21,14 +22,14 @@ import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from app import logs
 from app.checks import Check
 from app.deadline import Deadline, elapsed_ms
 from app.errors import HubUnavailable, KernelFailed, PermissionDenied
 from app.hub import HubClient, hub_message
-from app.transport import Watchdog, hub_tls_context
+from app.transport import Watchdog
 
 CODE = "print(6*7)"
 EXPECTED = "42"
@@ -152,16 +153,11 @@ class KernelCheck:
         started = clock()
         session = uuid.uuid4().hex
         url = self._websocket_url(kernel_id)
-        parts = urlsplit(url)
         with self.client.watchdog(self.deadline) as watchdog:
             try:
-                # Our own socket, watched from name resolution on (websocket-client's connect is not).
-                sock = watchdog.connect(
-                    parts.hostname or "", parts.port or (443 if parts.scheme == "wss" else 80),
-                    self.client.request_timeout,
-                )
-                if parts.scheme == "wss":
-                    sock = hub_tls_context(self.client.verify).wrap_socket(sock, server_hostname=parts.hostname)
+                # The transport's own socket, watched from name resolution on (websocket-client's connect
+                # is not), through the proxy the REST calls take.
+                sock = self.client.websocket_socket(url, watchdog)
                 connection = websocket.create_connection(
                     url,
                     socket=sock,
