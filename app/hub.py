@@ -95,11 +95,18 @@ class HubClient(Transport):
         sleep: Callable[[float], None] = time.sleep,
         resolver: Resolver | None = None,
     ):
-        super().__init__(hub_url, request_timeout=request_timeout, verify=verify, sleep=sleep, resolver=resolver)
+        # The token goes to the hub's own origin only (the transport attaches it there, nowhere else).
+        super().__init__(
+            hub_url,
+            request_timeout=request_timeout,
+            verify=verify,
+            sleep=sleep,
+            resolver=resolver,
+            credentials={"Authorization": f"token {token}"},
+            user_agent=f"jupyterhub-canary/{__version__}",
+        )
         self.hub_url = hub_url
         self.api_url = hub_url + "hub/api/"
-        self.session.headers["Authorization"] = f"token {token}"
-        self.session.headers["User-Agent"] = f"jupyterhub-canary/{__version__}"
 
     def describe(self, response: requests.Response) -> str:
         return hub_message(response)

@@ -13,11 +13,16 @@ written by hand, so that it can misbehave at the byte level:
 
 Everything it does is bounded in time (`MAX_HOLD` for stalls, trickles and endless streams) and it
 listens on 127.0.0.1 only. `requests` records what arrived, for assertions.
+
+`OtherOrigin` is a listener on another origin (127.0.0.2) that records every byte it is sent: a CDN
+or analytics host a page names, a redirect's target, or (relaying to the fake hub) the user's server
+on an origin of its own. Where the token must never go.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import itertools
 import json
@@ -41,6 +46,7 @@ MAX_HOLD = 60.0  # s: no stall, trickle or stream of this fake outlives this
 # What a fault does to the answer of a matching request.
 ACTIONS = (
     "reset", "stall", "status", "cut_body", "cut_chunk", "trickle", "trickle_head", "bad_gzip", "signal", "body", "content_type",
+    "redirect",
 )
 TRICKLE_PAUSE = 0.5  # s between two bytes of a trickled head or websocket frame
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455
@@ -57,6 +63,7 @@ class Fault:
     call: Callable[[], None] | None = None  # for "signal": what to do, then answer normally
     body: Any = None  # for "body": answer `status` with this JSON instead (an answer of the wrong shape)
     content_type: str = "application/octet-stream"  # for "content_type": the progress stream's, instead of SSE's
+    location: str = ""  # for "redirect": answer 302 to this URL
 
     def matches(self, method: str, path: str) -> bool:
         return self.count != 0 and self.method == method and re.search(self.path, path) is not None
@@ -86,9 +93,15 @@ class FakeHub:
         keepalive: float = 0.5,
         stop: str = "now",
         scopes: tuple[str, ...] = ("servers", "access:servers"),
+        server_origin: str = "",
+        lab_scripts: tuple[str, ...] = (),
     ):
         self.version = version
         self.scopes = list(scopes)  # what GET /hub/api/user says the token may do
+        # The servers' origin in their model's `url` (e.g. "http://127.0.0.2:8000", as with subdomain_host);
+        # "" for the hub's own (a path, as JupyterHub writes it by default).
+        self.server_origin = server_origin
+        self.lab_scripts = lab_scripts  # more scripts JupyterLab's page loads (whole URLs: another origin's)
         self.spawn_plan = spawn
         self.ready_after = ready_after
         self.keepalive = keepalive
@@ -265,6 +278,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.action == "body":
             self._json(fault.status, fault.body)
             return True
+        if fault.action == "redirect":
+            self._head(302, {"Location": fault.location, "Content-Length": "0"})
+            return True
         if fault.action == "trickle_head":
             # Never silent long enough for a per-read timeout, never a complete head either.
             head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Trickle: " + b"." * 10_000
@@ -355,7 +371,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "name": name,
                     "ready": server.ready,
                     "pending": server.pending,
-                    "url": _server_url(user, name),
+                    "url": self.owner.server_origin + _server_url(user, name),
                     "progress_url": f"/hub/api/users/{user}/server/progress",
                     "started": datetime.fromtimestamp(server.started, UTC).isoformat().replace("+00:00", "Z"),
                 }
@@ -504,7 +520,8 @@ class _Handler(BaseHTTPRequestHandler):
             page = (
                 '<!doctype html><html><head><script id="jupyter-config-data" type="application/json">'
                 f'{json.dumps(config)}</script><script defer="defer" src="/user/{user}/static/lab/main.js?v=1">'
-                "</script></head><body></body></html>"
+                "</script>" + "".join(f'<script src="{url}"></script>' for url in self.owner.lab_scripts)
+                + "</head><body></body></html>"
             )
             return self._body(200, page.encode(), "text/html", fault)
         return self._body(200, b"/* a bundle */ " * 64, "application/javascript", fault)
@@ -536,3 +553,99 @@ class _Handler(BaseHTTPRequestHandler):
         return kernel
 
     do_GET = do_POST = do_DELETE = do_PUT = _handle
+
+
+class OtherOrigin:
+    """A listener on another origin than the fake hub's (127.0.0.2: another host) that records every
+    byte clients send it (`received`), for the proof that the token never went there.
+
+    It answers each request 200 with a small script (a CDN, an analytics host; with `cookie`, setting
+    it), or, with `relay_to`
+    (host, port), forwards each connection there, both ways: the user's servers on an origin of their
+    own, as with JupyterHub's subdomain_host. Bounded like the fake hub (MAX_HOLD).
+    """
+
+    def __init__(self, relay_to: tuple[str, int] | None = None, host: str = "127.0.0.2", cookie: str = ""):
+        self.relay_to = relay_to
+        self.cookie = cookie  # set with every answer (Set-Cookie), when given
+        self._server = socket.create_server((host, 0))
+        self.url = f"http://{host}:{self._server.getsockname()[1]}/"
+        self.received = bytearray()
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, name="other-origin", daemon=True)
+
+    def __enter__(self) -> OtherOrigin:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._server.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._server.close()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+        self._thread.join(5)
+
+    def request_lines(self) -> list[str]:
+        """The request lines it was sent ("GET /path"), in order."""
+        with self._lock:
+            data = bytes(self.received)
+        return [f"{m.group(1).decode()} {m.group(2).decode()}"
+                for m in re.finditer(rb"(GET|HEAD|POST|PUT|DELETE) (/\S*) HTTP/1\.1\r\n", data)]  # a body may precede one
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            client.settimeout(MAX_HOLD)
+            with self._lock:
+                self._sockets.append(client)
+            target = self._relay if self.relay_to else self._answer
+            threading.Thread(target=target, args=(client,), name="other-origin-conn", daemon=True).start()
+
+    def _record(self, data: bytes) -> None:
+        with self._lock:
+            self.received += data
+
+    def _answer(self, client: socket.socket) -> None:
+        head = b""
+        with contextlib.suppress(OSError):
+            while b"\r\n\r\n" not in head and len(head) < 65536:
+                data = client.recv(4096)
+                if not data:
+                    break
+                head += data
+                self._record(data)
+            body = b"/* another origin's script */"
+            cookie = f"Set-Cookie: {self.cookie}; Path=/\r\n" if self.cookie else ""
+            client.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/javascript\r\n"
+                           + f"{cookie}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        client.close()
+
+    def _relay(self, client: socket.socket) -> None:
+        assert self.relay_to is not None
+        try:
+            upstream = socket.create_connection(self.relay_to, timeout=MAX_HOLD)
+        except OSError:
+            client.close()
+            return
+        with self._lock:
+            self._sockets.append(upstream)
+        threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+        self._pump(client, upstream, True)
+
+    def _pump(self, source: socket.socket, sink: socket.socket, record: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if record:
+                    self._record(data)
+                sink.sendall(data)
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)

@@ -1,6 +1,7 @@
 """The checks against the user's server (app/checks/) on a real hub, with the real faults users meet:
 a home on a full tmpfs and on a read-only one, a save that hangs, JupyterLab disabled, JupyterLab
-without its main bundle, a notebook that raises at its third code cell, a cell that never ends.
+without its main bundle, JupyterLab's page loading a script from another origin, a notebook that
+raises at its third code cell, a cell that never ends.
 
 The hub is this module's own: its pre_spawn_hook (tests/hub_config.py's, wrapped) gives some users'
 servers an environment that makes the fault, by the user-name prefix (SETUPS). Homes are real
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -20,6 +22,7 @@ import pytest
 
 from app.deadline import CLEANUP_SHARE, LAST_LOOK
 from app.exit_codes import ExitCode
+from tests.fakehub import OtherOrigin
 from tests.localhub import REPO_ROOT, LocalHub, until_stopped
 from tests.runner import finish_process, start_process
 from tests.test_kernel import account, canary
@@ -48,8 +51,35 @@ def _lab_without_main_bundle(directory: Path) -> str:
     return str(directory)
 
 
+def _lab_with_more_in_its_page(directory: Path, more: str) -> str:
+    """JupyterLab's application directory whose page template (static/index.html) has `more` at the end
+    of its head, as a custom template or an extension adds an analytics snippet. The main bundle is a
+    copy (the server does not serve a static file linked from elsewhere), everything else linked."""
+    static = directory / "static"
+    static.mkdir(parents=True)
+    for entry in LAB_DIR.iterdir():
+        if entry.name != "static":
+            (directory / entry.name).symlink_to(entry)
+    for entry in (LAB_DIR / "static").iterdir():
+        if entry.name.startswith("main.") and entry.name.endswith(".js"):
+            shutil.copyfile(entry, static / entry.name)
+        elif entry.name != "index.html":
+            (static / entry.name).symlink_to(entry)
+    page = (LAB_DIR / "static" / "index.html").read_text()
+    assert page.count("</head>") == 1
+    (static / "index.html").write_text(page.replace("</head>", more + "</head>"))
+    return str(directory)
+
+
 @pytest.fixture(scope="module")
-def checks_hub(tmp_path_factory):
+def other_origin():
+    """A host of another origin (127.0.0.2) that records what it is sent: a CDN, an analytics host."""
+    with OtherOrigin() as other:
+        yield other
+
+
+@pytest.fixture(scope="module")
+def checks_hub(tmp_path_factory, other_origin):
     workdir = tmp_path_factory.mktemp("checks_hub")
     contents = {"PYTHONPATH": str(REPO_ROOT)}
     runtime = {"JUPYTER_RUNTIME_DIR": str(workdir / "runtime")}  # not in a home that cannot be written
@@ -61,6 +91,8 @@ def checks_hub(tmp_path_factory):
         "nolab-": {"JUPYTER_CONFIG_DIR": _server_config(
             workdir / "config-nolab", {"ServerApp": {"jpserver_extensions": {"jupyterlab": False}}})},
         "nobundle-": {"JUPYTERLAB_DIR": _lab_without_main_bundle(workdir / "lab-nobundle")},
+        "foreignscript-": {"JUPYTERLAB_DIR": _lab_with_more_in_its_page(
+            workdir / "lab-foreignscript", f'<script async src="{other_origin.url}analytics.js?site=1"></script>')},
         "fullhome-": runtime,
         "rohome-": runtime,
     }
@@ -234,6 +266,22 @@ def test_jupyterlab_without_its_main_bundle_is_17_asset_missing_naming_it(checks
     assert run.exit_code == ExitCode.LAB_FAILED, run.output
     assert run.result["cause"] == "asset_missing"
     assert f"/user/{user}/static/lab/main." in run.result["message"] and "answered 404" in run.result["message"]
+    assert_clean(checks_hub, user, run)
+
+
+def test_a_jupyterlab_page_loading_a_script_of_another_origin_passes_and_sends_it_nothing(
+    checks_hub, hub_user, tmp_path, other_origin
+):
+    """The token goes to the hub's origin only: the other origin's script is not fetched at all (the
+    canary's requests go to the hub only), and the run says so."""
+    user, token = account(checks_hub, hub_user("foreignscript-"))
+    run = canary(checks_hub, user, token, tmp_path, "--check-lab")
+    assert run.exit_code == ExitCode.OK, run.output
+    assert other_origin.received == b"", other_origin.request_lines()
+    (skipped,) = run.named("lab_assets_not_fetched")
+    assert skipped["origins"] == [other_origin.url.rstrip("/")] and skipped["assets"] == 1
+    served = run.named("lab_served")[0]
+    assert served["not_fetched"] == 1 and served["assets"] >= 2  # the main bundle, jupyterlab_pygments' remoteEntry
     assert_clean(checks_hub, user, run)
 
 

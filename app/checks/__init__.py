@@ -6,8 +6,9 @@ own, in `order`: kernel, notebook, storage, JupyterLab. Adding a check is adding
 cycle does not learn its name.
 
 Every check reaches the server the same way, through `Server`: the server's URL as the hub's model
-gives it, the canary's token (in the `HubClient`'s session, never copied), and the budget before the
-stop. `Server.request` is `HubClient.request`: its retries of what is safe to resend, its per-request
+gives it, the canary's token (held by the `HubClient`'s transport, never copied, and sent to the
+hub's own origin only: a URL of any other origin goes without it), and the budget before the stop.
+`Server.request` is `HubClient.request`: its retries of what is safe to resend, its per-request
 timeout and its watchdog, which cuts a request that is still running when its budget ends.
 
 A check raises a `CheckFailed` subclass (a typed failure with its exit code, reason and `cause`);
@@ -43,7 +44,7 @@ class Server:
 
     def request(self, method: str, path: str, deadline: Deadline, **kwargs: Any) -> requests.Response:
         """`method` on <server>/<path> (or on `path` when it is a whole URL), within `deadline` (see
-        HubClient.request)."""
+        HubClient.request). The token goes with it only when the URL is of the hub's own origin."""
         url = path if "://" in path else self.url + path
         return self.client.request(method, url, deadline, **kwargs)
 

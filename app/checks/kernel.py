@@ -1,12 +1,14 @@
 """The kernel check (--check-kernel): what a user does after the server answers — run code.
 
-Through the proxy, with the canary's token: POST <server>/api/kernels starts a kernel, its websocket
-<server>/api/kernels/<id>/channels carries one `execute_request` (Jupyter messaging protocol 5.3) of
-`print(6*7)`, the output must be "42", then DELETE <server>/api/kernels/<id> — in a `finally:`, so a
-kernel is never left behind by a failed check. Everything runs within one deadline (--kernel-timeout,
-itself within the run's --deadline): start and execute get CLEANUP_SHARE (app/deadline.py) less of it, so that the
-DELETE still has its share after they time out. The websocket, from its connect to its last frame,
-is watched like every request (app/transport.py): a frame that trickles cannot hold the check.
+Through the proxy, with the canary's token (which the transport sends to the hub's own origin only):
+POST <server>/api/kernels starts a kernel, its websocket <server>/api/kernels/<id>/channels carries
+one `execute_request` (Jupyter messaging protocol 5.3) of `print(6*7)`, the output must be "42", then
+DELETE <server>/api/kernels/<id> — in a `finally:`, so a kernel is never left behind by a failed
+check. Everything runs within one deadline (--kernel-timeout, itself within the run's --deadline):
+start and execute get CLEANUP_SHARE (app/deadline.py) less of it, so that the DELETE still has its
+share after they time out. The websocket, from its connect to its last frame, is watched like every
+request (app/transport.py): a frame that trickles cannot hold the check. It takes the egress proxy
+the REST calls take (HTTP_PROXY, HTTPS_PROXY, NO_PROXY: an HTTP CONNECT tunnel).
 
 websocket-client (a dependency of the kubernetes client) is imported only when the check runs. It
 would log the request headers — the token — only with `websocket.enableTrace(True)`, which is never
@@ -20,14 +22,14 @@ import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from app import logs
 from app.checks import Check
 from app.deadline import Deadline, elapsed_ms
 from app.errors import HubUnavailable, KernelFailed, PermissionDenied
 from app.hub import HubClient, hub_message
-from app.transport import Watchdog, tls_context
+from app.transport import Watchdog
 
 CODE = "print(6*7)"
 EXPECTED = "42"
@@ -151,21 +153,16 @@ class KernelCheck:
         started = clock()
         session = uuid.uuid4().hex
         url = self._websocket_url(kernel_id)
-        parts = urlsplit(url)
         with self.client.watchdog(self.deadline) as watchdog:
             try:
-                # Our own socket, watched from name resolution on (websocket-client's connect is not).
-                sock = watchdog.connect(
-                    parts.hostname or "", parts.port or (443 if parts.scheme == "wss" else 80),
-                    self.client.request_timeout,
-                )
-                if parts.scheme == "wss":
-                    sock = tls_context(self.client.verify).wrap_socket(sock, server_hostname=parts.hostname)
+                # The transport's own socket, watched from name resolution on (websocket-client's connect
+                # is not), through the proxy the REST calls take.
+                sock = self.client.websocket_socket(url, watchdog)
                 connection = websocket.create_connection(
                     url,
                     socket=sock,
-                    # The session's own headers: the token is not copied anywhere else.
-                    header=[f"{name}: {self.client.session.headers[name]}" for name in ("Authorization", "User-Agent")],
+                    # The transport's headers for this URL: the token only on the hub's own origin.
+                    header=[f"{name}: {value}" for name, value in self.client.headers_for(url).items()],
                     timeout=self.deadline.for_wait(),
                     # No Origin header: a non-browser client, and a proxy may rewrite the Host header.
                     suppress_origin=True,

@@ -4,7 +4,11 @@ GET <server>/<--lab-path> (default `lab`; `tree` for Notebook 7) with the canary
 200 with HTML that carries JupyterLab's page config (`<script id="jupyter-config-data">`). Then every
 script the page loads (JupyterLab's main bundle) and the `remoteEntry` of every federated extension
 the page config lists (`federated_extensions`, under `fullLabextensionsUrl`) must answer 200 with a
-body: a page that answers while one of these is missing is the blank JupyterLab users see.
+body: a page that answers while one of these is missing is the blank JupyterLab users see. Only
+the assets of the hub's own origin are fetched: a script the page loads from another origin (a CDN,
+an analytics snippet) is not the hub's to serve, and the canary sends nothing but to the hub (its
+token least of all): it is logged (`lab_assets_not_fetched`, with its origin) and counted in
+`lab_served`'s `not_fetched`.
 
 Causes: `not_served` (404, a redirect, or a page that is not JupyterLab's), `asset_missing` (a bundle
 not served: the message names its URL), `error` (anything else: a 5xx, no answer).
@@ -24,6 +28,7 @@ from app import logs
 from app.checks import Check
 from app.errors import HubUnavailable, LabFailed
 from app.hub import hub_message
+from app.transport import origin_text
 
 PAGE_CONFIG = re.compile(r'<script[^>]*\bid="jupyter-config-data"[^>]*>(.*?)</script>', re.DOTALL)
 SCRIPT_SRC = re.compile(r'<script[^>]*\bsrc="([^"]+)"')
@@ -51,10 +56,15 @@ class Lab(Check):
         if page.status_code != 200:
             raise LabFailed(f"GET {path} answered {page.status_code} {hub_message(page)}", cause="error")
         assets = self._assets(page_url, page.text, path)
+        own = [url for url in assets if self.server.client.is_own_origin(url)]
+        elsewhere = sorted({origin_text(url) for url in assets if url not in own})
+        if elsewhere:
+            # Not the hub's to serve, and the canary's requests go to the hub only (its token above all).
+            log.warning("lab_assets_not_fetched", origins=elsewhere, assets=len(assets) - len(own))
         total = 0
-        for url in assets:
+        for url in own:
             total += self._asset(url)
-        log.info("lab_served", path=path, assets=len(assets), bytes=total)
+        log.info("lab_served", path=path, assets=len(own), bytes=total, not_fetched=len(assets) - len(own))
 
     def _assets(self, page_url: str, text: str, path: str) -> list[str]:
         """The main bundle(s) the page loads and every federated extension's remoteEntry."""
