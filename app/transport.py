@@ -21,7 +21,7 @@
 - The proxy is requests' choice from the environment (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), for the
   kernel's websocket too (`Transport.websocket_socket`: an HTTP CONNECT tunnel).
 
-The same watchdog bounds the Kubernetes client's requests (`watch_pools`, app/secret.py) and the
+The same watchdog bounds the Kubernetes client's requests (`watch_pools`, app/kube.py) and the
 kernel's websocket (`Transport.websocket_socket`, app/checks/kernel.py).
 """
 
