@@ -49,7 +49,9 @@ test-compat-%: node_modules/.installed
 	# Not the checks of the user's server (tests/test_checks.py: storage, notebook, JupyterLab): they talk
 	# to jupyter-server and JupyterLab, the same versions on every line; the way there (the proxy, the
 	# single-user server's token auth) is tested on each line by tests/test_kernel.py. Keeps CI in budget.
-	.venv-compat-$*/bin/pytest -m hub --ignore=tests/test_checks.py
+	# Nor the alert chain (tests/test_alert_chain.py): it tests the chart's rules, Prometheus and
+	# Alertmanager, the same on every line; the canary's runs are those of tests/test_cycle.py.
+	.venv-compat-$*/bin/pytest -m hub --ignore=tests/test_checks.py --ignore=tests/test_alert_chain.py
 
 # Python style and likely bugs (ruff: pycodestyle, pyflakes, isort, bugbear, pyupgrade; pyproject.toml).
 lint: install
