@@ -9,6 +9,7 @@ Changed on purpose since (regenerated with render_text): issue 15 — the exit-c
 and cause in its description; the new values of issue 15 (checkStorage, checkLab, notebook, ...) are
 off by default and render nothing. Issue 14 — the probe's Lease (its variables and the Role's rules
 for leases) and exit code 18 (podFailurePolicy fails the Job at once on it, the exit-code tables).
+Issue 21 — JupyterHubCanaryJobFailed leaves out the manual Jobs NOTES.txt names (<cronjob>-manual-<seconds>).
 """
 
 from __future__ import annotations
