@@ -111,7 +111,8 @@ class Prometheus(_Server):
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
         super().__init__(
             [binary, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle", "--log.level=warn",
+             f"--web.listen-address=127.0.0.1:{port}", f"--web.external-url=http://127.0.0.1:{port}/",
+             "--web.enable-lifecycle", "--log.level=warn",
              # A firing alert is sent again every second (not every minute), a resolved one at once.
              f"--rules.alert.resend-delay={INTERVAL}s"],
             workdir, port,
@@ -182,7 +183,8 @@ class Alertmanager(_Server):
         (workdir / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
         super().__init__(
             [binary, f"--config.file={workdir / 'alertmanager.yml'}", f"--storage.path={workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"],
+             f"--web.listen-address=127.0.0.1:{port}", f"--web.external-url=http://127.0.0.1:{port}/",
+             "--cluster.listen-address=", "--log.level=warn"],
             workdir, port,
         )
         self.address = f"127.0.0.1:{port}"

@@ -93,8 +93,8 @@ class Chain:
         self.hub.start_server(user, options=NORMAL)
         self.hub.stop_all_servers(user)
 
-    def firing(self, alertname: str, probe: str, spelling: str = "without-slash", after: int = 0):
-        return self.stack.receiver.wait_for("firing", ALERT_TIMEOUT, after, alertname=alertname, probe=probe, spelling=spelling)
+    def firing(self, alertname: str, probe: str, spelling: str = "without-slash", after: int = 0, timeout: float = ALERT_TIMEOUT):
+        return self.stack.receiver.wait_for("firing", timeout, after, alertname=alertname, probe=probe, spelling=spelling)
 
 
 def chart_values(hub_url: str, spelling: str, probes: dict[str, str], pushgateway_url: str) -> tuple[str, ...]:
@@ -123,7 +123,7 @@ def chain(helm, hub, tmp_path_factory) -> Iterator[Chain]:
     workdir = tmp_path_factory.mktemp("alert-chain")
     users = {name: f"chain-{name}-{secrets.token_hex(3)}" for name in PROBES}
     with running_stack(workdir, lambda d: Pushgateway(pushgateway_binary(), d)) as stack:
-        docs = {}
+        docs, started_at = {}, time.time()  # before the rules load: the absent-success alerts count from then
         for spelling, slash in SPELLINGS.items():
             docs[spelling] = render(helm, *chart_values(hub.url.rstrip("/") + slash, spelling, users, stack.pushgateway.url))
             (rule,) = kinds(docs[spelling], "PrometheusRule")
@@ -139,7 +139,7 @@ def chain(helm, hub, tmp_path_factory) -> Iterator[Chain]:
         assert set(probes) == set(PROBES)
         (configmap,) = kinds(docs["without-slash"], "ConfigMap")
         dashboard = json.loads(configmap["data"]["jupyterhub-canary.json"])
-        chain = Chain(stack, hub, probes, dashboard, time.time(), workdir=workdir)
+        chain = Chain(stack, hub, probes, dashboard, started_at, workdir=workdir)
         # The stale probe's one run: it succeeds, then pushes nothing more, and its silence has lasted by the
         # time test_a_probe_that_stops_pushing_pages looks.
         stale = chain.run("stale")
@@ -285,7 +285,8 @@ def test_a_slow_spawn_pages(chain):
 def test_a_probe_that_stops_pushing_pages(chain):
     """stale succeeded once when the stack started and never ran again: after NO_SUCCESS_SECONDS its
     last success is too old. silent never ran: no success at all, after the `for:` of 5 s."""
-    (stale, *_) = chain.firing("JupyterHubCanaryNoRecentSuccessPushed", "stale")
+    due = chain.stale_success_at + NO_SUCCESS_SECONDS + ALERT_TIMEOUT
+    (stale, *_) = chain.firing("JupyterHubCanaryNoRecentSuccessPushed", "stale", timeout=max(due - time.time(), 1))
     assert stale.received_at >= chain.stale_success_at + NO_SUCCESS_SECONDS - 1
     assert stale.labels["user"] == chain.probes["stale"].user
     (silent, *_) = chain.firing("JupyterHubCanaryNoSuccessPushed", "silent")
