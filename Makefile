@@ -49,7 +49,9 @@ test-compat-%: node_modules/.installed
 	# Not the checks of the user's server (tests/test_checks.py: storage, notebook, JupyterLab): they talk
 	# to jupyter-server and JupyterLab, the same versions on every line; the way there (the proxy, the
 	# single-user server's token auth) is tested on each line by tests/test_kernel.py. Keeps CI in budget.
-	.venv-compat-$*/bin/pytest -m hub --ignore=tests/test_checks.py
+	# Nor the alert chain (tests/test_alert_chain.py): it tests the chart's rules, Prometheus and
+	# Alertmanager, the same on every line; the canary's runs are those of tests/test_cycle.py.
+	.venv-compat-$*/bin/pytest -m hub --ignore=tests/test_checks.py --ignore=tests/test_alert_chain.py
 
 # Python style and likely bugs (ruff: pycodestyle, pyflakes, isort, bugbear, pyupgrade; pyproject.toml).
 lint: install
@@ -147,6 +149,36 @@ $(PROMETHEUS_TOOLS):
 	rm -rf $(TOOLS)/prometheus/debs
 	$(TOOLS)/bin/promtool --version | head -1 && $(TOOLS)/bin/pushgateway --version 2>&1 | head -1
 	touch $@
+
+# --- Alertmanager for the alert chain (tests/test_alert_chain.py): the upstream release pinned in
+# tools/alertmanager/go.mod, built from its Go module. Debian's alertmanager reads its default template
+# from a fixed /usr/share path and fails every notification unpacked elsewhere; the upstream module
+# embeds its templates. It also embeds the web UI's built assets (ui/app/dist), which the published
+# module leaves out, so `go install` fails: the module, checked against tools/alertmanager/go.sum, is
+# copied out of the module cache, the UI's two pages become a placeholder, and cmd/alertmanager is built
+# in the copy with its own go.mod and go.sum (-mod=readonly: every dependency checked, nothing
+# resolved anew). About a minute cold on 2 cores (README: "Alerts and dashboard").
+ALERTMANAGER := $(TOOLS)/bin/alertmanager
+ALERTMANAGER_MODULE := github.com/prometheus/alertmanager
+ALERTMANAGER_VERSION := $(shell sed -n 's/^require github.com\/prometheus\/alertmanager v\([0-9.]*\)$$/\1/p' tools/alertmanager/go.mod)
+ALERTMANAGER_BUILD := $(abspath $(TOOLS)/alertmanager-build)
+
+.PHONY: alertmanager
+alertmanager: $(ALERTMANAGER)
+tools: $(ALERTMANAGER)
+
+$(ALERTMANAGER): tools/alertmanager/go.mod tools/alertmanager/go.sum tools/alertmanager/placeholder.html
+	rm -rf $(ALERTMANAGER_BUILD) && mkdir -p $(ALERTMANAGER_BUILD) $(TOOLS)/bin
+	go -C tools/alertmanager mod download -json $(ALERTMANAGER_MODULE) > $(ALERTMANAGER_BUILD)/download.json
+	dir=$$(sed -n 's/^\t"Dir": "\(.*\)",$$/\1/p' $(ALERTMANAGER_BUILD)/download.json) && test -n "$$dir" \
+		&& cp -R "$$dir" $(ALERTMANAGER_BUILD)/src && chmod -R u+w $(ALERTMANAGER_BUILD)/src
+	for ui in elm mantine; do mkdir -p $(ALERTMANAGER_BUILD)/src/ui/app/dist/$$ui \
+		&& cp tools/alertmanager/placeholder.html $(ALERTMANAGER_BUILD)/src/ui/app/dist/$$ui/index.html || exit 1; done
+	cd $(ALERTMANAGER_BUILD)/src && CGO_ENABLED=0 nice go build -mod=readonly -trimpath -tags netgo \
+		-ldflags '-s -w -X github.com/prometheus/common/version.Version=$(ALERTMANAGER_VERSION)' \
+		-o ../alertmanager ./cmd/alertmanager
+	mv $(ALERTMANAGER_BUILD)/alertmanager $@ && rm -rf $(ALERTMANAGER_BUILD)
+	$@ --version 2>&1 | head -1
 
 # --- bench: the seed document's script against `jupyterhub-canary run` on a real local hub (~2 min) ---
 .PHONY: bench bench-image

@@ -11,6 +11,7 @@ off by default and render nothing. Issue 14 — the probe's Lease (its variables
 for leases) and exit code 18 (podFailurePolicy fails the Job at once on it, the exit-code tables).
 Issue 19 — the chart makes each probe's Lease (lease.yaml), and the Role no longer grants `create`.
 Issue 19 — the exit-code meanings of 18, 21, 77 and 78 name the Lease and a lost rotation.
+Issue 21 — JupyterHubCanaryJobFailed leaves out the manual Jobs NOTES.txt names (<cronjob>-manual-<seconds>).
 """
 
 from __future__ import annotations

@@ -266,9 +266,16 @@ from the common schedule forms, else a `fail` that asks for it.
 {{- end }}
 {{- end }}
 
-{{/* Seconds without a success after which the no-success alerts fire: two periods plus the Job's deadline. */}}
+{{/*
+Seconds without a success after which the no-success alerts fire: prometheusRule.noSuccessSeconds, else
+two periods plus the Job's deadline.
+*/}}
 {{- define "canary.noSuccessSeconds" -}}
+{{- $given := .Values.prometheusRule.noSuccessSeconds }}
+{{- if not (kindIs "invalid" $given) }}{{ $given | int }}
+{{- else }}
 {{- add (mul 2 (include "canary.schedulePeriodSeconds" . | int)) (include "canary.activeDeadlineSeconds" . | int) }}
+{{- end }}
 {{- end }}
 
 {{/*
