@@ -12,15 +12,13 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from app import secret
 from app.deadline import MAX_SECONDS
 from app.errors import ConfigError
-
-if TYPE_CHECKING:  # app.checks imports this module
-    from app.checks.notebook import Notebook
+from app.models import Notebook
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 LOG_FORMATS = ("json", "console")

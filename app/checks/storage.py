@@ -30,6 +30,7 @@ from app.checks import Check
 from app.deadline import Deadline, elapsed_ms
 from app.errors import HubUnavailable, StorageFailed
 from app.hub import hub_message
+from app.models import FileModel, WrongShape, loads
 
 FILE_PREFIX = "jupyterhub-canary-"
 
@@ -124,11 +125,13 @@ class Storage(Check):
         if response.status_code != 200:
             raise self._failed(doing, path, response)
         try:
-            read = response.json().get("content")
-        except (ValueError, AttributeError):
-            raise StorageFailed(f"{doing}: the server answered 200 without a file model", cause="error") from None
+            read = FileModel.parse(loads(response.content), "the file model").content
+        except ValueError:
+            raise StorageFailed(f"{doing}: the server answered 200 without a file model (not JSON)", cause="error") from None
+        except WrongShape as exc:
+            raise StorageFailed(f"{doing}: the server answered 200 without a file model ({exc.message})", cause="error") from None
         if read != content:
-            shown = read[:60] if isinstance(read, str) else read
+            shown = read[:60]
             raise StorageFailed(
                 f"{doing}: its content differs from what was saved ({len(content)} characters written, "
                 f"read back {shown!r})",
