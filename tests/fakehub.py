@@ -183,6 +183,9 @@ class _QuietServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     owner: FakeHub
     protocol_version = "HTTP/1.1"
+    # A head and its body are two writes: without TCP_NODELAY the second waits for the client's delayed
+    # ACK (40 ms on Linux), on every answer.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
