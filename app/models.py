@@ -11,11 +11,13 @@ TokenOwner           GET /hub/api/user                          20 (app/hub.py)
 UserModel,           GET /hub/api/users/<user>, its `servers`   20 (app/hub.py)
 ServerModel
 TokenModel           GET /hub/api/users/<user>/tokens/<id>      20 (app/hub.py)
-ApiToken, Minted     the token list; a minted token             20 (app/hub.py)
+ApiToken,            the token list; a minted token             20 (app/hub.py)
+MintedToken
 ProgressEvent        one event of the spawn's progress stream   the stream is read no further: the
                                                                 canary polls instead (app/hub.py)
 ApiStatus            GET <server>/api/status                    12 (app/cycle.py)
 LabPageConfig        JupyterLab's page config                   17 `not_served` (app/checks/lab.py)
+FileModel            the contents API's file (--check-storage)  15 `error` (app/checks/storage.py)
 Notebook             the --notebook file                        78, naming it (app/checks/notebook.py)
 ===================  =========================================  ====================================
 
