@@ -7,19 +7,18 @@ over its variable. Errors name the flag or variable the bad value came from.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from app import kube
 from app.deadline import MAX_SECONDS
 from app.errors import ConfigError
-
-if TYPE_CHECKING:  # app.checks imports this module
-    from app.checks.notebook import Notebook
+from app.models import Notebook
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 LOG_FORMATS = ("json", "console")
@@ -102,13 +101,36 @@ def _pushgateway_url(raw: str) -> str:
 
 
 def _json_object(raw: str) -> dict[str, Any]:
+    """A JSON object that can be sent as it is: JSON proper, which has no NaN or Infinity (Python's json
+    reads them, and 1e999 as infinity; requests refuses to send them)."""
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ValueError(f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise ValueError("is not valid JSON: nested too deeply") from None
     if not isinstance(value, dict):
         raise ValueError(f"must be a JSON object, got {type(value).__name__}")
+    where = _not_finite(value)
+    if where is not None:
+        path, number = where
+        spelled = "NaN" if math.isnan(number) else ("Infinity" if number > 0 else "-Infinity")
+        raise ValueError(f"`{path}` is {spelled}, which JSON does not have: give a finite number (or a string)")
     return value
+
+
+def _not_finite(value: Any) -> tuple[str, float] | None:
+    """The path and value of the first NaN or infinity in a parsed JSON value, else None."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return path, item
+        if isinstance(item, dict):
+            stack.extend((f"{path}.{key}" if path else str(key), inner) for key, inner in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{index}]", inner) for index, inner in reversed(list(enumerate(item))))
+    return None
 
 
 def _existing_file(raw: str) -> Path:

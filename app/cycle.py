@@ -34,7 +34,8 @@ from app.errors import (
     SpawnTimeout,
     StopFailed,
 )
-from app.hub import HubClient, SpawnRefused, StreamUnavailable, WrongShape, hub_time
+from app.hub import TRANSPORT_ERRORS, HubClient, SpawnRefused, StreamUnavailable
+from app.models import ApiStatus, ProgressEvent, ServerModel, TokenOwner, WrongShape, loads
 from app.signals import Shield, no_shield
 from app.spawn_progress import ProgressFollower
 
@@ -238,25 +239,26 @@ class Canary:
         self.hub_version = self.client.version(budget)
         log.info("hub_reachable", hub_version=self.hub_version)
         owner = self.client.whoami(budget)
-        log.info("token_valid", owner=owner.get("name"), owner_kind=owner.get("kind"), scopes=owner.get("scopes"))
-        if owner.get("kind") == "user" and owner.get("name") != self.user:
-            log.warning("token_owner_differs", owner=owner.get("name"), hint="the token of --user needs no extra scopes")
+        log.info(
+            "token_valid", owner=owner.name, owner_kind=owner.kind,
+            scopes=list(owner.scopes) if owner.scopes is not None else None,
+        )
+        if owner.is_user and owner.name != self.user:
+            log.warning("token_owner_differs", owner=owner.name, hint="the token of --user needs no extra scopes")
         self.check_scopes(owner)
         self.check_token_expiry(owner, budget)
 
-    def check_scopes(self, owner: dict[str, Any]) -> None:
+    def check_scopes(self, owner: TokenOwner) -> None:
         """PermissionDenied (77) naming each scope the token lacks to see, start, stop and reach the
         server, before anything is started: a server the token cannot see is one it cannot stop."""
-        granted = owner.get("scopes")
+        granted = owner.scopes
         if granted is None:
             log.info("token_scopes_unknown", reason="the hub does not say which scopes the token has")
             return
-        if not isinstance(granted, list):
-            raise WrongShape(f"GET /hub/api/user answered `scopes` of type {type(granted).__name__}, not a list")
         lacking, uncertain = scopes.missing(
             granted,
             scopes.needed(self.hub_version or ""),
-            owner=owner.get("name") if owner.get("kind") == "user" else None,
+            owner=owner.name if owner.is_user else None,
             user=self.user,
             server_name=self.server_name,
         )
@@ -267,16 +269,16 @@ class Canary:
             uses = "; ".join(f"{scope}: to {scopes.USES[scope]}" for scope in lacking)
             raise PermissionDenied(f"the token lacks the scope{'s' * (len(named) > 1)} {', '.join(named)} ({uses})")
 
-    def check_token_expiry(self, owner: dict[str, Any], deadline: Deadline) -> None:
+    def check_token_expiry(self, owner: TokenOwner, deadline: Deadline) -> None:
         """Log when the token expires, and warn in time: an expired token fails every run (77)."""
-        token_id = owner.get("token_id")  # JupyterHub 5+
-        if owner.get("kind") != "user":
+        token_id = owner.token_id  # JupyterHub 5+
+        if not owner.is_user:
             log.debug("token_expiry_unknown", reason="not a user's token")
             return
         if not token_id:
             log.info("token_expiry_unknown", reason="the hub does not say which token this is (JupyterHub before 5)")
             return
-        expires_at = self.client.token_expiry(owner["name"], token_id, deadline)
+        expires_at = self.client.token_expiry(owner.name, token_id, deadline)
         if expires_at is False:
             log.info("token_expiry_unknown", reason="the token may not read itself (scope read:tokens)")
             return
@@ -303,13 +305,13 @@ class Canary:
         model = self.client.server_model(self.user, self.server_name, deadline)
         if model is None:
             return
-        started = hub_time(model.get("started"))
+        started = model.started
         age_s = round((self._utcnow() - started).total_seconds(), 1) if started else None
         lifetime = self.config.deadline + self.config.stop_timeout
         if age_s is None or age_s < lifetime:
             log.warning(
-                "concurrent_run_found", pending=model.get("pending"), ready=model.get("ready"),
-                started=model.get("started"), server_age_s=age_s, stale_after_s=lifetime,
+                "concurrent_run_found", pending=model.pending, ready=model.ready,
+                started=started.isoformat() if started else None, server_age_s=age_s, stale_after_s=lifetime,
             )
             raise ConcurrentRun(
                 f"the server was started {f'{age_s:g}s ago' if age_s is not None else 'at an unknown time'}, "
@@ -317,8 +319,8 @@ class Canary:
                 "of this probe, and is left alone"
             )
         log.warning(
-            "stale_server_found", pending=model.get("pending"), ready=model.get("ready"), started=model.get("started"),
-            server_age_s=age_s,
+            "stale_server_found", pending=model.pending, ready=model.ready,
+            started=started.isoformat() if started else None, server_age_s=age_s,
         )
         self.stop_server(deadline, stale=True, model=model)
         log.warning("stale_server_stopped")
@@ -370,26 +372,26 @@ class Canary:
         ready and (with `confirm`) the server model confirms it."""
         assert self._progress is not None
         for event, recorded in self._progress.events(deadline):
-            message = event.get("message")
+            message = event.message
             if message:
-                self.last_progress_message = str(message)
+                self.last_progress_message = message
             log.info(
                 "spawn_progress",
-                progress=event.get("progress"),
+                progress=event.progress,
                 message=message,
                 t_ms=recorded.t_ms,
                 **({"event_reason": recorded.reason} if recorded.reason else {}),
             )
-            if event.get("failed"):
+            if event.failed:
                 raise SpawnFailed(f"the spawner reported failure: {message}", progress_message=self.last_progress_message)
-            if event.get("ready"):
+            if event.ready:
                 # The stream alone is not proof: a cancelled spawn was seen to report ready.
                 return self._is_ready(deadline) if confirm else True
         return False
 
     def _is_ready(self, deadline: Deadline) -> bool:
         model = self.client.server_model(self.user, self.server_name, deadline)
-        if model is not None and model.get("url"):
+        if model is not None and model.url:
             self.server_url = self.client.server_url(self.user, self.server_name, model)
         if model is None:
             raise SpawnFailed(
@@ -397,7 +399,7 @@ class Canary:
                 + (f" (last progress: {self.last_progress_message})" if self.last_progress_message else ""),
                 progress_message=self.last_progress_message,
             )
-        return bool(model.get("ready"))
+        return model.ready
 
     def _poll_until_ready(self, deadline: Deadline) -> None:
         while not self._is_ready(deadline):
@@ -430,17 +432,14 @@ class Canary:
                 + (f" (redirect to {where})" if where else "")
             )
         try:
-            status = response.json()
-        except ValueError:
+            body = loads(response.content)
+        except (ValueError, *TRANSPORT_ERRORS):
             raise ServerUnreachable("api/status answered 200 without JSON") from None
-        if not isinstance(status, dict):
-            raise ServerUnreachable(f"api/status answered 200 with a JSON {type(status).__name__}, not an object")
-        log.info(
-            "server_verified",
-            kernels=status.get("kernels"),
-            connections=status.get("connections"),
-            started=status.get("started"),
-        )
+        try:
+            status = ApiStatus.parse(body, "api/status answered 200")
+        except WrongShape as exc:  # not a jupyter_server answering
+            raise ServerUnreachable(exc.message) from None
+        log.info("server_verified", kernels=status.kernels, connections=status.connections, started=status.started)
 
     @property
     def phases(self) -> tuple[str, ...]:
@@ -467,11 +466,11 @@ class Canary:
                 raise
             finally:
                 if self.timeline is not None:
-                    self.timeline.record({"message": f"check {check.name} {outcome} ({self.phases_ms[check.name]} ms)"})
+                    self.timeline.record(ProgressEvent(f"check {check.name} {outcome} ({self.phases_ms[check.name]} ms)"))
             if report is not None:
                 self.check_reports[check.name] = report
 
-    def stop_server(self, deadline: Deadline, *, stale: bool, model: dict[str, Any] | None = None) -> None:
+    def stop_server(self, deadline: Deadline, *, stale: bool, model: ServerModel | None = None) -> None:
         """Stop the server within `deadline`; StopFailed (and `server_left_running`) if it may still run.
 
         Any failure on this path ends as StopFailed: whatever went wrong, a human must look at the server.

@@ -3,17 +3,17 @@ and every answer it understands. How a request survives the network (budgets, th
 retries, what is safe to resend) is app/transport.py's; `HubClient` is a `Transport` that knows
 what JupyterHub's answers mean.
 
-The cycle gets plain outcomes (a server is ready or pending, a stop is done) and the typed failures
-of app.errors, never a status code.
+The cycle gets plain outcomes (a server is ready or pending, a stop is done), the hub's answers as
+the typed shapes of app/models.py (parsed here, where they enter), and the typed failures of
+app.errors, never a status code or raw JSON.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 from urllib.parse import quote, urljoin
 
 import requests
@@ -21,6 +21,19 @@ import requests
 from app import __version__, logs
 from app.deadline import Deadline
 from app.errors import ConfigError, HubUnavailable, PermissionDenied, SpawnFailed, StopFailed
+from app.models import (  # noqa: F401 - WrongShape and hub_time re-exported: the hub's dialect
+    ApiToken,
+    HubInfo,
+    MintedToken,
+    ProgressEvent,
+    ServerModel,
+    TokenModel,
+    TokenOwner,
+    UserModel,
+    WrongShape,
+    hub_time,
+    loads,
+)
 
 # Transport names the dialect's users import from here too (app/checks/).
 from app.transport import (  # noqa: F401 - re-exported
@@ -39,15 +52,12 @@ STOP_POLL_INTERVAL = 0.5
 STOP_RETRY_MAX_WAIT = 4.0  # s between tries of a stop that lost the hub: soon back once the hub is
 
 log = logs.get_logger()
+Shape = TypeVar("Shape")
 
 
 class StreamUnavailable(Exception):
-    """The progress stream could not be read (not offered, refused or dropped): poll instead."""
-
-
-class WrongShape(HubUnavailable):
-    """An answer of the wrong shape (a list where an object belongs, a field of the wrong type): a hub that
-    is not itself, or not a hub at all (a proxy's error page, another service behind --hub-url)."""
+    """The progress stream could not be read (not offered, refused, dropped, or an event of the wrong
+    shape): poll instead."""
 
 
 class UserGone(ConfigError):
@@ -58,23 +68,12 @@ class SpawnRefused(SpawnFailed):
     """The hub answered the spawn request with an error (its message is generic; the reason is in the stream)."""
 
 
-def hub_time(value: Any) -> datetime | None:
-    """A timestamp as the hub writes them (ISO 8601, `...Z` or an offset; naive means UTC), else None."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def hub_message(response: requests.Response) -> str:
     """The hub's own explanation from an error answer ({"status", "message"}), else a short body."""
     try:
-        body = response.json()
-        if isinstance(body, dict) and body.get("message"):
-            return str(body["message"])
+        body = loads(response.content)
+        if isinstance(body, dict) and isinstance(body.get("message"), str) and body["message"]:
+            return body["message"]
     except (ValueError, *TRANSPORT_ERRORS):
         pass
     try:
@@ -117,7 +116,7 @@ class HubClient(Transport):
     @staticmethod
     def json(response: requests.Response) -> Any:
         try:
-            return response.json()
+            return loads(response.content)
         except ValueError:
             raise HubUnavailable(
                 f"{response.request.method} {response.url} answered {response.status_code} with non-JSON "
@@ -132,6 +131,11 @@ class HubClient(Transport):
             raise WrongShape(f"{what} answered {response.status_code} with a JSON {type(body).__name__}, not an object")
         return body
 
+    @classmethod
+    def parsed(cls, response: requests.Response, what: str, shape: Callable[[Any, str], Shape]) -> Shape:
+        """The answer as the typed `shape` (app/models.py); WrongShape names the field that does not fit."""
+        return shape(cls.json_object(response, what), what)
+
     def raise_for_auth(self, response: requests.Response, what: str) -> None:
         if response.status_code in (401, 403):
             raise PermissionDenied(f"{what}: the hub answered {response.status_code} {hub_message(response)}")
@@ -145,9 +149,9 @@ class HubClient(Transport):
                 f"GET /hub/api/ answered {response.status_code}: is --hub-url ({self.hub_url}) the hub's public URL?"
             )
         what = f"GET /hub/api/ (is --hub-url, {self.hub_url}, the hub's public URL?)"
-        return str(self.json_object(response, what).get("version", "unknown"))
+        return self.parsed(response, what, HubInfo.parse).version
 
-    def whoami(self, deadline: Deadline) -> dict[str, Any]:
+    def whoami(self, deadline: Deadline) -> TokenOwner:
         response = self.api("GET", "user", deadline)
         if response.status_code == 403:
             raise PermissionDenied(
@@ -157,7 +161,7 @@ class HubClient(Transport):
             )
         if response.status_code != 200:
             raise HubUnavailable(f"GET /hub/api/user answered {response.status_code} {hub_message(response)}")
-        return self.json_object(response, "GET /hub/api/user")
+        return self.parsed(response, "GET /hub/api/user", TokenOwner.parse)
 
     @staticmethod
     def user_path(user: str) -> str:
@@ -169,7 +173,7 @@ class HubClient(Transport):
             return f"{cls.user_path(user)}/servers/{quote(server_name, safe='')}"
         return f"{cls.user_path(user)}/server"
 
-    def user_model(self, user: str, deadline: Deadline, *, tries: int | None = MAX_TRIES) -> dict[str, Any]:
+    def user_model(self, user: str, deadline: Deadline, *, tries: int | None = MAX_TRIES) -> UserModel:
         response = self.api("GET", self.user_path(user), deadline, tries=tries)
         self.raise_for_auth(response, f"reading user {user!r}")
         if response.status_code == 404:
@@ -179,7 +183,7 @@ class HubClient(Transport):
             )
         if response.status_code != 200:
             raise HubUnavailable(f"GET /hub/api/{self.user_path(user)} answered {response.status_code}")
-        return self.json_object(response, f"GET /hub/api/{self.user_path(user)}")
+        return self.parsed(response, f"GET /hub/api/{self.user_path(user)}", UserModel.parse)
 
     def create_user(self, user: str, deadline: Deadline) -> bool:
         """Create the user; True if created, False if it existed. A resend is harmless: 409 says it exists."""
@@ -196,10 +200,7 @@ class HubClient(Transport):
         response = self.api("GET", f"{self.user_path(user)}/tokens/{quote(token_id, safe='')}", deadline)
         if response.status_code != 200:
             return False
-        expires_at = self.json_object(response, "reading the token").get("expires_at")
-        if not expires_at:
-            return None
-        return hub_time(expires_at) or False
+        return self.parsed(response, "reading the token", TokenModel.parse).expires_at
 
     def token_ids(self, user: str, note: str, deadline: Deadline) -> set[str]:
         """The ids of the user's API tokens with this note."""
@@ -207,11 +208,8 @@ class HubClient(Transport):
         self.raise_for_auth(response, f"listing the tokens of {user!r}")
         if response.status_code != 200:
             raise HubUnavailable(f"listing the tokens of {user!r} answered {response.status_code} {hub_message(response)}")
-        body = self.json(response)
-        tokens = body.get("api_tokens") if isinstance(body, dict) else body
-        if not isinstance(tokens, list):
-            raise WrongShape(f"listing the tokens of {user!r} answered 200 without a list of tokens")
-        return {str(t["id"]) for t in tokens if isinstance(t, dict) and t.get("note") == note and "id" in t}
+        tokens = ApiToken.parse_list(self.json(response), f"listing the tokens of {user!r} (answered 200)")
+        return {token.id for token in tokens if token.note == note}
 
     def mint_token(self, user: str, body: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
         """Mint one token for `user`; a POST lost in flight never leaves a second, orphaned token behind.
@@ -249,10 +247,8 @@ class HubClient(Transport):
             )
         if response.status_code != 201:
             raise HubUnavailable(f"minting a token answered {response.status_code} {hub_message(response)}")
-        minted = self.json_object(response, "minting a token")
-        if not isinstance(minted.get("token"), str) or minted.get("id") is None:
-            raise WrongShape("minting a token answered 201 without a token and its id")
-        return minted
+        # Checked here; handed on as a dict of those checked values (the token command's own type).
+        return self.parsed(response, "minting a token (answered 201)", MintedToken.parse).as_dict()
 
     def revoke_token(self, user: str, token_id: str, deadline: Deadline) -> None:
         response = self.api("DELETE", f"{self.user_path(user)}/tokens/{quote(token_id, safe='')}", deadline)
@@ -263,33 +259,27 @@ class HubClient(Transport):
 
     def server_model(
         self, user: str, server_name: str, deadline: Deadline, *, tries: int | None = MAX_TRIES
-    ) -> dict[str, Any] | None:
+    ) -> ServerModel | None:
         """The server's entry in the user model, or None when it does not exist (stopped or never started).
 
         The hub leaves `servers` out of the model when the token may not read them: that is not "no
-        server" (PermissionDenied). A `servers` or entry that is not an object is WrongShape.
+        server" (PermissionDenied). A `servers` or entry of the wrong shape is WrongShape (app/models.py).
         """
-        model = self.user_model(user, deadline, tries=tries)
-        if "servers" not in model:
+        servers = self.user_model(user, deadline, tries=tries).servers
+        if servers is None:
             raise PermissionDenied(
                 f"the hub shows no servers of {user!r} to this token: it needs the scope read:servers!user={user}"
             )
-        servers = model["servers"]
-        if not isinstance(servers, dict):
-            raise WrongShape(f"the model of user {user!r} has `servers` of type {type(servers).__name__}, not an object")
-        entry = servers.get(server_name)
-        if entry is not None and not isinstance(entry, dict):
-            raise WrongShape(f"the model of server {server_name!r} is a {type(entry).__name__}, not an object")
-        return entry
+        return servers.get(server_name)
 
-    def server_url(self, user: str, server_name: str, model: dict[str, Any] | None = None) -> str:
+    def server_url(self, user: str, server_name: str, model: ServerModel | None = None) -> str:
         """The server's public URL through the proxy: the hub's own (its model's `url`) when known.
 
         The hub leaves characters such as `@` and `~` unescaped in user URLs; a URL built here can
         only guess, so it is the fallback for a server whose model was never seen.
         """
-        if model and model.get("url"):
-            return urljoin(self.hub_url, str(model["url"]))
+        if model is not None and model.url:
+            return urljoin(self.hub_url, model.url)
         url = f"{self.hub_url}user/{quote(user, safe='')}/"
         return url + f"{quote(server_name, safe='')}/" if server_name else url
 
@@ -300,14 +290,14 @@ class HubClient(Transport):
         running), the lost request (or a racing one) started it, and it is followed.
         """
 
-        def spawn_underway() -> dict[str, Any] | None:
+        def spawn_underway() -> ServerModel | None:
             return self.server_model(user, server_name, deadline)
 
         answer = self.post_once(
             self.api_url + self.server_path(user, server_name), deadline, find_outcome=spawn_underway, json=user_options
         )
         if not isinstance(answer, requests.Response):
-            log.warning("spawn_already_underway", pending=answer.get("pending"), ready=answer.get("ready"))
+            log.warning("spawn_already_underway", pending=answer.pending, ready=answer.ready)
             return False
         status = answer.status_code
         log.info("spawn_requested", status=status)
@@ -381,11 +371,12 @@ class HubClient(Transport):
         deadline: Deadline,
         *,
         on_open: Callable[[Callable[[], None]], None] | None = None,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[ProgressEvent]:
         """Follow the spawn's server-sent progress events until the stream ends or the deadline passes.
 
         Keepalives and a trickling or silent stream cannot hold it past `deadline`: the caller checks
-        the deadline when the events end. Raises StreamUnavailable when the stream is refused or drops.
+        the deadline when the events end. Raises StreamUnavailable when the stream is refused or drops,
+        or sends an event of the wrong shape (WrongShape naming its field is the reason).
         `on_open` receives, once the stream is open, a function that ends it from another thread (the
         events then end as at the deadline).
         """
@@ -402,7 +393,7 @@ class HubClient(Transport):
         watchdog: Watchdog,
         deadline: Deadline,
         on_open: Callable[[Callable[[], None]], None] | None,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[ProgressEvent]:
         if response.status_code != 200:
             raise StreamUnavailable(f"progress answered {response.status_code} {hub_message(response)}")
         if on_open is not None:
@@ -423,11 +414,11 @@ class HubClient(Transport):
                     event = "\n".join(data)
                     data = []
                     try:
-                        parsed = json.loads(event)
+                        parsed = loads(event)
                     except ValueError:
                         continue
                     if isinstance(parsed, dict):
-                        yield parsed
+                        yield ProgressEvent.parse(parsed, "a progress event")
         except TRANSPORT_ERRORS as exc:
             if watchdog.fired or deadline.expired():
                 return

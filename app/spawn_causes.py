@@ -10,6 +10,27 @@ pull fails, failed for its image. Within one event the table's order decides: a 
 that names a PersistentVolumeClaim is a volume problem, not a capacity one, so `volume` comes before
 `unschedulable`; "Back-off pulling image" is an image problem, "Back-off restarting" a crash.
 
+A failure that the pod got past is no longer the cause: an event that moves the pod on (MOVED_ON)
+supersedes the failures of the steps before it. On a pool scaled from zero a pod is first
+unschedulable (FailedScheduling), then the autoscaler adds a node (TriggeredScaleUp), the pod is
+Scheduled and its image pulled: a spawn that times out while the image is still pulling did not
+time out for want of a node. The steps, in the order a pod takes them:
+
+=========  =========================  =====================================================
+step       its failures               passed once the pod is (the kubelet's reasons, words)
+=========  =========================  =====================================================
+0 create   quota                      Scheduled ("Successfully assigned <pod> to <node>")
+1 schedule unschedulable, volume [1]  Scheduled
+2 mount    volume                     Pulling ("Pulling image"): the kubelet pulls after mounting
+3 image    image_pull                 Pulled ("Successfully pulled image", "Container image ...
+                                      already present on machine"), Created, Started
+4 run      crash                      never: a crashing container is started again and again
+=========  =========================  =====================================================
+
+[1] A PersistentVolumeClaim that is unbound or missing fails the scheduling (FailedScheduling).
+"Pulling image" after a failed pull is the kubelet trying the same pull again: it does not
+supersede `image_pull`, nor does "Started" a crash.
+
 =============  ===========================================================================
 cause          what the events say (Kubernetes' own wording; tests/test_spawn_causes.py)
 =============  ===========================================================================
@@ -87,6 +108,34 @@ RULES: tuple[Rule, ...] = (
 )
 CAUSES = (*(rule.cause for rule in RULES), TIMEOUT, UNKNOWN)
 
+# The step of the pod's start each cause fails at (the module's second table).
+STEP = {"quota": 0, "unschedulable": 1, "volume": 2, "image_pull": 3, "crash": 4}
+
+
+@dataclass(frozen=True)
+class MovedOn:
+    """An event that says the pod got past every step up to `passed`."""
+
+    passed: int
+    reasons: frozenset[str]
+    message: re.Pattern[str]
+
+
+# Kubernetes' own wording (the scheduler's Scheduled; the kubelet's Pulling, Pulled, Created, Started),
+# matched case-sensitively: "Back-off pulling image" is a failure, not a pull.
+MOVED_ON: tuple[MovedOn, ...] = (
+    MovedOn(2, frozenset({"Scheduled"}), re.compile(r"\bSuccessfully assigned \S+ to \S+")),
+    MovedOn(2, frozenset({"Pulling"}), re.compile(r"\bPulling image\b")),
+    MovedOn(
+        3,
+        frozenset({"Pulled", "Created", "Started"}),
+        re.compile(
+            r"\bSuccessfully pulled image\b|\bContainer image .+ already present on machine\b"
+            r"|\b(?:Created|Started) container\b|\bContainer (?:created|started)\b"
+        ),
+    ),
+)
+
 
 def cause_of_event(message: str | None, reason: str | None = None) -> str | None:
     """The cause one event tells, or None. The message is matched; so is the event's reason, if any."""
@@ -96,15 +145,31 @@ def cause_of_event(message: str | None, reason: str | None = None) -> str | None
     return None
 
 
+def passed_by_event(message: str | None, reason: str | None = None) -> int:
+    """The last step of the pod's start that an event shows it got past (-1: none)."""
+    return max(
+        (
+            moved.passed
+            for moved in MOVED_ON
+            if (reason and reason in moved.reasons) or (message and moved.message.search(message))
+        ),
+        default=-1,
+    )
+
+
 def classify(events: Iterable[tuple[str | None, str | None]], failure: str | None, *, timed_out: bool) -> str:
     """The cause of a failed spawn from its events, (message, reason) in order, then the failure's message.
 
-    The failure's own message comes last, as JupyterHub's "Spawn failed: ..." does. Nothing telling:
-    `timeout` for a spawn that timed out, else `unknown`.
+    The failure's own message comes last, as JupyterHub's "Spawn failed: ..." does. The latest telling
+    event wins, unless a later event shows the pod got past its step. Nothing telling: `timeout` for a
+    spawn that timed out, else `unknown`.
     """
     told = [*events, (failure, None)]
+    passed = -1  # the furthest step a later event shows the pod got past
     for message, reason in reversed(told):
         cause = cause_of_event(message, reason)
-        if cause is not None:
+        if cause is not None and STEP[cause] > passed:
             return cause
+        if cause is None:
+            passed = max(passed, passed_by_event(message, reason))
     return TIMEOUT if timed_out else UNKNOWN

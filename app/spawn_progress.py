@@ -26,11 +26,11 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from app import logs
 from app.deadline import Deadline
 from app.hub import HubClient, StreamUnavailable
+from app.models import ProgressEvent
 from app.timeline import Event, Timeline
 
 # s between tries to open the stream before the hub has taken the spawn in: doubled after each, up to
@@ -55,7 +55,7 @@ class ProgressFollower:
         self._server_name = server_name
         self._deadline = deadline
         self._timeline = timeline
-        self._queue: queue.Queue[tuple[dict[str, Any], Event] | _End] = queue.Queue()
+        self._queue: queue.Queue[tuple[ProgressEvent, Event] | _End] = queue.Queue()
         self._answered = threading.Event()  # the spawn request has its answer (or will get none)
         self._stopping = threading.Event()
         self._wake = threading.Event()  # ends a pause between tries: the answer came, or stop()
@@ -107,7 +107,7 @@ class ProgressFollower:
         finally:
             self._queue.put(end)
 
-    def events(self, deadline: Deadline) -> Iterator[tuple[dict[str, Any], Event]]:
+    def events(self, deadline: Deadline) -> Iterator[tuple[ProgressEvent, Event]]:
         """Each event (as sent, and as recorded) until the stream ends or `deadline` passes.
 
         Raises StreamUnavailable when the stream could not be read. Can be called again: it goes on

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.deadline import Clock, elapsed_ms
+from app.models import ProgressEvent
 
 SPAWN = "spawn"
 # The sub-phases of a KubeSpawner spawn, in the order they happen.
@@ -71,17 +72,8 @@ class Timeline:
         self._started = clock()
         self.events: list[Event] = []
 
-    def record(self, event: dict[str, Any]) -> Event:
-        message = event.get("message")
-        raw_event = event.get("raw_event")
-        reason = raw_event.get("reason") if isinstance(raw_event, dict) else None
-        recorded = Event(
-            elapsed_ms(self._started, self._clock),
-            event.get("progress"),
-            None if message is None else str(message),
-            bool(event.get("ready")),
-            None if reason is None else str(reason),
-        )
+    def record(self, event: ProgressEvent) -> Event:
+        recorded = Event(elapsed_ms(self._started, self._clock), event.progress, event.message, event.ready, event.reason)
         self.events.append(recorded)
         return recorded
 

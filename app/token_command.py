@@ -23,6 +23,7 @@ from app.deadline import Clock, Deadline
 from app.errors import CanaryError, ConcurrentRun, ConfigError, HubUnavailable
 from app.hub import HubClient, hub_message
 from app.kube import WriteOutcomeUnknown
+from app.models import TokenOwner
 from app.scopes import least
 from app.signals import Shield, no_shield
 from app.token_source import read_token
@@ -75,7 +76,7 @@ class TokenCommand:
         try:
             version = self.client.version(self.deadline)
             admin = self.client.whoami(self.deadline)
-            log.info("admin_token_valid", hub_version=version, owner=admin.get("name"), owner_kind=admin.get("kind"))
+            log.info("admin_token_valid", hub_version=version, owner=admin.name, owner_kind=admin.kind)
             self.ensure_user()
             scopes = self.scopes(version)
             if self.config.action == "rotate":
@@ -235,8 +236,7 @@ class TokenCommand:
             probe.close()
         if response.status_code != 200:
             return None
-        token_id = probe.json_object(response, "GET /hub/api/user").get("token_id")
-        return None if token_id is None else str(token_id)
+        return probe.parsed(response, "GET /hub/api/user", TokenOwner.parse).token_id
 
     def revoke(self, token_id: str, *, why: str) -> None:
         assert self.client is not None

@@ -49,6 +49,7 @@ ACTIONS = (
     "redirect",
 )
 TRICKLE_PAUSE = 0.5  # s between two bytes of a trickled head or websocket frame
+DEFAULT = object()  # FakeHub.page_config: JupyterLab's own
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455
 
 
@@ -111,6 +112,10 @@ class FakeHub:
         self.token_numbers = itertools.count(1)
         self.kernels: list[dict[str, Any]] = []
         self.files: dict[str, str] = {}  # the server's contents API: path -> text
+        # Events (any JSON) the progress stream sends after "Server requested", before its last one.
+        self.progress_extra: list[Any] = []
+        # JupyterLab's page config, as its page carries it (any JSON); DEFAULT: one federated extension.
+        self.page_config: Any = DEFAULT
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
         self.spawns = 0
@@ -191,6 +196,9 @@ class _QuietServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     owner: FakeHub
     protocol_version = "HTTP/1.1"
+    # A head and its body are two writes: without TCP_NODELAY the second waits for the client's delayed
+    # ACK (40 ms on Linux), on every answer.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -418,6 +426,8 @@ class _Handler(BaseHTTPRequestHandler):
             return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
         self._chunk(event({"progress": 0, "message": "Server requested"}))
+        for extra in hub.progress_extra:
+            self._chunk(event(extra))
         if fault is not None and fault.action == "cut_chunk":
             # A chunk announced at its full size, cut off halfway through.
             data = event({"progress": 50, "message": "Spawning server..."})
@@ -512,14 +522,20 @@ class _Handler(BaseHTTPRequestHandler):
         """JupyterLab's page (with its page config), its main bundle and one federated extension."""
         user = path.split("/")[2]
         if path.endswith("/lab"):
-            config = {
-                "fullStaticUrl": f"/user/{user}/static/lab",
-                "fullLabextensionsUrl": f"/user/{user}/lab/extensions",
-                "federated_extensions": [{"name": "fake-ext", "load": "static/remoteEntry.abc.js", "extension": "./ext"}],
-            }
+            config = self.owner.page_config
+            if config is DEFAULT:
+                config = {
+                    "fullStaticUrl": f"/user/{user}/static/lab",
+                    "fullLabextensionsUrl": f"/user/{user}/lab/extensions",
+                    "federated_extensions": [{"name": "fake-ext", "load": "static/remoteEntry.abc.js", "extension": "./ext"}],
+                }
+            # As JupyterLab's template writes it (Jinja's `tojson`): no <, >, & or ' left to end the script.
+            escaped = json.dumps(config)
+            for character, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("'", "\\u0027")):
+                escaped = escaped.replace(character, escape)
             page = (
                 '<!doctype html><html><head><script id="jupyter-config-data" type="application/json">'
-                f'{json.dumps(config)}</script><script defer="defer" src="/user/{user}/static/lab/main.js?v=1">'
+                f'{escaped}</script><script defer="defer" src="/user/{user}/static/lab/main.js?v=1">'
                 "</script>" + "".join(f'<script src="{url}"></script>' for url in self.owner.lab_scripts)
                 + "</head><body></body></html>"
             )

@@ -216,6 +216,20 @@ def test_a_read_only_home_is_15_read_only(checks_hub, hub_user, tmp_path, mounte
     assert_clean(checks_hub, user, run)
 
 
+def test_a_missing_directory_named_quota_is_15_error_read_from_the_errno_not_the_path(checks_hub, hub_user, tmp_path):
+    """jupyter_server quotes the path twice: "Unexpected error while saving file: quota-tests/<file> [Errno 2]
+    No such file or directory: '<home>/quota-tests/<file>'" (the home: /.../quota-canary-N). The cause is
+    the errno's (2: none of ours), not a word of the path (issue 19, item 9: it was `no_space`)."""
+    user, token = account(checks_hub, hub_user("quota-"))
+    run = canary(checks_hub, user, token, tmp_path, "--check-storage", "--storage-path", "quota-tests", "--attempts", "1")
+    assert run.exit_code == ExitCode.STORAGE_FAILED, run.output
+    message = run.result["message"]
+    assert run.result["cause"] == "error", message
+    assert "answered 500: Unexpected error while saving file: quota-tests/jupyterhub-canary-" in message
+    assert "[Errno 2] No such file or directory" in message and f"{user}/quota-tests/" in message
+    assert_clean(checks_hub, user, run)
+
+
 def test_a_save_that_hangs_is_15_timeout_within_the_request_timeout(checks_hub, hub_user, tmp_path):
     user, token = account(checks_hub, hub_user("hangsave-"))
     run = canary(checks_hub, user, token, tmp_path, "--check-storage", "--request-timeout", "3", "--attempts", "1")

@@ -202,3 +202,41 @@ def test_configure_keeps_the_secrets_registered_before_it():
     logs.configure("json", "info", stream=stream)
     logs.get_logger().info("probe", value=SECRET)
     assert SECRET not in stream.getvalue() and logs.REDACTED in stream.getvalue()
+
+
+# --- issue 19, item 10: options that parse as JSON in Python but cannot be sent ---
+
+
+@pytest.mark.parametrize(
+    ("options", "where", "spelled"),
+    [
+        ('{"cpu": NaN}', "cpu", "NaN"),
+        ('{"limits": {"memory": Infinity}}', "limits.memory", "Infinity"),
+        ('{"runtime": ["00:05:00", -Infinity]}', "runtime[1]", "-Infinity"),
+        ('{"cpu": 1e999}', "cpu", "Infinity"),  # a number beyond a float: Python reads it as infinity
+    ],
+    ids=["nan", "infinity", "minus-infinity-in-a-list", "overflow"],
+)
+@pytest.mark.parametrize("source", ["--user-options", "CANARY_USER_OPTIONS", "--user-options-file"])
+def test_user_options_with_nan_or_infinity_are_78_naming_the_option_and_the_key(tmp_path, options, where, spelled, source):
+    """requests refuses to send them (allow_nan=False): found here, not as a retried 20 "hub unavailable"."""
+    args, env = [*BASE, "--termination-log", str(tmp_path / "term")], dict(TOKEN_ENV)
+    if source == "--user-options-file":
+        path = tmp_path / "options.json"
+        path.write_text(options)
+        args += [source, str(path)]
+    elif source == "--user-options":
+        args += [source, options]
+    else:
+        env[source] = options
+    run = run_main(args, env=env)
+    assert run.exit_code == ExitCode.CONFIGURATION, run.output
+    message = run.result["message"]
+    assert message.startswith(source) and f"`{where}` is {spelled}, which JSON does not have" in message, message
+
+
+def test_user_options_nested_too_deeply_are_78_not_a_crash(tmp_path):
+    deep = '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    run = run_main([*BASE, "--user-options", deep, "--termination-log", str(tmp_path / "term")], env=TOKEN_ENV)
+    assert run.exit_code == ExitCode.CONFIGURATION, run.output
+    assert "--user-options: is not valid JSON: nested too deeply" in run.result["message"]

@@ -294,7 +294,7 @@ KERNELS = r"/api/kernels$"
         pytest.param("GET", USER_MODEL, {"name": "canary", "servers": []}, 200, ExitCode.HUB_UNAVAILABLE,
                      "`servers` of type list", id="servers-list"),
         pytest.param("GET", USER_MODEL, {"name": "canary", "servers": {"": "running"}}, 200, ExitCode.HUB_UNAVAILABLE,
-                     "is a str, not an object", id="server-model-str"),
+                     "`servers['']` of type str, not an object", id="server-model-str"),
         pytest.param("GET", r"/api/status$", [], 200, ExitCode.SERVER_UNREACHABLE, "JSON list", id="api-status-list"),
     ],
 )
@@ -357,9 +357,9 @@ def test_a_kernel_answer_of_the_wrong_shape_is_14(tmp_path, body, status):
     ("method", "path", "body", "status", "words"),
     [
         # The tokens are listed only to find what a mint whose answer was lost left behind.
-        ("GET", r"/tokens$", {"api_tokens": 5}, 200, "without a list of tokens"),
+        ("GET", r"/tokens$", {"api_tokens": 5}, 200, "`api_tokens` of type int, not a list"),
         ("POST", r"/tokens$", [], 201, "JSON list"),
-        ("POST", r"/tokens$", {"id": "a1"}, 201, "without a token"),
+        ("POST", r"/tokens$", {"id": "a1"}, 201, "no `token`"),
     ],
     ids=["token-list", "mint-list", "mint-no-token"],
 )

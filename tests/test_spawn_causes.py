@@ -125,7 +125,60 @@ def test_the_latest_telling_event_wins():
         (relayed("Normal", 'Pulling image "x"'), "Pulling"),
     ]
     assert classify(events, "Spawn failed: Timeout", timed_out=False) == "image_pull"
-    assert classify(events[:3], "the server was not ready within 60s", timed_out=True) == "unschedulable"
+    # The kubelet pulling again after a failed pull is the same pull, failing: still the image.
+
+
+# A pool scaled from zero (issue 19, item 9): no node, the autoscaler adds one, the pod is scheduled
+# there and its image is being pulled when the spawn times out. The texts are the scheduler's, the
+# cluster autoscaler's (TriggeredScaleUp: "pod triggered scale-up: [{<group> <from>-><to> (max: <max>)}]")
+# and the kubelet's.
+SCALE_FROM_ZERO = [
+    ["Warning", "FailedScheduling",
+     "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector. preemption: 0/2 nodes are "
+     "available: 2 Preemption is not helpful for scheduling."],
+    ["Normal", "TriggeredScaleUp", "pod triggered scale-up: [{eks-user-gpu-20261130-4ac8d2b1 0->1 (max: 10)}]"],
+    ["Normal", "Scheduled", "Successfully assigned jhub/jupyter-canary to ip-10-0-3-17.ec2.internal"],
+    ["Normal", "Pulling", 'Pulling image "quay.io/jupyter/pytorch-notebook:cuda12-2026-11-24"'],
+]
+
+
+def test_a_failure_the_pod_got_past_is_not_the_cause():
+    events = [("Server requested", None), *((relayed(kind, text), reason) for kind, reason, text in SCALE_FROM_ZERO)]
+    timed_out = "the server was not ready within 300s"
+    assert classify(events, timed_out, timed_out=True) == "timeout"
+    # Each step of the way: unschedulable until the pod is scheduled.
+    assert classify(events[:3], timed_out, timed_out=True) == "unschedulable"
+    assert classify(events[:4], timed_out, timed_out=True) == "timeout"
+    # By its words alone (a spawner that relays no raw_event) as by its reason alone.
+    assert classify([(m, None) for m, _ in events], timed_out, timed_out=True) == "timeout"
+    assert classify([("", r) for _, r in events], timed_out, timed_out=True) == "timeout"
+
+
+@pytest.mark.parametrize(
+    ("events", "cause"),
+    [
+        # An unbound claim fails the scheduling; once bound, the pod is scheduled.
+        ([("FailedScheduling", "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims."),
+          ("Scheduled", "Successfully assigned jhub/jupyter-canary to node-1")], "timeout"),
+        # A mount that failed, then worked: the kubelet pulls only after mounting.
+        ([("FailedMount", 'MountVolume.SetUp failed for volume "home" : mount failed: exit status 32'),
+          ("Pulling", 'Pulling image "quay.io/jupyter/base-notebook:2026-11-24"')], "timeout"),
+        # A pull that failed once, then succeeded, and the container started.
+        ([("Failed", "Error: ErrImagePull"), ("Pulled", 'Successfully pulled image "x" in 41.2s (41.2s including waiting)'),
+          ("Started", "Container started")], "timeout"),
+        # Not past its step: a pull tried again, a container started again after a crash.
+        ([("Failed", "Error: ErrImagePull"), ("Pulling", 'Pulling image "x"')], "image_pull"),
+        ([("BackOff", "Back-off restarting failed container notebook in pod jupyter-canary_jhub(0d2c)"),
+          ("Started", "Started container notebook")], "crash"),
+        # A failure after the pod moved on is the cause.
+        ([("Scheduled", "Successfully assigned jhub/jupyter-canary to node-1"), ("Failed", "Error: ImagePullBackOff")],
+         "image_pull"),
+    ],
+    ids=["volume-then-scheduled", "mount-then-pulling", "pull-then-started", "pull-again", "crash-again", "after"],
+)
+def test_a_later_event_supersedes_only_the_failures_of_the_steps_it_passed(events, cause):
+    told = [(relayed("Normal", message), reason) for reason, message in events]
+    assert classify(told, "the server was not ready within 300s", timed_out=True) == cause
 
 
 def test_the_failure_message_is_read_last():
@@ -252,6 +305,22 @@ def test_a_pod_no_node_takes_times_out_as_unschedulable(kube_events_hub, hub_use
     reasons = [e.get("reason") for e in run.result["timeline"]]
     assert reasons.count("FailedScheduling") == 1 and reasons.count("NotTriggerScaleUp") == 1, run.result["timeline"]
     assert [e["cause"] for e in run.named("spawn_cause")] == ["unschedulable"]
+
+
+@pytest.mark.hub
+def test_a_scheduling_failure_the_autoscaler_resolved_is_not_the_timeouts_cause(kube_events_hub, hub_user, tmp_path):
+    """The scale-from-zero story on the real hub: the spawn times out while the image is pulled."""
+    from app.exit_codes import ExitCode
+
+    if not kube_events_hub.cancels_pending_spawns:
+        pytest.skip("JupyterHub before 5.1 cannot cancel a pending spawn: a spawn timeout there ends in 13")
+    script = [[0.2 + 0.3 * number, *event] for number, event in enumerate(SCALE_FROM_ZERO)]
+    run, termination = _canary(kube_events_hub, hub_user(), tmp_path, {"k8s_events": script},
+                               "--spawn-timeout", "4", "--stop-timeout", "30", "--deadline", "60")
+    assert run.exit_code == ExitCode.SPAWN_TIMEOUT, run.output
+    assert [e.get("reason") for e in run.result["timeline"] if e.get("reason")] == [r for _, r, _ in SCALE_FROM_ZERO]
+    assert run.result["cause"] == termination["cause"] == "timeout"
+    assert [e["cause"] for e in run.named("spawn_cause")] == ["timeout"]
 
 
 @pytest.mark.hub

@@ -39,7 +39,7 @@ def test_a_refused_stream_is_asked_for_again_while_the_request_is_in_flight():
             fake.add_server("canary", ready=False)  # the hub took the spawn in
             progress.request_answered()
             (event, recorded), *_ = progress.events(Deadline(5))
-            assert event["message"] == "Server requested"
+            assert event.message == "Server requested"
             assert timeline.events[0] is recorded
         finally:
             progress.stop()
@@ -69,7 +69,7 @@ def test_stop_ends_a_live_stream_at_once():
         fake.add_server("canary", ready=False)  # pending for good: the stream only keeps alive
         progress, client, _ = follower(fake, seconds=60)
         try:
-            assert [event["message"] for event, _ in progress.events(Deadline(0.5))] == ["Server requested"]
+            assert [event.message for event, _ in progress.events(Deadline(0.5))] == ["Server requested"]
             started = time.monotonic()
             progress.stop()
             # Not the join's 2 s: the cut ended the read at once.
@@ -86,7 +86,7 @@ def test_the_deadline_ends_the_stream_without_stop():
         progress, client, _ = follower(fake, seconds=1.5)
         try:
             started = time.monotonic()
-            assert [e["message"] for e, _ in progress.events(Deadline(10))] == ["Server requested"]
+            assert [e.message for e, _ in progress.events(Deadline(10))] == ["Server requested"]
             assert time.monotonic() - started < 1.5 + RETRY_PAUSE + 1.0
         finally:
             progress.stop()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from app.exit_codes import ExitCode
+from app.models import ProgressEvent
 from app.timeline import PHASES, Event, Timeline, derive_phases
 from tests.localhub import LocalHub, until_stopped
 from tests.runner import run_main
@@ -81,9 +82,9 @@ def test_the_timeline_times_events_from_its_creation():
     now = [100.0]
     timeline = Timeline(clock=lambda: now[0])
     now[0] = 100.25
-    timeline.record({"progress": 0, "message": "Server requested"})
+    timeline.record(ProgressEvent("Server requested", progress=0))
     now[0] = 103.5
-    timeline.record({"progress": 100, "message": "Server ready at /user/a/", "ready": True, "url": "/user/a/"})
+    timeline.record(ProgressEvent("Server ready at /user/a/", progress=100, ready=True))
     assert timeline.as_result() == [
         {"t_ms": 250, "progress": 0, "message": "Server requested"},
         {"t_ms": 3500, "progress": 100, "message": "Server ready at /user/a/"},

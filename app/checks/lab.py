@@ -17,7 +17,6 @@ not served: the message names its URL), `error` (anything else: a 5xx, no answer
 from __future__ import annotations
 
 import html
-import json
 import re
 from typing import Any
 from urllib.parse import urljoin
@@ -28,12 +27,31 @@ from app import logs
 from app.checks import Check
 from app.errors import HubUnavailable, LabFailed
 from app.hub import hub_message
+from app.models import LabPageConfig, WrongShape, loads
 from app.transport import origin_text
 
 PAGE_CONFIG = re.compile(r'<script[^>]*\bid="jupyter-config-data"[^>]*>(.*?)</script>', re.DOTALL)
 SCRIPT_SRC = re.compile(r'<script[^>]*\bsrc="([^"]+)"')
 
 log = logs.get_logger()
+
+
+def page_config_of(text: str, path: str) -> LabPageConfig:
+    """JupyterLab's page config, from the page's HTML (app/models.py); anything else is `not_served`."""
+    found = PAGE_CONFIG.search(text)
+    try:
+        raw = loads(html.unescape(found.group(1))) if found else None
+    except ValueError:
+        raw = None
+    if not isinstance(raw, dict):
+        raise LabFailed(
+            f"GET {path} answered 200 without JupyterLab's page config (jupyter-config-data): not JupyterLab",
+            cause="not_served",
+        )
+    try:
+        return LabPageConfig.parse(raw, f"GET {path} answered 200 with a page config that is not JupyterLab's")
+    except WrongShape as exc:
+        raise LabFailed(exc.message, cause="not_served") from None
 
 
 class Lab(Check):
@@ -68,24 +86,13 @@ class Lab(Check):
 
     def _assets(self, page_url: str, text: str, path: str) -> list[str]:
         """The main bundle(s) the page loads and every federated extension's remoteEntry."""
-        found = PAGE_CONFIG.search(text)
-        try:
-            page_config = json.loads(html.unescape(found.group(1))) if found else None
-        except ValueError:
-            page_config = None
-        if not isinstance(page_config, dict):
-            raise LabFailed(
-                f"GET {path} answered 200 without JupyterLab's page config (jupyter-config-data): not JupyterLab",
-                cause="not_served",
-            )
+        page_config = page_config_of(text, path)
         scripts = [urljoin(page_url, html.unescape(src)) for src in SCRIPT_SRC.findall(text)]
         if not scripts:
             raise LabFailed(f"GET {path} answered a page that loads no script bundle", cause="not_served")
-        base = str(page_config.get("fullLabextensionsUrl") or "").rstrip("/")
+        base = page_config.labextensions_url.rstrip("/")
         extensions = [
-            urljoin(page_url, f"{base}/{extension['name']}/{extension['load']}")
-            for extension in page_config.get("federated_extensions") or []
-            if isinstance(extension, dict) and extension.get("name") and extension.get("load")
+            urljoin(page_url, f"{base}/{extension.name}/{extension.load}") for extension in page_config.federated_extensions
         ]
         return scripts + extensions
 

@@ -10,15 +10,14 @@ running then is interrupted, reported with cause `timeout`, and the kernel delet
 deleted whatever happens, with signals held off.
 
 The file is read with the stdlib's json (nbformat is not in the image: its dependencies would cost
-megabytes for what is a JSON document with a published schema), when the configuration is read: a
-file that is not an nbformat 4 notebook is a configuration error (78) naming it.
+megabytes for what is a JSON document with a published schema) into app/models.py's `Notebook`,
+when the configuration is read: a file that is not an nbformat 4 notebook, or has a field of the
+wrong shape, is a configuration error (78) naming it and the field.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -28,6 +27,7 @@ from app.checks import Check
 from app.checks.kernel import KernelCheck
 from app.deadline import elapsed_ms
 from app.errors import HubUnavailable, KernelFailed, NotebookFailed
+from app.models import Notebook, WrongShape, loads
 
 TRACEBACK_LINES = 20  # the traceback's last lines in the result
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -35,40 +35,20 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 log = logs.get_logger()
 
 
-@dataclass(frozen=True)
-class Notebook:
-    name: str  # the file's name, as the result reports it
-    kernel_name: str | None  # its kernelspec
-    cells: tuple[str, ...]  # the code cells' sources, in order
-
-
 def read_notebook(path: Path) -> Notebook:
-    """The code cells of an nbformat 4 notebook; ValueError naming the file when it is not one."""
+    """The code cells of an nbformat 4 notebook; ValueError naming the file (and the field) when it is not one."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{str(path)!r} cannot be read: {exc}") from None
+    try:
+        data = loads(text)
     except ValueError as exc:
         raise ValueError(f"{str(path)!r} is not a notebook: not JSON ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
-        raise ValueError(f"{str(path)!r} is not a notebook: no list of cells")
-    if data.get("nbformat") != 4:
-        raise ValueError(f"{str(path)!r} is nbformat {data.get('nbformat')!r}; only nbformat 4 notebooks are run")
-    cells = []
-    for number, cell in enumerate(data["cells"], 1):
-        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
-            continue
-        source = cell.get("source", "")
-        if isinstance(source, list) and all(isinstance(line, str) for line in source):
-            source = "".join(source)
-        if not isinstance(source, str):
-            raise ValueError(f"{str(path)!r}: cell {number} has a source that is not text")
-        cells.append(source)
-    if not cells:
-        raise ValueError(f"{str(path)!r} has no code cell")
-    kernelspec = (data.get("metadata") or {}).get("kernelspec") or {}
-    kernel_name = kernelspec.get("name") if isinstance(kernelspec, dict) else None
-    return Notebook(path.name, str(kernel_name) if kernel_name else None, tuple(cells))
+    try:
+        return Notebook.parse(data, path.name, repr(str(path)))
+    except WrongShape as exc:
+        raise ValueError(exc.message) from None
 
 
 def traceback_tail(lines: Any) -> list[str]:

@@ -8,9 +8,12 @@ the save and the read-back leave CLEANUP_SHARE (app/deadline.py) to the DELETE: 
 NFS server that stopped answering) is cut by the transport's watchdog and is `timeout`.
 
 The server says why a save failed in its own words; jupyter_server answers 500 "Unexpected error
-while saving file: <path> [Errno 28] No space left on device" for a full disk, 403 "Permission
-denied: <path>" for EACCES/EPERM, and the errno text for a read-only file system. `cause` is read
-from those words (the errno's name or number), and the message quotes them.
+while saving file: <path> [Errno 28] No space left on device: '<home>/<path>'" for a full disk, 403
+"Permission denied: <path>" for EACCES/EPERM, and 500 with "[Errno 30] Read-only file system" for a
+read-only one. `cause` is read from the status and the errno (its number, "[Errno 28]", or its name,
+"ENOSPC"), never from words: those messages quote the path, and a path can hold any word (a
+directory `quota-tests`, a user `readonly`). The path this check sent, and every quoted string, are
+left out before the errno is looked for. The message quotes the server's words as they came.
 """
 
 from __future__ import annotations
@@ -27,24 +30,36 @@ from app.checks import Check
 from app.deadline import Deadline, elapsed_ms
 from app.errors import HubUnavailable, StorageFailed
 from app.hub import hub_message
+from app.models import FileModel, WrongShape, loads
 
 FILE_PREFIX = "jupyterhub-canary-"
 
-# The server's words -> cause; the first that matches wins. Errno numbers are Linux's.
-CAUSES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("no_space", re.compile(r"errno 28\]|errno 122\]|no space left|disk quota exceeded|quota", re.IGNORECASE)),
-    ("read_only", re.compile(r"errno 30\]|read-only file system", re.IGNORECASE)),
-    ("permission", re.compile(r"errno 13\]|errno 1\]|permission denied|operation not permitted", re.IGNORECASE)),
-)
+# The errno -> cause, by name and by number (Linux's: the user's server runs on Linux).
+ERRNO_CAUSES: dict[str, tuple[int, str]] = {
+    "ENOSPC": (28, "no_space"),
+    "EDQUOT": (122, "no_space"),
+    "EROFS": (30, "read_only"),
+    "EACCES": (13, "permission"),
+    "EPERM": (1, "permission"),
+}
+BY_NUMBER = {number: cause for number, cause in ERRNO_CAUSES.values()}
 STATUS_CAUSES = {507: "no_space", 403: "permission"}
+ERRNO = re.compile(r"\[Errno (\d+)\]|\b(" + "|".join(ERRNO_CAUSES) + r")\b")
+# A quoted string (Python's repr of a path, with its escapes): what the server quotes is not its verdict.
+QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 
 log = logs.get_logger()
 
 
-def cause_of(status: int, message: str) -> str:
-    """What a failed contents request means, from the server's status and its own words."""
-    for cause, pattern in CAUSES:
-        if pattern.search(message):
+def cause_of(status: int, message: str, path: str = "") -> str:
+    """What a failed contents request means, from the server's status and the errno it quotes.
+
+    `path`, the path the request named, is left out of the message first, then every quoted string.
+    """
+    unquoted = QUOTED.sub("", message.replace(path, "") if path else message)
+    for number, name in ERRNO.findall(unquoted):
+        cause = BY_NUMBER.get(int(number)) if number else ERRNO_CAUSES[name][1]
+        if cause is not None:
             return cause
     return STATUS_CAUSES.get(status, "error")
 
@@ -87,10 +102,10 @@ class Storage(Check):
                 ) from None
             raise StorageFailed(f"{doing}: no answer from the server ({exc})", cause="error") from None
 
-    def _failed(self, doing: str, response: requests.Response) -> StorageFailed:
+    def _failed(self, doing: str, path: str, response: requests.Response) -> StorageFailed:
         message = hub_message(response)
         return StorageFailed(
-            f"{doing} answered {response.status_code}: {message}", cause=cause_of(response.status_code, message)
+            f"{doing} answered {response.status_code}: {message}", cause=cause_of(response.status_code, message, path)
         )
 
     def _save(self, api_path: str, path: str, content: str) -> None:
@@ -100,7 +115,7 @@ class Storage(Check):
         body = {"type": "file", "format": "text", "content": content}
         response = self._send(doing, "PUT", api_path, self._budget(), json=body)
         if response.status_code not in (200, 201):
-            raise self._failed(doing, response)
+            raise self._failed(doing, path, response)
         log.info("storage_saved", path=path, bytes=len(content), duration_ms=elapsed_ms(started, clock))
 
     def _read_back(self, api_path: str, path: str, content: str) -> None:
@@ -108,13 +123,15 @@ class Storage(Check):
         params = {"type": "file", "format": "text", "content": "1"}
         response = self._send(doing, "GET", api_path, self._budget(), params=params)
         if response.status_code != 200:
-            raise self._failed(doing, response)
+            raise self._failed(doing, path, response)
         try:
-            read = response.json().get("content")
-        except (ValueError, AttributeError):
-            raise StorageFailed(f"{doing}: the server answered 200 without a file model", cause="error") from None
+            read = FileModel.parse(loads(response.content), "the file model").content
+        except ValueError:
+            raise StorageFailed(f"{doing}: the server answered 200 without a file model (not JSON)", cause="error") from None
+        except WrongShape as exc:
+            raise StorageFailed(f"{doing}: the server answered 200 without a file model ({exc.message})", cause="error") from None
         if read != content:
-            shown = read[:60] if isinstance(read, str) else read
+            shown = read[:60]
             raise StorageFailed(
                 f"{doing}: its content differs from what was saved ({len(content)} characters written, "
                 f"read back {shown!r})",
@@ -140,6 +157,6 @@ class Storage(Check):
             if response.status_code == 204:
                 log.info("storage_deleted", path=path)
                 return None
-            failure = self._failed(doing, response)
+            failure = self._failed(doing, path, response)
         log.error("storage_file_left", path=path, message=failure.message)
         return failure
