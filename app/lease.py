@@ -19,7 +19,8 @@ ends with ConcurrentRun (18) without touching anything.
   never shown otherwise) is read at the end and given back if it names this run; a failure to give
   it back is logged, not fatal: the Lease expires on its own.
 - Expiry is judged on this run's clock against the holder's renewTime, as client-go's leader
-  election does: the margin absorbs a skew of clocks.
+  election does: the margin absorbs a skew of clocks. A Lease that lasts past the calendar's end
+  is live. A Lease whose fields are not of the API's types is not judged at all (app/kube.py: 21).
 """
 
 from __future__ import annotations
@@ -169,7 +170,10 @@ class ProbeLease:
             return True
         if renewed.tzinfo is None:
             renewed = renewed.replace(tzinfo=UTC)
-        return renewed + timedelta(seconds=spec.lease_duration_seconds) < self._utcnow()
+        try:
+            return renewed + timedelta(seconds=spec.lease_duration_seconds) < self._utcnow()
+        except OverflowError:  # it lasts past the calendar's end (a real apiserver keeps renewTime 9999-12-31)
+            return False
 
     def release(self) -> None:
         """Give the Lease back if it names this run; a failure is logged (it expires on its own)."""
