@@ -15,7 +15,9 @@ most of a second, which a token file or variable (and `--help`) should not pay.
 - A write is never resent by the client: urllib3 would resend a PUT whose answer was lost, and
   the resend's 409 (the first one changed the resourceVersion) would read as another writer's.
   A write whose answer is lost (the connection dropped, a 5xx) is `WriteOutcomeUnknown`, and the
-  caller decides it by reading the object back.
+  caller decides it by reading the object back. What the request's own failure was is read from
+  its own exceptions only: a write made while another failure is being handled (the Lease given
+  back after a run that could not reach the hub) does not inherit that failure's causes.
 - Every answer is parsed here, against the client's own types, before the client builds its object:
   a field of another type (a number for a string, a list for an object), a date the client cannot
   read, or an object without its resourceVersion (an update sent without one would be
@@ -28,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -84,11 +87,13 @@ def kube_tls_context(relaxed_x509: bool) -> ssl.SSLContext:
     return context
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    """`exc` and what it wraps, outermost first (urllib3 wraps the cause in MaxRetryError's `reason`)."""
+def _chain(exc: BaseException, outer: BaseException | None = None) -> list[BaseException]:
+    """`exc` and what it wraps, outermost first (urllib3 wraps the cause in MaxRetryError's `reason`),
+    up to `outer`, the failure that was being handled when the request began: Python makes it the
+    implicit context of the request's innermost error, but it is not this request's cause."""
     seen: list[BaseException] = []
     current: BaseException | None = exc
-    while current is not None and current not in seen:
+    while current is not None and current not in seen and current is not outer:
         seen.append(current)
         inner = getattr(current, "reason", None)
         if not isinstance(inner, BaseException):
@@ -97,10 +102,10 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-def _cause(exc: BaseException) -> str:
+def _cause(exc: BaseException, outer: BaseException | None = None) -> str:
     """What ended a Kubernetes API call, in a few words: a TLS verification failure's own reason,
     else the innermost error's type and text."""
-    chain = _chain(exc)
+    chain = _chain(exc, outer)
     for error in chain:
         if isinstance(error, ssl.SSLCertVerificationError):
             return f"certificate verify failed: {error.verify_message}"
@@ -109,13 +114,13 @@ def _cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}" + (f" ({type(innermost).__name__}: {text})" if innermost is not exc else "")
 
 
-def _never_sent(exc: BaseException) -> bool:
+def _never_sent(exc: BaseException, outer: BaseException | None = None) -> bool:
     """True when the request provably never reached the apiserver: no connection, or a certificate
     refused in the handshake. Anything later (a reset, a timeout, a cut answer) leaves it unknown."""
     from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
     never = (NewConnectionError, ConnectTimeoutError, ssl.SSLCertVerificationError)
-    return any(isinstance(error, never) for error in _chain(exc))
+    return any(isinstance(error, never) for error in _chain(exc, outer))
 
 
 class _WrongShape(Exception):
@@ -269,6 +274,7 @@ class KubeApi:
         what = f"{verb} {self.where}"
         unknown = KubernetesUnavailable if verb in READS else WriteOutcomeUnknown
         seconds = self._deadline.for_wait(self._request_timeout)
+        outer = sys.exc_info()[1]  # a failure being handled as this call begins (a cleanup's): not its cause
         with Watchdog(self._deadline) as watchdog, watchdog.active():
             try:
                 return request((seconds, seconds))
@@ -286,10 +292,10 @@ class KubeApi:
                 failure = unknown if (exc.status or 0) >= 500 else KubernetesUnavailable
                 raise failure(f"Kubernetes answered {exc.status} {exc.reason} to {what}") from None
             except (HTTPError, OSError) as exc:
-                cause = _cause(exc)
+                cause = _cause(exc, outer)
                 if watchdog.fired:
                     cause = f"no complete answer within the deadline ({self._deadline.seconds:g}s): {cause}"
                 strict = "certificate verify failed" in cause and not self._relaxed_x509
                 hint = f"; if {RELAXED_HINT}" if strict else ""
-                failure = KubernetesUnavailable if _never_sent(exc) else unknown
+                failure = KubernetesUnavailable if _never_sent(exc, outer) else unknown
                 raise failure(f"cannot reach the Kubernetes API to {what}: {cause}{hint}") from None

@@ -406,3 +406,29 @@ def test_a_lease_deleted_between_the_read_and_the_takeover_is_78(stub_lease, tmp
     assert run.exit_code == ExitCode.CONFIGURATION, run.output
     assert f"Lease {NS}/{LEASE} does not exist" in run.result["message"]
     assert stub_lease.get_lease(NS, LEASE) is None, "the canary made a Lease"
+
+
+# --- giving the Lease back: its answer lost, at the end of a run that failed ---
+
+
+@pytest.mark.parametrize("made", [True, False], ids=["made", "not-made"])
+def test_a_giving_back_whose_answer_is_lost_is_decided_by_a_read(stub_lease, tmp_path, monkeypatch, made):
+    """The run failed (the hub at port 9 refused it), so the giving back runs while that failure is
+    handled: the failure's own causes (a refused connection) are not this write's, which was sent. Read
+    back, a giving back that was made is done; one that was not is sent again: else the Lease names a
+    finished run for --deadline + --stop-timeout + 60 s, and every run of the probe meanwhile ends 18."""
+    real_release = ProbeLease.release
+
+    def release_with_its_answer_lost(self):
+        stub_lease.after_write("PUT", "leases", NS, LEASE, commit=made)
+        real_release(self)
+
+    monkeypatch.setattr(ProbeLease, "release", release_with_its_answer_lost)
+    run = quick_run(tmp_path)
+    assert run.exit_code == ExitCode.HUB_UNAVAILABLE, run.output
+    assert not stub_holder(stub_lease), "the Lease still names the finished run"
+    assert run.named("request_outcome_unknown") and run.named("lease_released"), run.output
+    assert not run.named("lease_release_failed"), run.output
+    puts = [r["status"] for r in stub_lease.requests_seen if r["method"] == "PUT"]
+    assert puts == ([200, 0] if made else [200, 0, 200]), puts
+    run.assert_no_secret(HUB_TOKEN, SA_TOKEN)
