@@ -263,6 +263,29 @@ def test_a_lease_renewed_at_the_calendars_end_is_live_and_left_alone(lease_kube,
 
 
 @pytest.mark.k8s
+def test_a_run_that_loses_the_race_for_the_lease_gets_the_conflict_and_touches_nothing(lease_kube, tmp_path,
+                                                                                    monkeypatch):
+    """Two runs read the free Lease; the other takes it first. This run's update carries the version it
+    read: the real apiserver refuses it (409), and the run ends 18 with the other run's Lease untouched."""
+    plane, namespace, kube_token = lease_kube
+    real_read = ProbeLease._read
+
+    def read_then_taken_by_another_run(self):
+        read = real_read(self)
+        if not self.may_hold:  # the takeover's read, not the release's
+            put_lease(plane, namespace, "racing-pod/0123456789ab", datetime.now(UTC))
+        return read
+
+    monkeypatch.setattr(ProbeLease, "_read", read_then_taken_by_another_run)
+    run = run_main(["--hub-url", "http://127.0.0.1:9/", "--user", "canary", "--lease", LEASE, "--lease-namespace", namespace,
+                    "--termination-log", str(tmp_path / "t")], env={"JUPYTERHUB_API_TOKEN": HUB_TOKEN})
+    assert run.exit_code == ExitCode.CONCURRENT_RUN, run.output
+    assert "taken by another run of this probe just now" in run.result["message"]
+    assert holder(plane, namespace) == "racing-pod/0123456789ab" and not run.named("lease_acquired")
+    run.assert_no_secret(HUB_TOKEN, kube_token)
+
+
+@pytest.mark.k8s
 def test_a_role_without_update_on_the_lease_is_77_naming_it(control_plane, k8s_namespace, helm, tmp_path, monkeypatch):
     """RBAC lets the run read the chart's Lease but not update it: 77, naming the verb and the Lease, and
     the Lease unchanged (a later run with the chart's Role takes it)."""

@@ -496,6 +496,24 @@ def test_a_lost_update_that_cannot_be_read_back_revokes_neither_token_and_names_
     assert token_works(hub, stub.get_secret(stub_kube.namespace, SECRET)["data"]["token"])
 
 
+@pytest.mark.parametrize("answer", [True, False], ids=["answered", "answer-lost"])
+def test_a_signal_during_the_rotations_secret_update_waits_until_the_old_token_is_revoked(stub_kube, hub, hub_user,
+                                                                                         answer):
+    """SIGTERM while the Secret's update is on its way (its answer sent, or lost and read back): the run
+    ends 143 only once the Secret holds the new token and the old one is revoked."""
+    user, args, old_id = minted_into_secret(hub, hub_user, stub_kube)
+    old = stub_kube.get_secret(SECRET)["data"]["token"]
+    stub_kube.stub.after_write("PUT", "secrets", stub_kube.namespace, SECRET, answer=answer,
+                               then=lambda: os.kill(os.getpid(), signal.SIGTERM))
+    run = run_token(["rotate", "--hub-url", hub.url, *args], env=admin_env(hub))
+    assert run.exit_code == ExitCode.SIGTERM and run.named("signal_received"), run.log
+    new = stub_kube.get_secret(SECRET)["data"]["token"]
+    assert token_works(hub, new) and not token_works(hub, old)
+    assert [e["token_id"] for e in run.named("token_revoked")] == [old_id]
+    assert live_token_ids(hub, user) == {run.named("token_minted")[-1]["token_id"]}
+    assert_clean(run, old, new, hub.admin_token, stub_kube.token)
+
+
 # --- which token a rotation revokes: the one it read from the Secret, proven, never one the annotations name ---
 
 
