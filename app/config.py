@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,19 +80,28 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+# The white space Helm's `trim` (Go's strings.TrimSpace) removes around a value: str.strip() also
+# removes \x1c-\x1f, which the chart would then refuse as control characters.
+_TRIMMED = "\t\n\v\f\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+
+
 def _hub_url(raw: str) -> str:
-    value = raw.strip()
+    value = raw.strip(_TRIMMED)
+    # urlsplit drops tabs and newlines while it parses, and a label or request would keep them.
+    if any(unicodedata.category(c) in ("Cc", "Zs", "Zl", "Zp") for c in value):
+        raise ValueError(f"must not contain white space or control characters, got {raw!r}")
+    # Even empty ones: the API paths appended to the URL would land in its query or fragment.
+    if "?" in value or "#" in value:
+        raise ValueError(f"must not have a query or fragment, got {raw!r}")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"must be an http(s) URL such as https://hub.example.org/, got {raw!r}")
-    if parts.query or parts.fragment:
-        raise ValueError(f"must not have a query or fragment, got {raw!r}")
     try:
         parts.port  # noqa: B018 - raises on a malformed port
     except ValueError:
         raise ValueError(f"has an invalid port, got {raw!r}") from None
     # The pushed metrics' `hub` label; the chart's "canary.hubUrl" helper (_helpers.tpl) applies the
-    # same rule to its alerts' selectors (tests/test_chart.py checks they agree).
+    # same rule, and refuses what this refuses (tests/test_chart.py checks they agree, input by input).
     return value if value.endswith("/") else value + "/"
 
 

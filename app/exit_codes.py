@@ -34,11 +34,18 @@ MEANING = {
     ExitCode.STORAGE_FAILED: "storage failed: a file could not be saved, read back or deleted in the home (--check-storage)",
     ExitCode.NOTEBOOK_FAILED: "notebook failed: a cell of --notebook raised or did not finish",
     ExitCode.LAB_FAILED: "JupyterLab failed: its page or a bundle it loads is not served (--check-lab)",
-    ExitCode.CONCURRENT_RUN: "another live run of this probe holds its lease or its server (nothing was touched), or another token rotate wrote the Secret first",
+    ExitCode.CONCURRENT_RUN: (
+        "another live run of this probe holds its lease or its server (nothing was touched), "
+        "or another token rotate wrote the Secret first"
+    ),
     ExitCode.HUB_UNAVAILABLE: "hub unavailable (connection errors, 5xx, 429 after retries)",
-    ExitCode.KUBERNETES_UNAVAILABLE: "Kubernetes API unreachable (the token Secret, the probe's Lease), or a write's outcome unknown",
+    ExitCode.KUBERNETES_UNAVAILABLE: (
+        "Kubernetes API unreachable (the token Secret, the probe's Lease), or a write's outcome unknown"
+    ),
     ExitCode.PERMISSION: "permission: token rejected by the hub, or Kubernetes forbids the Secret or the Lease",
-    ExitCode.CONFIGURATION: "configuration: bad flag or variable, invalid options, no token, Secret, key or the probe's Lease missing",
+    ExitCode.CONFIGURATION: (
+        "configuration: bad flag or variable, invalid options, no token, Secret, key or the probe's Lease missing"
+    ),
     ExitCode.SIGINT: "interrupted by SIGINT, after cleanup",
     ExitCode.SIGTERM: "interrupted by SIGTERM, after cleanup",
 }

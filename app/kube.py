@@ -15,13 +15,22 @@ most of a second, which a token file or variable (and `--help`) should not pay.
 - A write is never resent by the client: urllib3 would resend a PUT whose answer was lost, and
   the resend's 409 (the first one changed the resourceVersion) would read as another writer's.
   A write whose answer is lost (the connection dropped, a 5xx) is `WriteOutcomeUnknown`, and the
-  caller decides it by reading the object back.
+  caller decides it by reading the object back. What the request's own failure was is read from
+  its own exceptions only: a write made while another failure is being handled (the Lease given
+  back after a run that could not reach the hub) does not inherit that failure's causes.
+- Every answer is parsed here, against the client's own types, before the client builds its object:
+  a field of another type (a number for a string, a list for an object), a date the client cannot
+  read, or an object without its resourceVersion (an update sent without one would be
+  unconditional) is an answer of the wrong shape. A read's is KubernetesUnavailable (21), as the
+  hub's wrong shapes are 20; a write's answer of the wrong shape leaves its outcome unknown.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -78,11 +87,13 @@ def kube_tls_context(relaxed_x509: bool) -> ssl.SSLContext:
     return context
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    """`exc` and what it wraps, outermost first (urllib3 wraps the cause in MaxRetryError's `reason`)."""
+def _chain(exc: BaseException, outer: BaseException | None = None) -> list[BaseException]:
+    """`exc` and what it wraps, outermost first (urllib3 wraps the cause in MaxRetryError's `reason`),
+    up to `outer`, the failure that was being handled when the request began: Python makes it the
+    implicit context of the request's innermost error, but it is not this request's cause."""
     seen: list[BaseException] = []
     current: BaseException | None = exc
-    while current is not None and current not in seen:
+    while current is not None and current not in seen and current is not outer:
         seen.append(current)
         inner = getattr(current, "reason", None)
         if not isinstance(inner, BaseException):
@@ -91,10 +102,10 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-def _cause(exc: BaseException) -> str:
+def _cause(exc: BaseException, outer: BaseException | None = None) -> str:
     """What ended a Kubernetes API call, in a few words: a TLS verification failure's own reason,
     else the innermost error's type and text."""
-    chain = _chain(exc)
+    chain = _chain(exc, outer)
     for error in chain:
         if isinstance(error, ssl.SSLCertVerificationError):
             return f"certificate verify failed: {error.verify_message}"
@@ -103,13 +114,102 @@ def _cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}" + (f" ({type(innermost).__name__}: {text})" if innermost is not exc else "")
 
 
-def _never_sent(exc: BaseException) -> bool:
+def _never_sent(exc: BaseException, outer: BaseException | None = None) -> bool:
     """True when the request provably never reached the apiserver: no connection, or a certificate
     refused in the handshake. Anything later (a reset, a timeout, a cut answer) leaves it unknown."""
     from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
     never = (NewConnectionError, ConnectTimeoutError, ssl.SSLCertVerificationError)
-    return any(isinstance(error, never) for error in _chain(exc))
+    return any(isinstance(error, never) for error in _chain(exc, outer))
+
+
+class _WrongShape(Exception):
+    """An answer that is not the object the API serves (see the module docstring); the text says where."""
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), "a number" if isinstance(value, int | float) else "null"
+    )
+
+
+# The client's names for JSON's scalar types: what each accepts (a date is a string the client parses), and its name.
+_SCALARS: dict[str, tuple[tuple[type, ...], str]] = {
+    "str": ((str,), "a string"), "int": ((int,), "an integer"), "float": ((int, float), "a number"),
+    "bool": ((bool,), "a boolean"), "datetime": ((str,), "a date-time string"), "date": ((str,), "a date string"),
+}
+
+
+def _misfit(value: Any, kind: Any, path: str) -> str | None:
+    """Where the JSON `value` does not fit the client's type `kind` (a model class or its name,
+    'list[...]', 'dict(str, ...)', a scalar's name), or None. A field may be null (left out); an entry
+    of a list or map may not."""
+    from kubernetes import client
+
+    if value is None:
+        return None
+    if isinstance(kind, str):
+        if kind.startswith(("list[", "dict(")):
+            container = list if kind.startswith("list[") else dict
+            if not isinstance(value, container):
+                return f"{path} is {_json_type(value)}, not {'a list' if container is list else 'an object'}"
+            inner = kind[5:-1] if container is list else kind.split(",", 1)[1][:-1].strip()
+            entries = enumerate(value) if container is list else value.items()
+            for key, entry in entries:
+                where = f"{path}[{key}]" if container is list else f"{path}.{key}"
+                problem = f"{where} is null" if entry is None else _misfit(entry, inner, where)
+                if problem:
+                    return problem
+            return None
+        if kind == "object":
+            return None
+        if kind in _SCALARS:
+            accepted, named = _SCALARS[kind]
+            fits = isinstance(value, accepted) and (kind == "bool" or not isinstance(value, bool))
+            return None if fits else f"{path} is {_json_type(value)}, not {named}"
+        kind = getattr(client.models, kind, None)
+        if kind is None:  # a type this client does not name: its own deserializer decides
+            return None
+    if not isinstance(value, dict):
+        return f"{path or 'the answer'} is {_json_type(value)}, not an object"
+    for attribute, attribute_kind in kind.openapi_types.items():
+        key = kind.attribute_map[attribute]
+        if key in value:
+            problem = _misfit(value[key], attribute_kind, f"{path}.{key}" if path else key)
+            if problem:
+                return problem
+    return None
+
+
+def _parse_first(api_client: Any) -> None:
+    """Make `api_client` check every answer against its type before it builds its object from it,
+    and raise _WrongShape for one that does not fit (what the client would turn into a TypeError,
+    ValueError or OverflowError deep in its deserializer, or an object with fields silently dropped)."""
+    from kubernetes.client import models
+    from kubernetes.client.exceptions import ApiException
+
+    deserialize = api_client.deserialize
+
+    def parsed(response: Any, response_type: Any) -> Any:
+        try:
+            body = json.loads(response.data)
+        except (TypeError, ValueError):
+            raise _WrongShape("an answer that is not JSON") from None
+        problem = _misfit(body, response_type, "")
+        model = getattr(models, response_type, None) if isinstance(response_type, str) else None
+        if problem is None and "metadata" in getattr(model, "attribute_map", {}):  # an object of the API
+            version = (body.get("metadata") or {}).get("resourceVersion")
+            if not (isinstance(version, str) and version):
+                problem = "an object without metadata.resourceVersion"
+        if problem:
+            raise _WrongShape(problem)
+        try:
+            return deserialize(response, response_type)
+        except (ApiException, TypeError, ValueError, OverflowError, AttributeError) as exc:
+            # E.g. a date that is not one ("Failed to parse ..."): named by type only, never quoted.
+            raise _WrongShape(f"a field the client cannot read ({type(exc).__name__})") from None
+
+    api_client.deserialize = parsed
 
 
 def _api_client(relaxed_x509: bool, purpose: str) -> Any:
@@ -137,6 +237,7 @@ def _api_client(relaxed_x509: bool, purpose: str) -> Any:
     # whose answer was lost (see the module docstring).
     configuration.retries = Retry(total=2, allowed_methods=frozenset({"GET"}))
     api_client = client.ApiClient(configuration)
+    _parse_first(api_client)
     manager = watch_pools(api_client.rest_client.pool_manager)
     manager.connection_pool_kw["ssl_context"] = kube_tls_context(relaxed_x509)
     return api_client
@@ -173,9 +274,13 @@ class KubeApi:
         what = f"{verb} {self.where}"
         unknown = KubernetesUnavailable if verb in READS else WriteOutcomeUnknown
         seconds = self._deadline.for_wait(self._request_timeout)
+        outer = sys.exc_info()[1]  # a failure being handled as this call begins (a cleanup's): not its cause
         with Watchdog(self._deadline) as watchdog, watchdog.active():
             try:
                 return request((seconds, seconds))
+            except _WrongShape as exc:
+                # A write answered so was made, in whatever form: the caller reads the object back.
+                raise unknown(f"Kubernetes answered {what} with an object of the wrong shape: {exc}") from None
             except ApiException as exc:
                 if exc.status in passes:
                     raise Refused(exc.status, str(exc.reason)) from None
@@ -187,10 +292,10 @@ class KubeApi:
                 failure = unknown if (exc.status or 0) >= 500 else KubernetesUnavailable
                 raise failure(f"Kubernetes answered {exc.status} {exc.reason} to {what}") from None
             except (HTTPError, OSError) as exc:
-                cause = _cause(exc)
+                cause = _cause(exc, outer)
                 if watchdog.fired:
                     cause = f"no complete answer within the deadline ({self._deadline.seconds:g}s): {cause}"
                 strict = "certificate verify failed" in cause and not self._relaxed_x509
                 hint = f"; if {RELAXED_HINT}" if strict else ""
-                failure = KubernetesUnavailable if _never_sent(exc) else unknown
+                failure = KubernetesUnavailable if _never_sent(exc, outer) else unknown
                 raise failure(f"cannot reach the Kubernetes API to {what}: {cause}{hint}") from None

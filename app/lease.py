@@ -16,10 +16,12 @@ ends with ConcurrentRun (18) without touching anything.
   racing for it, one gets a 409 Conflict and stands back (18).
 - A takeover whose answer is lost is decided by reading the Lease back (is its holderIdentity this
   run's?), and a signal waits until that is known. A Lease this run may hold (taken, or sent for and
-  never shown otherwise) is read at the end and given back if it names this run; a failure to give
+  never shown otherwise) is read at the end and given back if it names this run. A giving back
+  whose answer is lost is read back too, and sent once more if it was not made; a failure to give
   it back is logged, not fatal: the Lease expires on its own.
 - Expiry is judged on this run's clock against the holder's renewTime, as client-go's leader
-  election does: the margin absorbs a skew of clocks.
+  election does: the margin absorbs a skew of clocks. A Lease that lasts past the calendar's end
+  is live. A Lease whose fields are not of the API's types is not judged at all (app/kube.py: 21).
 """
 
 from __future__ import annotations
@@ -169,7 +171,10 @@ class ProbeLease:
             return True
         if renewed.tzinfo is None:
             renewed = renewed.replace(tzinfo=UTC)
-        return renewed + timedelta(seconds=spec.lease_duration_seconds) < self._utcnow()
+        try:
+            return renewed + timedelta(seconds=spec.lease_duration_seconds) < self._utcnow()
+        except OverflowError:  # it lasts past the calendar's end (a real apiserver keeps renewTime 9999-12-31)
+            return False
 
     def release(self) -> None:
         """Give the Lease back if it names this run; a failure is logged (it expires on its own)."""
@@ -186,25 +191,36 @@ class ProbeLease:
         log.info("lease_released", lease=self.where)
 
     def _give_back(self) -> bool:
-        """Empty the holder if it is this run; False when the Lease does not name this run."""
+        """Empty the holder if it is this run; False when the Lease does not name this run.
+
+        A giving back whose answer is lost is decided by a read: made, it is done; not made (the Lease
+        still names this run), it is sent once more with what was just read. Left, the Lease would
+        name a finished run until it expires, and every run of the probe meanwhile would end with 18.
+        """
         current = self._read()
         holder = self._holder_of(current)
         if holder != self.holder:
             if self.held:
                 log.warning("lease_lost", lease=self.where, holder=holder)
             return False
-        current.spec.holder_identity = None
-        current.spec.renew_time = self._utcnow()
-        try:
-            self._update(current)
-        except Refused:  # changed since our read: taken (after an expiry) or deleted
-            log.warning("lease_lost", lease=self.where, holder=self._holder_of(self._read()))
-            return False
-        except WriteOutcomeUnknown as unknown:
-            log.warning("request_outcome_unknown", request=f"update {self.where}", error=unknown.message)
-            if self._holder_of(self._read()) == self.holder:
-                raise KubernetesUnavailable(f"{unknown.message}; read back, the Lease still names this run") from None
-        return True
+        resent = False
+        while True:
+            current.spec.holder_identity = None
+            current.spec.renew_time = self._utcnow()
+            try:
+                self._update(current)
+                return True
+            except Refused:  # changed since our read: taken (after an expiry) or deleted
+                log.warning("lease_lost", lease=self.where, holder=self._holder_of(self._read()))
+                return False
+            except WriteOutcomeUnknown as unknown:
+                log.warning("request_outcome_unknown", request=f"update {self.where}", error=unknown.message)
+                current = self._read()
+                if self._holder_of(current) != self.holder:
+                    return True
+                if resent:
+                    raise KubernetesUnavailable(f"{unknown.message}; read back, the Lease still names this run") from None
+                resent = True
 
 
 @contextlib.contextmanager

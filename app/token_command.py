@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from typing import Any, TextIO
+from urllib.parse import quote
 
 from app import __version__, logs
 from app.config import TokenCommandConfig
@@ -124,8 +125,7 @@ class TokenCommand:
             current = store.read()
             old_token = store.key_value(current, ref.key)
         logs.add_secret(old_token)
-        recorded_id = ((current.metadata.annotations or {}).get(ANNOTATION + "token-id")) or None
-        old_id = self.token_id_of(old_token) or recorded_id
+        old_id, unknown_why = self.old_token_id(old_token, current.metadata.annotations or {})
         if self.config.dry_run:
             log.info("rotation_planned", old_token_id=old_id)
             self.print_manifest(scopes)
@@ -140,13 +140,13 @@ class TokenCommand:
                                 reason="whether the Secret holds the new token is unknown")
                 raise
             assert minted is not None
-            self.revoke_old(old_id, str(minted["id"]))
+            self.revoke_old(old_id, str(minted["id"]), unknown_why)
             log.info("token_rotated", old_token_id=old_id, new_token_id=minted["id"])
 
-    def revoke_old(self, old_id: str | None, new_id: str) -> None:
+    def revoke_old(self, old_id: str | None, new_id: str, unknown_why: str = "") -> None:
         """Revoke the rotated-out token; `old_token_not_revoked`, naming it, when that cannot be done."""
         if old_id is None:
-            log.warning("old_token_not_revoked", reason="the previous token is already invalid, or its id is unknown")
+            log.warning("old_token_not_revoked", reason=unknown_why)
             return
         if old_id == new_id:  # pragma: no cover - the hub never reuses ids
             raise ConfigError("the new token has the id of the old one: refusing to revoke it")
@@ -225,8 +225,18 @@ class TokenCommand:
             ANNOTATION + "written-by": f"jupyterhub-canary {__version__}",
         }
 
-    def token_id_of(self, token: str) -> str | None:
-        """The id of a token, asked of the hub with the token itself (JupyterHub 5+); None if it is invalid."""
+    def old_token_id(self, token: str, annotations: dict[str, str]) -> tuple[str | None, str]:
+        """The id of the token the Secret holds (`token`), to revoke once the new one is stored; else
+        None and why. Never the id of another token: revoking one the Secret does not hold could take
+        a credential from whoever uses it, and leave the Secret's own token live.
+
+        The hub names a token to the token itself (JupyterHub 5+): that is the proof, and a token it
+        rejects is invalid already, with nothing to revoke. The Secret's annotations are this
+        command's note of what it stored, and go stale when the token is put in by hand (`kubectl
+        apply` keeps them): they count only on a hub that cannot name a token (before 5), and there
+        only if the hub has a token of the annotated id with the annotated note.
+        """
+        assert self.client is not None
         probe = HubClient(
             self.config.hub_url, token, request_timeout=self.config.request_timeout, verify=self.config.tls_verify
         )
@@ -234,9 +244,23 @@ class TokenCommand:
             response = probe.api("GET", "user", self.deadline)
         finally:
             probe.close()
+        if response.status_code in (401, 403):
+            return None, "the token the Secret holds is invalid already: nothing to revoke"
         if response.status_code != 200:
-            return None
-        return probe.parsed(response, "GET /hub/api/user", TokenOwner.parse).token_id
+            raise HubUnavailable(
+                f"GET /hub/api/user with the Secret's token answered {response.status_code} {hub_message(response)}"
+            )
+        token_id = probe.parsed(response, "GET /hub/api/user", TokenOwner.parse).token_id
+        if token_id is not None:  # JupyterHub 5+
+            return token_id, ""
+        recorded_id, note = annotations.get(ANNOTATION + "token-id"), annotations.get(ANNOTATION + "token-note")
+        if not recorded_id or not note:
+            return None, "the hub cannot name tokens (before JupyterHub 5) and the Secret does not record its token's id"
+        recorded = self.client.api("GET", f"{self.client.user_path(self.user)}/tokens/{quote(recorded_id, safe='')}",
+                                   self.deadline)
+        if recorded.status_code != 200 or self.client.json_object(recorded, "GET a token").get("note") != note:
+            return None, f"the token {recorded_id} the Secret's annotations name is not the one this command minted for it"
+        return recorded_id, ""
 
     def revoke(self, token_id: str, *, why: str) -> None:
         assert self.client is not None

@@ -22,7 +22,9 @@ import yaml
 import app
 from app import metrics
 from app.config import RUN_OPTIONS, TOKEN_ENV, build_run_config
+from app.errors import ConfigError
 from app.exit_codes import MEANING, NOT_RETRYABLE
+from tests.test_config import HUB_URLS_ACCEPTED, HUB_URLS_REFUSED
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "chart"
@@ -678,6 +680,38 @@ def test_the_rules_select_the_hub_label_the_canary_pushes(helm, spelling, probes
     # The NetworkPolicy lets the canary reach the hub's port (443), whichever spelling.
     egress = the(docs, "NetworkPolicy")["spec"]["egress"]
     assert any({"port": 443, "protocol": "TCP"} in rule.get("ports", []) for rule in egress), egress
+
+
+HUB_URLS = [*HUB_URLS_ACCEPTED, *HUB_URLS_REFUSED.values()]
+
+
+def canary_spelling(raw: str) -> str | None:
+    """The hub URL as the canary's own configuration code spells it, None when it refuses it."""
+    try:
+        return build_run_config({"hub_url": raw, "user": "u"}, {TOKEN_ENV: "t"}).hub_url
+    except ConfigError:
+        return None
+
+
+@pytest.mark.parametrize("raw", HUB_URLS, ids=[repr(raw) for raw in HUB_URLS])
+def test_the_chart_spells_and_refuses_the_hub_url_as_the_canary_does(helm, tmp_path, raw):
+    """canary.hubUrl as any hand may write it (the case of the scheme, a port, a path, white space around or
+    inside, an empty query, `//` at the end, a Unicode host): what the canary refuses, the chart refuses
+    at install; what it accepts, the chart writes in the canary's spelling, in the CronJob and in every
+    selector of the rules. (An uppercase scheme was refused by the chart only; a space or a `?` too.)"""
+    spelled = canary_spelling(raw)
+    values = tmp_path / "values.json"  # JSON is YAML: the value reaches the chart byte for byte
+    values.write_text(json.dumps({"canary": {"hubUrl": raw}, "token": {"existingSecret": "canary-token"},
+                                  "prometheusRule": {"enabled": True}, "pushgateway": {"url": "http://pushgateway.monitoring:9091"}}))
+    done = _run([helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", str(values)])
+    if spelled is None:
+        assert done.returncode != 0 and "canary.hubUrl must be" in done.stderr, done.stderr or done.stdout[:400]
+        return
+    assert done.returncode == 0, done.stderr
+    docs = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    assert pushed_hubs(docs) == {spelled}
+    rules = [r for group in the(docs, "PrometheusRule")["spec"]["groups"] for r in group["rules"]]
+    assert {found for r in rules for found in re.findall(r'\bhub="([^"]*)"', r["expr"])} == {spelled}
 
 
 # --- offline validation of every manifest ---

@@ -141,6 +141,45 @@ def test_env_names_follow_the_flags():
         assert option.env == "CANARY_" + option.flag.removeprefix("--").replace("-", "_").upper()
 
 
+# --hub-url as the canary spells it (the pushed `hub` label) or refuses it; the chart's canary.hubUrl
+# must agree on every one (tests/test_chart.py renders the same list).
+HUB_URLS_ACCEPTED = {
+    "https://hub.example.org": "https://hub.example.org/",
+    "HTTPS://Hub.Example.ORG": "HTTPS://Hub.Example.ORG/",  # the case stays as written
+    "https://hub.example.org:8443/jupyter": "https://hub.example.org:8443/jupyter/",
+    " \thttps://hub.example.org/\r\n": "https://hub.example.org/",
+    "https://hub.example.org\u00a0\u3000": "https://hub.example.org/",  # Unicode white space, trimmed as Helm's `trim`
+    "https://hub.example.org//": "https://hub.example.org//",
+    "https://hüb.example.org": "https://hüb.example.org/",
+    "http://[::1]:8081/hub": "http://[::1]:8081/hub/",
+}
+HUB_URLS_REFUSED = {
+    "an empty query": "https://hub.example.org/?",
+    "an empty fragment": "https://hub.example.org#",
+    "a space inside": "https://hub.example.org/a b/",
+    "a newline inside": "https://hub.exa\nmple.org/",
+    "a tab before the path": "https://hub.example.org\t/jupyter",
+    "a no-break space inside": "https://hub.example.org/a\u00a0b",
+    "a control character at the end": "https://hub.example.org/\x1f",
+    "a port out of range": "https://hub.example.org:65536/",
+    "no host": "https://:443/",
+}
+
+
+@pytest.mark.parametrize(("raw", "spelled"), list(HUB_URLS_ACCEPTED.items()), ids=list(HUB_URLS_ACCEPTED))
+def test_the_hub_url_is_trimmed_and_given_its_slash_and_nothing_else(raw, spelled):
+    assert build_run_config({"hub_url": raw, "user": "u"}, TOKEN_ENV).hub_url == spelled
+
+
+@pytest.mark.parametrize("raw", list(HUB_URLS_REFUSED.values()), ids=list(HUB_URLS_REFUSED))
+def test_a_hub_url_that_would_not_reach_the_hub_as_written_is_78(raw):
+    """A `?` or `#` (empty or not) turns the API paths into a query or fragment; white space or a control
+    character inside is no URL (urlsplit drops tabs and newlines while parsing, so the label kept them)."""
+    with pytest.raises(ConfigError) as caught:
+        build_run_config({"hub_url": raw, "user": "u"}, TOKEN_ENV)
+    assert "--hub-url" in str(caught.value)
+
+
 def test_config_error_carries_the_exit_code():
     with pytest.raises(ConfigError) as caught:
         build_run_config({"hub_url": "http://h/", "user": "u"}, {})

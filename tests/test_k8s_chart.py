@@ -106,6 +106,11 @@ def test_install_upgrade_uninstall(control_plane, k8s_namespace, hub, hub_user, 
     assert plane.get_json(ns, "cronjob", FULLNAME)["spec"]["schedule"] == "*/5 * * * *"
     if api_mode:
         assert plane.get_json(ns, "lease", FULLNAME)["spec"]["holderIdentity"] == "running-probe/0123456789ab"
+        # A Lease deleted by hand (the canary then ends 78, naming it): the next `helm upgrade` makes it again.
+        assert plane.kubectl("-n", ns, "delete", "lease", FULLNAME).returncode == 0
+        assert_accepted(plane.helm("upgrade", RELEASE, CHART, "--namespace", ns, *values), "helm upgrade")
+        remade = plane.get_json(ns, "lease", FULLNAME)
+        assert not (remade.get("spec") or {}).get("holderIdentity"), remade
 
     removed = plane.helm("uninstall", RELEASE, "--namespace", ns, "--wait", "--timeout", "60s")
     assert removed.returncode == 0, removed.stderr

@@ -246,6 +246,67 @@ def test_a_signal_as_the_takeover_is_made_waits_and_the_lease_is_given_back(leas
     run.assert_no_secret(token, kube_token)
 
 
+@pytest.mark.k8s
+def test_a_lease_renewed_at_the_calendars_end_is_live_and_left_alone(lease_kube, tmp_path):
+    """The real apiserver keeps renewTime 9999-12-31 and the largest duration it allows (int32): the run
+    must judge it (live: 18, untouched), not fail on the arithmetic (it gave 1)."""
+    plane, namespace, _ = lease_kube
+    put_lease(plane, namespace, "far-future/0123456789ab", datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC))
+    assert plane.kubectl("-n", namespace, "patch", "lease", LEASE, "--type", "merge",
+                         "-p", json.dumps({"spec": {"leaseDurationSeconds": 2**31 - 1}})).returncode == 0
+    before = lease(plane, namespace)
+    run = run_main(["--hub-url", "http://127.0.0.1:9/", "--user", "canary", "--lease", LEASE, "--lease-namespace", namespace,
+                    "--termination-log", str(tmp_path / "t")], env={"JUPYTERHUB_API_TOKEN": HUB_TOKEN})
+    assert run.exit_code == ExitCode.CONCURRENT_RUN, run.output
+    assert run.named("lease_held")[0]["holder"] == "far-future/0123456789ab"
+    assert lease(plane, namespace)["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"], "written"
+
+
+@pytest.mark.k8s
+def test_a_run_that_loses_the_race_for_the_lease_gets_the_conflict_and_touches_nothing(lease_kube, tmp_path,
+                                                                                    monkeypatch):
+    """Two runs read the free Lease; the other takes it first. This run's update carries the version it
+    read: the real apiserver refuses it (409), and the run ends 18 with the other run's Lease untouched."""
+    plane, namespace, kube_token = lease_kube
+    real_read = ProbeLease._read
+
+    def read_then_taken_by_another_run(self):
+        read = real_read(self)
+        if not self.may_hold:  # the takeover's read, not the release's
+            put_lease(plane, namespace, "racing-pod/0123456789ab", datetime.now(UTC))
+        return read
+
+    monkeypatch.setattr(ProbeLease, "_read", read_then_taken_by_another_run)
+    run = run_main(["--hub-url", "http://127.0.0.1:9/", "--user", "canary", "--lease", LEASE, "--lease-namespace", namespace,
+                    "--termination-log", str(tmp_path / "t")], env={"JUPYTERHUB_API_TOKEN": HUB_TOKEN})
+    assert run.exit_code == ExitCode.CONCURRENT_RUN, run.output
+    assert "taken by another run of this probe just now" in run.result["message"]
+    assert holder(plane, namespace) == "racing-pod/0123456789ab" and not run.named("lease_acquired")
+    run.assert_no_secret(HUB_TOKEN, kube_token)
+
+
+@pytest.mark.k8s
+def test_a_role_without_update_on_the_lease_is_77_naming_it(control_plane, k8s_namespace, helm, tmp_path, monkeypatch):
+    """RBAC lets the run read the chart's Lease but not update it: 77, naming the verb and the Lease, and
+    the Lease unchanged (a later run with the chart's Role takes it)."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setattr(kube, "SERVICEACCOUNT_DIR", tmp_path / "not-in-a-pod")
+    leases, rules = chart_lease_objects(helm, k8s_namespace)
+    assert control_plane.kubectl("-n", k8s_namespace, "apply", "-f", "-", input=json.dumps(leases[0])).returncode == 0
+    read_only = [{**rule, "verbs": [v for v in rule["verbs"] if v != "update"]} for rule in rules]
+    token = control_plane.service_account_with_role(k8s_namespace, "canary-read-only", read_only)
+    monkeypatch.setenv("KUBECONFIG", str(control_plane.write_kubeconfig(tmp_path / "kubeconfig", token, k8s_namespace)))
+    run = run_main(["--hub-url", "http://127.0.0.1:9/", "--user", "canary", "--lease", LEASE,
+                    "--lease-namespace", k8s_namespace, "--termination-log", str(tmp_path / "t")],
+                   env={"JUPYTERHUB_API_TOKEN": HUB_TOKEN})
+    assert run.exit_code == ExitCode.PERMISSION, run.output
+    message = run.result["message"]
+    assert "403" in message and "'update'" in message and f"Lease {k8s_namespace}/{LEASE}" in message, message
+    assert not run.named("lease_acquired") and not run.named("lease_release_failed"), run.output
+    assert not holder(control_plane, k8s_namespace)
+    run.assert_no_secret(HUB_TOKEN, token)
+
+
 # --- what only the stub can do: make the takeover and lose its answer, a signal while it is on its way ---
 
 NS = "monitoring"
@@ -305,3 +366,92 @@ def test_a_lease_that_does_not_exist_is_78_and_not_created(stub_lease, tmp_path)
     assert f"Lease {NS}/{LEASE} does not exist" in message and "helm upgrade" in message, message
     assert not [r for r in stub_lease.requests_seen if r["method"] != "GET"], "the canary wrote a Lease"
     assert stub_lease.get_lease(NS, LEASE) is None
+
+
+# --- odd Lease objects (the stub serves what a real apiserver's types forbid), the Lease gone or taken meanwhile ---
+
+NOW = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+LIVE = {"holderIdentity": "other-pod/0123456789ab", "renewTime": NOW, "leaseDurationSeconds": 1080}
+ODD_SPECS = {
+    # Fields of another type than the API's: the Lease is not judged, nothing is written (21).
+    "holderIdentity a number": ({**LIVE, "holderIdentity": 123}, ExitCode.KUBERNETES_UNAVAILABLE),
+    "renewTime a number": ({**LIVE, "renewTime": 12345}, ExitCode.KUBERNETES_UNAVAILABLE),
+    "renewTime garbage": ({**LIVE, "renewTime": "garbage"}, ExitCode.KUBERNETES_UNAVAILABLE),
+    "leaseDurationSeconds text": ({**LIVE, "leaseDurationSeconds": "abc"}, ExitCode.KUBERNETES_UNAVAILABLE),
+    "leaseDurationSeconds a list": ({**LIVE, "leaseDurationSeconds": [1]}, ExitCode.KUBERNETES_UNAVAILABLE),
+    "spec a list": ([LIVE], ExitCode.KUBERNETES_UNAVAILABLE),
+    "spec a string": ("held", ExitCode.KUBERNETES_UNAVAILABLE),
+    # Held past the end of the calendar (a real apiserver stores renewTime 9999-12-31): live, left alone.
+    "renewed in the year 9999": ({**LIVE, "renewTime": "9999-12-31T23:59:59.999999Z"}, ExitCode.CONCURRENT_RUN),
+    "leaseDurationSeconds huge": ({**LIVE, "leaseDurationSeconds": 10**15}, ExitCode.CONCURRENT_RUN),
+    # Expired however read (the apiserver refuses a duration <= 0; a Lease without one has expired): taken,
+    # then the hub at port 9 is down.
+    "leaseDurationSeconds negative": ({**LIVE, "leaseDurationSeconds": -5}, ExitCode.HUB_UNAVAILABLE),
+    "spec null": (None, ExitCode.HUB_UNAVAILABLE),
+}
+
+
+@pytest.mark.parametrize(("spec", "code"), list(ODD_SPECS.values()), ids=list(ODD_SPECS))
+def test_a_lease_of_any_shape_ends_with_a_documented_code(stub_lease, tmp_path, spec, code):
+    stub_lease.objects[("leases", NS, LEASE)]["spec"] = spec
+    run = quick_run(tmp_path)
+    assert run.exit_code == code, run.output
+    assert not run.named("internal_error")
+    if code == ExitCode.KUBERNETES_UNAVAILABLE:
+        assert "wrong shape" in run.result["message"] and f"Lease {NS}/{LEASE}" in run.result["message"], run.result
+    taken = code == ExitCode.HUB_UNAVAILABLE
+    writes = [r for r in stub_lease.requests_seen if r["method"] == "PUT"]
+    assert len(writes) == (2 if taken else 0), "written although the Lease could not be judged free"
+    assert bool(run.named("lease_released")) == taken and not (taken and stub_holder(stub_lease)), run.output
+    run.assert_no_secret(HUB_TOKEN, SA_TOKEN)
+
+
+def test_a_lease_read_without_a_resource_version_is_not_written_blindly(stub_lease, tmp_path):
+    """An update without the resourceVersion it read would be unconditional: it could take a Lease another
+    run took meanwhile. An answer that is not an object the apiserver serves is not a free Lease."""
+    del stub_lease.objects[("leases", NS, LEASE)]["metadata"]["resourceVersion"]
+    run = quick_run(tmp_path)
+    assert run.exit_code == ExitCode.KUBERNETES_UNAVAILABLE, run.output
+    assert "resourceVersion" in run.result["message"]
+    assert not [r for r in stub_lease.requests_seen if r["method"] == "PUT"]
+
+
+def test_a_lease_deleted_between_the_read_and_the_takeover_is_78(stub_lease, tmp_path, monkeypatch):
+    real_read = ProbeLease._read
+
+    def read_then_deleted(self):
+        lease = real_read(self)
+        stub_lease.objects.pop(("leases", NS, LEASE), None)  # `helm uninstall`, or by hand
+        return lease
+
+    monkeypatch.setattr(ProbeLease, "_read", read_then_deleted)
+    run = quick_run(tmp_path)
+    assert run.exit_code == ExitCode.CONFIGURATION, run.output
+    assert f"Lease {NS}/{LEASE} does not exist" in run.result["message"]
+    assert stub_lease.get_lease(NS, LEASE) is None, "the canary made a Lease"
+
+
+# --- giving the Lease back: its answer lost, at the end of a run that failed ---
+
+
+@pytest.mark.parametrize("made", [True, False], ids=["made", "not-made"])
+def test_a_giving_back_whose_answer_is_lost_is_decided_by_a_read(stub_lease, tmp_path, monkeypatch, made):
+    """The run failed (the hub at port 9 refused it), so the giving back runs while that failure is
+    handled: the failure's own causes (a refused connection) are not this write's, which was sent. Read
+    back, a giving back that was made is done; one that was not is sent again: else the Lease names a
+    finished run for --deadline + --stop-timeout + 60 s, and every run of the probe meanwhile ends 18."""
+    real_release = ProbeLease.release
+
+    def release_with_its_answer_lost(self):
+        stub_lease.after_write("PUT", "leases", NS, LEASE, commit=made)
+        real_release(self)
+
+    monkeypatch.setattr(ProbeLease, "release", release_with_its_answer_lost)
+    run = quick_run(tmp_path)
+    assert run.exit_code == ExitCode.HUB_UNAVAILABLE, run.output
+    assert not stub_holder(stub_lease), "the Lease still names the finished run"
+    assert run.named("request_outcome_unknown") and run.named("lease_released"), run.output
+    assert not run.named("lease_release_failed"), run.output
+    puts = [r["status"] for r in stub_lease.requests_seen if r["method"] == "PUT"]
+    assert puts == ([200, 0] if made else [200, 0, 200]), puts
+    run.assert_no_secret(HUB_TOKEN, SA_TOKEN)

@@ -137,6 +137,40 @@ def test_an_api_server_failure_is_kubernetes_unavailable(stub_in_cluster, fault)
     run.assert_no_secret(SA_TOKEN, "hub-token-that-must-not-leak")
 
 
+# Secrets of shapes a real apiserver never serves (its types forbid them: a null value reads back as ""),
+# and those it does: each ends with its documented code, and neither the token nor the bytes are quoted.
+ODD_SECRETS = {
+    "data a list": ({"data": ["aHViLXRva2Vu"]}, ExitCode.KUBERNETES_UNAVAILABLE, "data is a list"),
+    "data a string": ({"data": "aHViLXRva2Vu"}, ExitCode.KUBERNETES_UNAVAILABLE, "data is a string"),
+    "value null": ({"data": {"token": None}}, ExitCode.KUBERNETES_UNAVAILABLE, "data.token is null"),
+    "value a number": ({"data": {"token": 5}}, ExitCode.KUBERNETES_UNAVAILABLE, "data.token is a number"),
+    "annotations a list": ({"metadata": {"annotations": ["x"]}}, ExitCode.KUBERNETES_UNAVAILABLE,
+                           "metadata.annotations is a list"),
+    "creationTimestamp garbage": ({"metadata": {"creationTimestamp": "hub-token-that-must-not-leak"}},
+                                  ExitCode.KUBERNETES_UNAVAILABLE, "a field the client cannot read"),
+    "no resourceVersion": ({"metadata": {"resourceVersion": None}}, ExitCode.KUBERNETES_UNAVAILABLE,
+                           "without metadata.resourceVersion"),
+    "value not base64": ({"data": {"token": "hub-token-that-must-not-leak"}}, ExitCode.CONFIGURATION,
+                         "is not base64-encoded UTF-8 text"),
+    "value not UTF-8": ({"data": {"token": "/w=="}}, ExitCode.CONFIGURATION, "is not base64-encoded UTF-8 text"),
+    "value empty": ({"data": {"token": ""}}, ExitCode.CONFIGURATION, "is empty"),
+    "key missing": ({"data": {"other": "aHViLXRva2Vu"}}, ExitCode.CONFIGURATION, "has no key 'token' (keys: other)"),
+    "no data": ({"data": None}, ExitCode.CONFIGURATION, "has no key 'token' (keys: none)"),
+}
+
+
+@pytest.mark.parametrize(("change", "code", "named"), list(ODD_SECRETS.values()), ids=list(ODD_SECRETS))
+def test_a_secret_of_any_shape_ends_with_a_documented_code(stub_in_cluster, change, code, named):
+    stored = stub_in_cluster.objects[("secrets", "jhub", "canary-token")]
+    change = dict(change)
+    stored["metadata"].update(change.pop("metadata", {}))
+    stored.update(change)
+    run = run_main([*DEAD_HUB, "--token-secret", "canary-token"], env={})
+    assert run.exit_code == code, run.output
+    assert named in run.result["message"] and "Secret jhub/canary-token" in run.result["message"], run.result["message"]
+    run.assert_no_secret(SA_TOKEN, "hub-token-that-must-not-leak", "aHViLXRva2Vu")
+
+
 def test_unreachable_api_server(monkeypatch, tmp_path, free_port):
     serviceaccount = tmp_path / "serviceaccount"
     serviceaccount.mkdir()

@@ -4,6 +4,7 @@ Neither the admin token nor a minted one may leak."""
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import signal
@@ -493,3 +494,56 @@ def test_a_lost_update_that_cannot_be_read_back_revokes_neither_token_and_names_
     assert [e["token_id"] for e in run.named("old_token_not_revoked")] == [old_id]
     assert live_token_ids(hub, user) == {old_id, new_id}
     assert token_works(hub, stub.get_secret(stub_kube.namespace, SECRET)["data"]["token"])
+
+
+@pytest.mark.parametrize("answer", [True, False], ids=["answered", "answer-lost"])
+def test_a_signal_during_the_rotations_secret_update_waits_until_the_old_token_is_revoked(stub_kube, hub, hub_user,
+                                                                                         answer):
+    """SIGTERM while the Secret's update is on its way (its answer sent, or lost and read back): the run
+    ends 143 only once the Secret holds the new token and the old one is revoked."""
+    user, args, old_id = minted_into_secret(hub, hub_user, stub_kube)
+    old = stub_kube.get_secret(SECRET)["data"]["token"]
+    stub_kube.stub.after_write("PUT", "secrets", stub_kube.namespace, SECRET, answer=answer,
+                               then=lambda: os.kill(os.getpid(), signal.SIGTERM))
+    run = run_token(["rotate", "--hub-url", hub.url, *args], env=admin_env(hub))
+    assert run.exit_code == ExitCode.SIGTERM and run.named("signal_received"), run.log
+    new = stub_kube.get_secret(SECRET)["data"]["token"]
+    assert token_works(hub, new) and not token_works(hub, old)
+    assert [e["token_id"] for e in run.named("token_revoked")] == [old_id]
+    assert live_token_ids(hub, user) == {run.named("token_minted")[-1]["token_id"]}
+    assert_clean(run, old, new, hub.admin_token, stub_kube.token)
+
+
+# --- which token a rotation revokes: the one it read from the Secret, proven, never one the annotations name ---
+
+
+@pytest.mark.parametrize("replaced_by", ["a revoked token", "a valid token"])
+def test_a_rotation_revokes_the_token_it_read_never_the_one_a_stale_annotation_names(stub_kube, hub, hub_user,
+                                                                                    replaced_by):
+    """The Secret's token was put in by hand (`kubectl apply` keeps the annotations the command wrote):
+    its token-id annotation names the token the command minted, still live (copied elsewhere, say),
+    no longer the Secret's. The rotation revokes the token it read, whose id the hub tells; a token
+    the hub rejects has nothing left to revoke. The annotated one is not provably the Secret's: untouched."""
+    if not hub_tells_token_ids(hub):
+        pytest.skip("JupyterHub before 5 cannot name a token: the annotation is the only evidence there")
+    user, args, annotated_id = minted_into_secret(hub, hub_user, stub_kube)
+    annotated = stub_kube.get_secret(SECRET)["data"]["token"]
+    by_hand = hub.new_token(user, note="put in the Secret by hand")
+    by_hand_id = str(hub.api("GET", f"users/{user}/tokens").json()["api_tokens"][-1]["id"])
+    if replaced_by == "a revoked token":
+        assert hub.api("DELETE", f"users/{user}/tokens/{by_hand_id}").status_code == 204
+    stored = stub_kube.stub.objects[("secrets", stub_kube.namespace, SECRET)]
+    stored["data"]["token"] = base64.b64encode(by_hand.encode()).decode()
+
+    run = run_token(["rotate", "--hub-url", hub.url, *args], env=admin_env(hub))
+    assert run.exit_code == 0, run.log
+    new = stub_kube.get_secret(SECRET)["data"]["token"]
+    assert token_works(hub, new)
+    assert token_works(hub, annotated), "the rotation revoked the token a stale annotation named"
+    revoked = [e["token_id"] for e in run.named("token_revoked")]
+    if replaced_by == "a valid token":
+        assert revoked == [by_hand_id] and not token_works(hub, by_hand), run.log
+    else:
+        assert revoked == [] and run.named("old_token_not_revoked"), run.log
+    assert annotated_id in live_token_ids(hub, user)
+    assert_clean(run, annotated, by_hand, new, hub.admin_token, stub_kube.token)

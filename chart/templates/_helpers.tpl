@@ -77,8 +77,13 @@ once per probe (canary.validateProbe); without `probes` the only probe is the to
 {{- if not (trim $c.hubUrl) }}
 {{- fail "canary.hubUrl is required: the hub's public URL, e.g. --set canary.hubUrl=https://hub.example.org/" }}
 {{- end }}
-{{- if not (regexMatch "^https?://[^/?#[:space:][:cntrl:]]+[^?#[:space:][:cntrl:]]*$" (include "canary.hubUrl" .)) }}
-{{- fail (printf "canary.hubUrl must be an http(s) URL such as https://hub.example.org/, without a query or fragment, got %q" $c.hubUrl) }}
+{{- /* What the canary accepts (app/config.py _hub_url), no more: a scheme of any case, a host, a port up
+to 65535, a path; no `?` or `#` even empty, no white space or control character (Unicode's) inside. */}}
+{{- $hub := include "canary.hubUrl" . }}
+{{- $shape := `^(?i:https?)://(?:[^/?#\p{Z}\p{Cc}]*@)?(?:\[[0-9A-Fa-f:.]+\]|[^/?#@:\[\]\p{Z}\p{Cc}]+)(?::([0-9]*))?(?:/[^?#\p{Z}\p{Cc}]*)?$` }}
+{{- $port := regexReplaceAll "^0+" (regexReplaceAll $shape $hub "${1}") "" }}
+{{- if or (not (regexMatch $shape $hub)) (gt (len $port) 5) (gt (atoi $port) 65535) }}
+{{- fail (printf "canary.hubUrl must be an http(s) URL such as https://hub.example.org/, without a query or fragment, white space or control characters inside, with a host and a port up to 65535; got %q" $c.hubUrl) }}
 {{- end }}
 {{- if and $t.value $t.existingSecret }}
 {{- fail "token.value and token.existingSecret are mutually exclusive: give one" }}
