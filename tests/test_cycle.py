@@ -4,6 +4,7 @@ that no server is left running, and that the token never shows in the output."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from datetime import UTC, datetime
@@ -23,6 +24,12 @@ def canary(hub, user, token, tmp_path, *extra, env=None):
     run = run_main(args, env={"JUPYTERHUB_API_TOKEN": token, **(env or {})})
     run.assert_no_secret(token, hub.admin_token)
     return run
+
+
+def child_env(token: str) -> dict[str, str]:
+    """The console script's environment: the token, and PYTHONPATH when set, so that a checkout's tests
+    run its own code in the child too (not the one the virtualenv has installed)."""
+    return {"JUPYTERHUB_API_TOKEN": token, **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {})}
 
 
 def new_account(hub, name):
@@ -148,7 +155,7 @@ def test_two_concurrent_runs_of_one_probe_do_not_stop_each_others_server(hub_202
     user, token = new_account(hub_202, hub_user("slow4-"))
     first = start_process(
         ["--hub-url", hub_202.url, "--user", user, "--termination-log", str(tmp_path / "first")],
-        env={"JUPYTERHUB_API_TOKEN": token},
+        env=child_env(token),
     )
     try:
         wait_for(lambda: hub_202.servers(user), 60, "the first run's spawn")
@@ -200,7 +207,7 @@ def test_sigterm_during_spawn_stops_the_server(hub_202, hub_user, tmp_path):
     user, token = new_account(hub_202, hub_user("slow30-"))
     process = start_process(
         ["--hub-url", hub_202.url, "--user", user, "--termination-log", str(tmp_path / "term")],
-        env={"JUPYTERHUB_API_TOKEN": token},
+        env=child_env(token),
     )
     seen = []
     try:

@@ -16,6 +16,7 @@ import pytest
 from app.exit_codes import ExitCode
 from tests.faultproxy import FaultProxy
 from tests.runner import Run, parse_events, run_main, start_process
+from tests.test_cycle import child_env
 
 pytestmark = pytest.mark.hub
 
@@ -92,7 +93,7 @@ def test_a_hub_restart_mid_cycle_is_waited_out_and_leaves_nothing_running(hub_ke
     process = start_process(
         ["--hub-url", hub.url, "--user", user, "--termination-log", str(tmp_path / "term"),
          "--deadline", "150", "--stop-timeout", "60", "--spawn-timeout", "60", "--attempts", "2"],
-        env={"JUPYTERHUB_API_TOKEN": token},
+        env=child_env(token),
     )
     lines: list[str] = []
     spawn_requested = threading.Event()
