@@ -37,6 +37,7 @@ from app.errors import (
 from app.hub import HubClient, SpawnRefused, StreamUnavailable, WrongShape, hub_time
 from app.signals import Shield, no_shield
 from app.spawn_progress import ProgressFollower
+from app.timeline import Event
 
 PHASES = ("spawn_request", "ready_wait", "verify", "stop")  # the enabled checks' phases come before the stop
 POLL_INTERVAL = 1.0  # polling the user model when the progress stream is not available
@@ -367,25 +368,47 @@ class Canary:
 
     def _follow_progress(self, deadline: Deadline, *, confirm: bool = True) -> bool:
         """Log the spawner's progress messages as the follower took them in; True once the stream says
-        ready and (with `confirm`) the server model confirms it."""
+        ready and (with `confirm`) the server model confirms it.
+
+        A `failed` event on a stream asked for before the hub answered the spawn request is no evidence
+        about this spawn: the hub tells a stream that comes before the new spawn is pending how the
+        *previous* spawn ended. It is set aside, and a stream asked for now tells this spawn's end.
+        """
         assert self._progress is not None
-        for event, recorded in self._progress.events(deadline):
-            message = event.get("message")
-            if message:
-                self.last_progress_message = str(message)
-            log.info(
-                "spawn_progress",
-                progress=event.get("progress"),
-                message=message,
-                t_ms=recorded.t_ms,
-                **({"event_reason": recorded.reason} if recorded.reason else {}),
-            )
-            if event.get("failed"):
-                raise SpawnFailed(f"the spawner reported failure: {message}", progress_message=self.last_progress_message)
-            if event.get("ready"):
-                # The stream alone is not proof: a cancelled spawn was seen to report ready.
-                return self._is_ready(deadline) if confirm else True
-        return False
+        while True:
+            progress = self._progress
+            for event, recorded in progress.events(deadline):
+                if event.get("failed") and progress.opened_before_answer:
+                    progress.stop()  # its thread done with the timeline before the event leaves it
+                    self._set_aside(event, recorded)
+                    self._progress = progress.reopened()
+                    break
+                message = event.get("message")
+                if message:
+                    self.last_progress_message = str(message)
+                log.info(
+                    "spawn_progress",
+                    progress=event.get("progress"),
+                    message=message,
+                    t_ms=recorded.t_ms,
+                    **({"event_reason": recorded.reason} if recorded.reason else {}),
+                )
+                if event.get("failed"):
+                    raise SpawnFailed(f"the spawner reported failure: {message}", progress_message=self.last_progress_message)
+                if event.get("ready"):
+                    # The stream alone is not proof: a cancelled spawn was seen to report ready.
+                    return self._is_ready(deadline) if confirm else True
+            else:
+                return False
+
+    def _set_aside(self, event: dict[str, Any], recorded: Event) -> None:
+        """An end the hub told before it had this spawn: out of the timeline, the cause and the result."""
+        if self.timeline is not None:
+            self.timeline.events[:] = [kept for kept in self.timeline.events if kept is not recorded]
+        log.info(
+            "progress_failure_set_aside", message=event.get("message"), t_ms=recorded.t_ms,
+            why="told on a stream opened before the hub answered the spawn request: maybe an earlier spawn's",
+        )
 
     def _is_ready(self, deadline: Deadline) -> bool:
         model = self.client.server_model(self.user, self.server_name, deadline)

@@ -1,0 +1,103 @@
+"""Evidence has a time: what proves that an event, a failure or a server belongs to this run.
+
+- A progress stream asked for while the spawn request is in flight can reach the hub before the new
+  spawn is pending; the hub then tells it how the *previous* spawn ended. Such a failure is not this
+  spawn's: the run after a fixed outage passes.
+- A spawn request the hub answers 400 "already running" met another run's server: 18, untouched. After
+  a lost answer, the server found is this run's only when the hub started it after the request was sent.
+- A stop that reads "no server" just after a hub outage does not conclude from it; a server this run
+  started is stopped, never called another run's.
+
+The fake hub (tests/fakehub.py) makes each moment deterministic; the real hub's side is in the tests
+marked `hub` here and in tests/test_hub_faults.py (a hub restart during a slow spawn).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from app.exit_codes import ExitCode
+from app.hub import HubClient
+from tests import test_cycle
+from tests.fakehub import FakeHub
+from tests.test_faults import canary
+
+# --- 1. a failure told on a stream opened before the hub had this spawn is not this spawn's ---
+
+
+@pytest.mark.parametrize("fixed", ["ready", "pending"], ids=["201", "202"])
+def test_the_previous_spawns_failure_replayed_before_the_answer_is_not_this_spawns(tmp_path, fixed):
+    """The outage, then the fix: the next spawn's request is held a second before the hub takes it in,
+    and the stream, asked for at once, hears the failed spawn before it. That run passes."""
+    with FakeHub(spawn=["fail", fixed], post_delay=1.0) as fake:
+        failed, _ = canary(fake, tmp_path, "--attempts", "1")
+        assert failed.exit_code == ExitCode.SPAWN_FAILED, failed.output
+        assert failed.result["last_progress_message"] == "Spawn failed: fakehub says no (spawn 1)"
+        run, _ = canary(fake, tmp_path, "--attempts", "1")
+        assert run.exit_code == ExitCode.OK, run.output
+        (set_aside,) = run.named("progress_failure_set_aside")
+        assert set_aside["message"] == "Spawn failed: fakehub says no (spawn 1)"
+        assert run.named("server_verified") and fake.servers == {}
+        # Kept out of what the result tells about this spawn; the in-flight timeline stays.
+        assert not any("fakehub says no" in e["message"] for e in run.result["timeline"]), run.result["timeline"]
+        assert not any("fakehub says no" in (e.get("message") or "") for e in run.named("spawn_progress"))
+        assert run.result["timeline"][-1]["message"] == "Server ready"
+
+
+def test_a_refused_spawn_reports_its_own_reason_not_the_one_replayed_before_it(tmp_path):
+    """The hub's 500 proves the failure; its reason comes from a stream asked for after that answer."""
+    with FakeHub(spawn=["fail", "refuse"], post_delay=1.0) as fake:
+        canary(fake, tmp_path, "--attempts", "1")
+        run, _ = canary(fake, tmp_path, "--attempts", "1")
+        assert run.exit_code == ExitCode.SPAWN_FAILED, run.output
+        assert run.result["last_progress_message"] == "Spawn failed: fakehub refused (spawn 2)", run.output
+        assert "spawn 2" in run.result["message"] and "spawn 1" not in run.result["message"]
+
+
+def test_this_spawns_own_failure_is_still_its_failure(tmp_path):
+    """A failure of this spawn told on an early stream is set aside too, and told again by the stream
+    asked for after the answer: the same failure, the same reason."""
+    with FakeHub(spawn="fail") as fake:
+        run, _ = canary(fake, tmp_path, "--attempts", "1")
+        assert run.exit_code == ExitCode.SPAWN_FAILED, run.output
+        assert run.result["last_progress_message"] == "Spawn failed: fakehub says no (spawn 1)"
+        assert run.result["timeline"][-1]["message"] == "Spawn failed: fakehub says no (spawn 1)"
+        assert fake.servers == {}
+
+
+def spawn_request_reaches_the_hub_late(monkeypatch, seconds: float = 0.3) -> None:
+    """The spawn request leaves `seconds` after the progress stream is asked for (a slow ingress, a TLS
+    handshake): the stream then reaches the hub first, before the new spawn is pending. This is the
+    order the race gave 3 times in 3 on a real hub; here it is given every time."""
+    real_start = HubClient.start_server
+
+    def late_start(self, *args, **kwargs):
+        time.sleep(seconds)
+        return real_start(self, *args, **kwargs)
+
+    monkeypatch.setattr(HubClient, "start_server", late_start)
+
+
+@pytest.mark.hub
+@pytest.mark.parametrize(("hub_kind", "cycles"), [("hub", 5), ("hub_202", 2)], ids=["201", "202"])
+def test_after_a_fixed_outage_the_next_run_is_green_every_time(request, hub_kind, cycles, hub_user, tmp_path, monkeypatch):
+    """The real hub: a spawn fails (its command is missing: "Spawn failed: [Errno 2] ..."), the fault is
+    removed, and the next run passes: the hub's replay of the old failure on the early stream decides
+    nothing. Over and over, so that neither the replayed failure nor a cancelled spawn carries over."""
+    hub = request.getfixturevalue(hub_kind)
+    user, token = test_cycle.new_account(hub, hub_user())
+    spawn_request_reaches_the_hub_late(monkeypatch)
+    for cycle in range(cycles):
+        # Options every time: the hub reuses the last spawn's options for a request without any.
+        broken, fixed_options = ["--user-options", '{"behaviour": "failmissing"}'], ["--user-options", '{"behaviour": "normal"}']
+        failed = test_cycle.canary(hub, user, token, tmp_path, "--attempts", "1", *broken)
+        assert failed.exit_code == ExitCode.SPAWN_FAILED, f"cycle {cycle}: {failed.output}"
+        assert "No such file or directory" in failed.result["last_progress_message"], failed.output
+        fixed = test_cycle.canary(hub, user, token, tmp_path, "--attempts", "1", *fixed_options)
+        assert fixed.exit_code == ExitCode.OK, f"cycle {cycle}: {fixed.output}"
+        assert fixed.named("progress_failure_set_aside"), f"cycle {cycle}: the early stream did not hear the old failure"
+        assert not any("Spawn failed" in (e.get("message") or "") for e in fixed.named("spawn_progress")), fixed.output
+        test_cycle.assert_nothing_running(hub, user)
+    assert [r["behaviour"] for r in hub.spawn_records(user)] == ["failmissing", "normal"] * cycles
