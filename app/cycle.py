@@ -175,6 +175,7 @@ class Canary:
             # A request lost in flight may still start a server: from here on, always stop.
             self.server_may_be_running = True
             self.timeline = timeline.Timeline(self._clock)
+            failure: BaseException | None = None
             try:
                 try:
                     self.spawn(spawn_deadline)
@@ -184,8 +185,12 @@ class Canary:
                     raise
                 self.timed("verify", self.verify)
                 self.run_checks()
+            except BaseException as exc:
+                failure = exc
+                raise
             finally:
-                self.cleanup()
+                # After the hub was lost, its word "no server" needs a steady hub before it is believed.
+                self.cleanup(after_outage=isinstance(failure, HubUnavailable))
             log.info("attempt_passed", phases_ms=self.phases_ms)
 
     def spawn(self, deadline: Deadline) -> None:
@@ -211,7 +216,7 @@ class Canary:
         told = [(event.message, event.reason) for event in self.timeline.events] if self.timeline else []
         return spawn_causes.classify(told, failure.message, timed_out=isinstance(failure, SpawnTimeout))
 
-    def cleanup(self) -> None:
+    def cleanup(self, *, after_outage: bool = False) -> None:
         """Stop the server this attempt may have started, with signals held off. Idempotent.
 
         cli.py calls it once more if a signal slipped in before the `finally:` above took over.
@@ -219,7 +224,10 @@ class Canary:
         if not self.server_may_be_running:
             return
         with self._shield():
-            self.timed("stop", self.stop_server, Deadline(self.config.stop_timeout, self._clock), stale=False)
+            self.timed(
+                "stop", self.stop_server, Deadline(self.config.stop_timeout, self._clock), stale=False,
+                after_outage=after_outage,
+            )
             self.server_may_be_running = False
 
     def timed(self, phase: str, step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -494,13 +502,15 @@ class Canary:
             if report is not None:
                 self.check_reports[check.name] = report
 
-    def stop_server(self, deadline: Deadline, *, stale: bool, model: dict[str, Any] | None = None) -> None:
+    def stop_server(
+        self, deadline: Deadline, *, stale: bool, model: dict[str, Any] | None = None, after_outage: bool = False
+    ) -> None:
         """Stop the server within `deadline`; StopFailed (and `server_left_running`) if it may still run.
 
         Any failure on this path ends as StopFailed: whatever went wrong, a human must look at the server.
         """
         try:
-            stopped = self.client.stop_server(self.user, self.server_name, deadline)
+            stopped = self.client.stop_server(self.user, self.server_name, deadline, after_outage=after_outage)
         except Exception as exc:
             url = self.client.server_url(self.user, self.server_name, model) if model else self._server_url()
             message = exc.message if isinstance(exc, CanaryError) else f"{type(exc).__name__}: {exc}"

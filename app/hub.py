@@ -37,6 +37,10 @@ from app.transport import (  # noqa: F401 - re-exported
 
 STOP_POLL_INTERVAL = 0.5
 STOP_RETRY_MAX_WAIT = 4.0  # s between tries of a stop that lost the hub: soon back once the hub is
+# s the hub must have answered without a fault before "no server" (without a DELETE of ours) is believed
+# after an outage: a hub that is restarting, or its proxy before it has the hub's route again, may not
+# show a server that is there (it comes back once the hub has reloaded its spawners).
+STOP_SETTLE = 3.0
 
 log = logs.get_logger()
 
@@ -67,6 +71,17 @@ def hub_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def hub_error(response: requests.Response) -> bool:
+    """Whether an error answer is JupyterHub's own ({"status": <code>, "message": ...}), not a proxy's
+    in front of it (configurable-http-proxy answers a plain 404 "Not Found" for a path it has no route
+    for: the hub's own route, while a restarting hub has not added it back yet)."""
+    try:
+        body = response.json()
+    except (ValueError, *TRANSPORT_ERRORS):
+        return False
+    return isinstance(body, dict) and body.get("status") == response.status_code
 
 
 def hub_message(response: requests.Response) -> str:
@@ -165,6 +180,11 @@ class HubClient(Transport):
     def user_model(self, user: str, deadline: Deadline, *, tries: int | None = MAX_TRIES) -> dict[str, Any]:
         response = self.api("GET", self.user_path(user), deadline, tries=tries)
         self.raise_for_auth(response, f"reading user {user!r}")
+        if response.status_code == 404 and not hub_error(response):
+            raise HubUnavailable(
+                f"GET /hub/api/{self.user_path(user)} answered 404 {hub_message(response)!r}, not the hub's own answer "
+                "(a proxy without the hub's route, e.g. while the hub restarts)"
+            )
         if response.status_code == 404:
             raise UserGone(
                 f"--user {user!r}: the hub has no such user, or the token may not read it "
@@ -308,6 +328,9 @@ class HubClient(Transport):
             return status == 201
         self.raise_for_auth(answer, "starting the server")
         message = hub_message(answer)
+        if status == 404 and not hub_error(answer):
+            # Not the hub: the request never reached it (a proxy without the hub's route), nothing started.
+            raise HubUnavailable(f"starting the server answered 404 {message!r}, not the hub's own answer")
         if status == 404:
             raise PermissionDenied(
                 f"starting the server answered 404 {message}: the user or named server does not exist, "
@@ -319,32 +342,45 @@ class HubClient(Transport):
             return False
         raise SpawnRefused(f"the hub refused the spawn: {status} {message}")
 
-    def stop_server(self, user: str, server_name: str, deadline: Deadline) -> bool:
+    def stop_server(self, user: str, server_name: str, deadline: Deadline, *, after_outage: bool = False) -> bool:
         """Stop the server and wait until it has left the user model, trying for the whole budget.
 
-        True when it was stopped, False when there was nothing to stop. A hub that goes away meanwhile
-        (a restart) is waited for within the budget. Raises StopFailed with the hub's last word when the
-        server may still be running at the deadline; PermissionDenied when the token may not stop it.
+        True when it was stopped (a DELETE of this call was answered), False when there was nothing to
+        stop. A hub that goes away meanwhile (a restart) is waited for within the budget. After an
+        outage (seen here, or `after_outage`: just before) "no server" is believed only once the hub has
+        answered for STOP_SETTLE s without a fault: a restarting hub may not show a server it still has.
+        Raises StopFailed with the hub's last word when the server may still be running at the deadline;
+        PermissionDenied when the token may not stop it.
         """
         path = self.server_path(user, server_name)
         last = "no answer"
         refused = ""  # the hub's own last word against the stop: more telling than a lost connection
         deleted = stopping = False
         tries = 0
+        clock = deadline.clock
+        outage = after_outage  # a fault was seen: "no server" then needs a steady hub
+        steady_since: float | None = None  # the first answer after the last fault
         while True:
             tries += 1
+            pause = STOP_POLL_INTERVAL
             try:
                 try:
-                    model = self.server_model(user, server_name, deadline, tries=None)
+                    # One try: every fault is seen here, and makes "no server" wait for a steady hub.
+                    model = self.server_model(user, server_name, deadline, tries=1)
                 except UserGone:
                     model = None  # no user, no server: nothing can be running
+                steady_since = clock() if steady_since is None else steady_since
                 if model is None:
-                    return deleted
-                if not stopping:
+                    if deleted or not outage or clock() - steady_since >= STOP_SETTLE or deadline.expired():
+                        return deleted
+                    last = "no server in the model since the hub answered again: not yet believed"
+                elif not stopping:
                     response = self.api("DELETE", path, deadline, tries=None)
-                    deleted = True
                     status = response.status_code
                     self.raise_for_auth(response, "stopping the server")
+                    if status == 404 and not hub_error(response):
+                        raise HubUnavailable(f"DELETE answered 404 {hub_message(response)!r}, not the hub's own answer")
+                    deleted = True
                     if status in (204, 404):
                         return True
                     if status == 202:
@@ -357,9 +393,9 @@ class HubClient(Transport):
                     else:
                         refused = f"DELETE answered {status} {hub_message(response)}"
                         stopping = status == 400 and "pending stop" in hub_message(response)
-                pause = STOP_POLL_INTERVAL
             except HubUnavailable as exc:
                 last = str(exc)
+                outage, steady_since = True, None
                 pause = min(STOP_RETRY_MAX_WAIT, STOP_POLL_INTERVAL * 2 ** min(tries, 4))
                 log.warning("stop_retry", message=last, try_number=tries, wait_s=round(min(pause, deadline.remaining()), 2))
             if deadline.expired():

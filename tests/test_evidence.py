@@ -21,8 +21,8 @@ import pytest
 from app.exit_codes import ExitCode
 from app.hub import HubClient
 from tests import test_cycle
-from tests.fakehub import FakeHub
-from tests.test_faults import canary
+from tests.fakehub import FakeHub, Fault
+from tests.test_faults import SERVER, USER_MODEL, canary
 
 # --- 1. a failure told on a stream opened before the hub had this spawn is not this spawn's ---
 
@@ -101,3 +101,42 @@ def test_after_a_fixed_outage_the_next_run_is_green_every_time(request, hub_kind
         assert not any("Spawn failed" in (e.get("message") or "") for e in fixed.named("spawn_progress")), fixed.output
         test_cycle.assert_nothing_running(hub, user)
     assert [r["behaviour"] for r in hub.spawn_records(user)] == ["failmissing", "normal"] * cycles
+
+
+# --- 6. a stop just after an outage, and a server this run started ---
+
+
+def test_no_server_read_just_after_an_outage_is_not_a_stop(tmp_path):
+    """The hub goes away during the stop, comes back answering once without the server (its spawners not
+    loaded yet), then shows it again: the stop waits for a steady answer and stops the server."""
+    with FakeHub(spawn="ready") as fake:
+
+        def hub_restarts() -> None:  # the server is being verified: the hub goes away, then comes back
+            fake.faults[:0] = [
+                Fault("GET", USER_MODEL, "status", status=503, count=3),
+                Fault("GET", USER_MODEL, "body", status=200, body={"name": "canary", "kind": "user", "servers": {}}),
+            ]
+
+        fake.fault("GET", r"/api/status$", "signal", call=hub_restarts)
+        run, _ = canary(fake, tmp_path, "--attempts", "1", "--stop-timeout", "20")
+        assert run.exit_code == ExitCode.OK, run.output
+        assert fake.count("DELETE", SERVER) == 1, "the stop concluded from the model without the server"
+        assert run.named("server_stopped") and not run.named("server_already_stopped")
+        assert fake.servers == {}
+
+
+def test_a_proxys_404_while_the_hub_restarts_is_not_the_user_gone(tmp_path):
+    """configurable-http-proxy answers a plain 404 "Not Found" for a path it has no route for, as a
+    restarted hub's proxy does until the hub adds its route back: not the hub's word that the user (and
+    so the server) is gone."""
+    with FakeHub(spawn="ready") as fake:
+
+        def proxy_without_the_hubs_route() -> None:
+            fake.faults.insert(0, Fault("GET", USER_MODEL, "text", status=404, body="Not Found", count=2))
+
+        fake.fault("GET", r"/api/status$", "signal", call=proxy_without_the_hubs_route)
+        run, _ = canary(fake, tmp_path, "--attempts", "1", "--stop-timeout", "20")
+        assert run.exit_code == ExitCode.OK, run.output
+        assert fake.count("DELETE", SERVER) == 1 and run.named("server_stopped")
+        assert not run.named("server_already_stopped") and fake.servers == {}
+        assert "not the hub's own answer" in run.named("stop_retry")[0]["message"]
