@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import tenacity
@@ -28,13 +29,14 @@ from app.errors import (
     CheckFailed,
     ConcurrentRun,
     HubUnavailable,
+    Interrupted,
     PermissionDenied,
     ServerUnreachable,
     SpawnFailed,
     SpawnTimeout,
     StopFailed,
 )
-from app.hub import HubClient, SpawnRefused, StreamUnavailable, WrongShape, hub_time
+from app.hub import HubClient, SpawnOutcome, SpawnRefused, StreamUnavailable, UserGone, WrongShape, hub_time
 from app.signals import Shield, no_shield
 from app.spawn_progress import ProgressFollower
 from app.timeline import Event
@@ -47,8 +49,37 @@ READY_STREAM_GRACE = 2.0
 # Another attempt is started only with at least this share of --spawn-timeout left to spawn in: one
 # with less would most likely time out (11) and hide the cause of the attempts before it.
 MIN_SPAWN_SHARE = 0.5
+# How far the hub's clock may be from this run's when a server is recognised as started by a spawn
+# request the hub answered 201/202: only where the hub's own `started` could not be read right after.
+CLOCK_SLACK = timedelta(seconds=1)
 
 log = logs.get_logger()
+
+
+@dataclass
+class SpawnRequest:
+    """A spawn request of this run that may have started a server, and what proves a server its.
+
+    `sent_at` and `settled_at` are this run's clock (UTC): when the request left, and when its answer (or,
+    the answer lost, the server model that decided it) came. `answered`: the hub answered it 201/202, so
+    the server it held then was this request's; `started` is that server's `started` as the hub showed
+    it right after (its identity: equal to the microsecond, whatever the clocks say). Without it, a
+    server is this request's when the hub started it between the send and the answer: by the hub's
+    clock against this run's, within CLOCK_SLACK for an answered request; never before the send for a
+    request whose answer was lost (a server the hub dates before the request was there already: another
+    run's).
+    """
+
+    sent_at: datetime
+    settled_at: datetime
+    answered: bool
+    started: datetime | None = None
+
+    def started_it(self, started: datetime) -> bool:
+        if self.started is not None:
+            return started == self.started
+        earliest = self.sent_at - CLOCK_SLACK if self.answered else self.sent_at
+        return earliest <= started <= self.settled_at + CLOCK_SLACK
 
 
 class Canary:
@@ -94,6 +125,9 @@ class Canary:
         self.check_reports: dict[str, Any] = {}
         self._spawn_cut_short = False  # this attempt's spawn budget was cut by the deadline
         self._progress: ProgressFollower | None = None  # this attempt's progress stream (app/spawn_progress.py)
+        # Every spawn request of this run, of any attempt, that may have started a server: a server one of
+        # them started is this run's, to stop, never another run's (see SpawnRequest).
+        self.spawn_requests: list[SpawnRequest] = []
 
     # --- the run: attempts with retries ---
 
@@ -132,11 +166,18 @@ class Canary:
             for attempt in retrying:
                 with attempt:
                     self.attempt(attempt.retry_state.attempt_number)
+        except StopFailed:
+            raise  # the server is left running, and said so: a human looks at it
         except CanaryError as exc:
+            self.ensure_own_server_gone()  # its StopFailed (13) wins
             telling = self.telling_failure(exc)
             if telling is exc:
                 raise
             raise telling from None
+        except Interrupted:
+            self.ensure_own_server_gone()
+            raise
+        self.ensure_own_server_gone()
 
     def telling_failure(self, last: CanaryError) -> CanaryError:
         """The failure to report: the last one, unless it is a spawn timeout that the deadline, not the
@@ -230,6 +271,36 @@ class Canary:
             )
             self.server_may_be_running = False
 
+    def owns(self, model: dict[str, Any]) -> bool:
+        """Whether a spawn request of this run (any attempt) started this server (see SpawnRequest)."""
+        started = hub_time(model.get("started"))
+        return started is not None and any(request.started_it(started) for request in self.spawn_requests)
+
+    def ensure_own_server_gone(self) -> None:
+        """Before the run ends: no server this run started is running. A stop that read "no server" from a
+        hub that was restarting can be wrong, and the server comes back once the hub has reloaded it: then
+        it is stopped now (StopFailed, 13, when it cannot be). Another run's server is left alone."""
+        if not self.spawn_requests or self.server_may_be_running:
+            return  # nothing asked for, or the stop is still to come (cli.py, after a signal)
+        look = Deadline(max(LAST_LOOK, min(self.deadline.remaining(), self.config.request_timeout)), self._clock)
+        try:
+            model = self.client.server_model(self.user, self.server_name, look)
+        except UserGone:
+            return
+        except HubUnavailable as exc:
+            log.warning("own_server_unchecked", message=str(exc), hint="the hub could not say whether this run's server is gone")
+            return
+        if model is None or not self.owns(model):
+            return
+        log.warning(
+            "own_server_found", pending=model.get("pending"), ready=model.get("ready"), started=model.get("started"),
+            why="this run's server is back after its stop",
+        )
+        # The stop of the canary's own server may outlive the deadline by its --stop-timeout (app/deadline.py).
+        budget = max(LAST_LOOK, min(self.config.stop_timeout, self.deadline.remaining() + self.config.stop_timeout))
+        with self._shield():
+            self.stop_server(Deadline(budget, self._clock), stale=False, model=model)
+
     def timed(self, phase: str, step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         started = self._clock()
         try:
@@ -312,6 +383,14 @@ class Canary:
         model = self.client.server_model(self.user, self.server_name, deadline)
         if model is None:
             return
+        if self.owns(model):
+            # An earlier attempt's own server (its stop read "no server" from a restarting hub): this run's to stop.
+            log.warning(
+                "own_server_found", pending=model.get("pending"), ready=model.get("ready"), started=model.get("started"),
+                why="started by this run's spawn request of an earlier attempt",
+            )
+            self.stop_server(deadline, stale=False, model=model)
+            return
         started = hub_time(model.get("started"))
         age_s = round((self._utcnow() - started).total_seconds(), 1) if started else None
         lifetime = self.config.deadline + self.config.stop_timeout
@@ -337,12 +416,19 @@ class Canary:
 
         The progress stream is followed from before the request is sent (app/spawn_progress.py): the
         hub tells a spawn's events only while it is pending, which may be the whole time it holds the
-        request open.
+        request open. What the request may have started is recorded (`spawn_requests`): a server is
+        this run's only by that record.
         """
         assert self._progress is not None
         self._progress.start()
+        sent_at = self._utcnow()
         try:
-            return self.client.start_server(self.user, self.server_name, self.config.user_options, deadline)
+            outcome = self.client.start_server(self.user, self.server_name, self.config.user_options, deadline)
+        except ConcurrentRun:
+            # The hub's own word: the server predates this request. Nothing of this run's is running.
+            self.server_may_be_running = False
+            log.warning("concurrent_run_found", why="the spawn request met a server that was there before it")
+            raise
         except SpawnRefused as refused:
             # The hub's answer is generic ("Internal Server Error"); the spawner's reason is in the
             # progress stream, which still holds the `failed` event: following it raises SpawnFailed
@@ -355,6 +441,48 @@ class Canary:
             raise SpawnFailed(refused.message) from None
         finally:
             self._progress.request_answered()
+        request = SpawnRequest(sent_at, self._utcnow(), answered=outcome.accepted)
+        if outcome.accepted:
+            self.spawn_requests.append(request)
+            self._note_identity(request, deadline)
+            return outcome.ready
+        return self._adopt(request, outcome)
+
+    def _note_identity(self, request: SpawnRequest, deadline: Deadline) -> None:
+        """The hub's `started` of the server it has just accepted: the server's identity for this run."""
+        try:
+            model = self.client.server_model(self.user, self.server_name, deadline)
+        except HubUnavailable as exc:
+            log.debug("spawn_identity_unknown", reason=str(exc))  # the request's time window still tells
+            return
+        if model is not None:
+            request.started = hub_time(model.get("started"))
+            if model.get("url"):
+                self.server_url = self.client.server_url(self.user, self.server_name, model)
+
+    def _adopt(self, request: SpawnRequest, outcome: SpawnOutcome) -> bool:
+        """A server found after the request's answer was lost: followed only when this request started it."""
+        found = outcome.found
+        if found is None:
+            raise SpawnFailed("the server that met the resent spawn request stopped before it could be followed")
+        started = hub_time(found.get("started"))
+        if started is None or not request.started_it(started):
+            self.server_may_be_running = False  # the server there is another's: this request started none
+            log.warning(
+                "concurrent_run_found", pending=found.get("pending"), ready=found.get("ready"), started=found.get("started"),
+                why="the spawn request's answer was lost, and the server there was started before the request was sent",
+            )
+            raise ConcurrentRun(
+                f"the spawn request's answer was lost, and the server the hub has was started "
+                f"{'at ' + str(found.get('started')) if started else 'at an unknown time'}, before this run sent its "
+                "request: another run's, left alone"
+            )
+        request.started = started
+        self.spawn_requests.append(request)
+        log.warning(
+            "spawn_already_underway", pending=found.get("pending"), ready=found.get("ready"), started=found.get("started")
+        )
+        return False
 
     def wait_until_ready(self, deadline: Deadline, ready_already: bool) -> None:
         if ready_already:

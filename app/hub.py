@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urljoin
@@ -20,7 +21,7 @@ import requests
 
 from app import __version__, logs
 from app.deadline import Deadline
-from app.errors import ConfigError, HubUnavailable, PermissionDenied, SpawnFailed, StopFailed
+from app.errors import ConcurrentRun, ConfigError, HubUnavailable, PermissionDenied, SpawnFailed, StopFailed
 
 # Transport names the dialect's users import from here too (app/checks/).
 from app.transport import (  # noqa: F401 - re-exported
@@ -60,6 +61,21 @@ class UserGone(ConfigError):
 
 class SpawnRefused(SpawnFailed):
     """The hub answered the spawn request with an error (its message is generic; the reason is in the stream)."""
+
+
+@dataclass(frozen=True)
+class SpawnOutcome:
+    """What became of a spawn request.
+
+    `accepted`: the hub answered it 201 (`ready`) or 202, so the server it holds now is this request's.
+    Otherwise the answer was lost (or a resend met a server that had appeared meanwhile): `found` is the
+    server model read then, and whose it is the caller decides (it may be this request's, or another
+    run's): the hub's word is no proof either way.
+    """
+
+    accepted: bool
+    ready: bool = False
+    found: dict[str, Any] | None = None
 
 
 def hub_time(value: Any) -> datetime | None:
@@ -306,26 +322,32 @@ class HubClient(Transport):
         url = f"{self.hub_url}user/{quote(user, safe='')}/"
         return url + f"{quote(server_name, safe='')}/" if server_name else url
 
-    def start_server(self, user: str, server_name: str, user_options: dict[str, Any], deadline: Deadline) -> bool:
-        """Ask the hub to start the server: True when it is ready already (201), False when pending.
+    def start_server(
+        self, user: str, server_name: str, user_options: dict[str, Any], deadline: Deadline
+    ) -> SpawnOutcome:
+        """Ask the hub to start the server (see SpawnOutcome).
 
-        A spawn request lost in flight is not sent again blindly: if the hub has the server (pending or
-        running), the lost request (or a racing one) started it, and it is followed.
+        A spawn request lost in flight is not sent again blindly: if the hub has a server (pending or
+        running) afterwards, it is handed back as `found`, for the caller to decide whose it is. The
+        first send answered 400 "already running" (or pending) is the hub's word that the server predates
+        this request: another run's (ConcurrentRun), never followed.
         """
+        outcome_lost = False
 
         def spawn_underway() -> dict[str, Any] | None:
+            nonlocal outcome_lost
+            outcome_lost = True
             return self.server_model(user, server_name, deadline)
 
         answer = self.post_once(
             self.api_url + self.server_path(user, server_name), deadline, find_outcome=spawn_underway, json=user_options
         )
         if not isinstance(answer, requests.Response):
-            log.warning("spawn_already_underway", pending=answer.get("pending"), ready=answer.get("ready"))
-            return False
+            return SpawnOutcome(accepted=False, found=answer)
         status = answer.status_code
         log.info("spawn_requested", status=status)
         if status in (201, 202):
-            return status == 201
+            return SpawnOutcome(accepted=True, ready=status == 201)
         self.raise_for_auth(answer, "starting the server")
         message = hub_message(answer)
         if status == 404 and not hub_error(answer):
@@ -337,9 +359,13 @@ class HubClient(Transport):
                 "or the token may not start it"
             )
         if status == 400 and ("already running" in message or "pending" in message):
-            # A spawn that raced ours: follow it (the ready wait confirms it from the server model).
-            log.warning("spawn_already_underway", message=message)
-            return False
+            if not outcome_lost:
+                raise ConcurrentRun(
+                    f"the hub answered the spawn request 400 {message!r}: a server that is not this run's was there "
+                    "before the request (another run of this probe started it since this run looked), and is left alone"
+                )
+            # A resend after a lost answer met a server: this run's lost request's, or another run's.
+            return SpawnOutcome(accepted=False, found=self.server_model(user, server_name, deadline))
         raise SpawnRefused(f"the hub refused the spawn: {status} {message}")
 
     def stop_server(self, user: str, server_name: str, deadline: Deadline, *, after_outage: bool = False) -> bool:
