@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import tenacity
@@ -28,16 +29,18 @@ from app.errors import (
     CheckFailed,
     ConcurrentRun,
     HubUnavailable,
+    Interrupted,
     PermissionDenied,
     ServerUnreachable,
     SpawnFailed,
     SpawnTimeout,
     StopFailed,
 )
-from app.hub import TRANSPORT_ERRORS, HubClient, SpawnRefused, StreamUnavailable
+from app.hub import TRANSPORT_ERRORS, HubClient, SpawnOutcome, SpawnRefused, StreamUnavailable, UserGone
 from app.models import ApiStatus, ProgressEvent, ServerModel, TokenOwner, WrongShape, loads
 from app.signals import Shield, no_shield
 from app.spawn_progress import ProgressFollower
+from app.timeline import Event
 
 PHASES = ("spawn_request", "ready_wait", "verify", "stop")  # the enabled checks' phases come before the stop
 POLL_INTERVAL = 1.0  # polling the user model when the progress stream is not available
@@ -47,8 +50,37 @@ READY_STREAM_GRACE = 2.0
 # Another attempt is started only with at least this share of --spawn-timeout left to spawn in: one
 # with less would most likely time out (11) and hide the cause of the attempts before it.
 MIN_SPAWN_SHARE = 0.5
+# How far the hub's clock may be from this run's when a server is recognised as started by a spawn
+# request the hub answered 201/202: only where the hub's own `started` could not be read right after.
+CLOCK_SLACK = timedelta(seconds=1)
 
 log = logs.get_logger()
+
+
+@dataclass
+class SpawnRequest:
+    """A spawn request of this run that may have started a server, and what proves a server its.
+
+    `sent_at` and `settled_at` are this run's clock (UTC): when the request left, and when its answer (or,
+    the answer lost, the server model that decided it) came. `answered`: the hub answered it 201/202, so
+    the server it held then was this request's; `started` is that server's `started` as the hub showed
+    it right after (its identity: equal to the microsecond, whatever the clocks say). Without it, a
+    server is this request's when the hub started it between the send and the answer: by the hub's
+    clock against this run's, within CLOCK_SLACK for an answered request; never before the send for a
+    request whose answer was lost (a server the hub dates before the request was there already: another
+    run's).
+    """
+
+    sent_at: datetime
+    settled_at: datetime
+    answered: bool
+    started: datetime | None = None
+
+    def started_it(self, started: datetime) -> bool:
+        if self.started is not None:
+            return started == self.started
+        earliest = self.sent_at - CLOCK_SLACK if self.answered else self.sent_at
+        return earliest <= started <= self.settled_at + CLOCK_SLACK
 
 
 class Canary:
@@ -94,6 +126,9 @@ class Canary:
         self.check_reports: dict[str, Any] = {}
         self._spawn_cut_short = False  # this attempt's spawn budget was cut by the deadline
         self._progress: ProgressFollower | None = None  # this attempt's progress stream (app/spawn_progress.py)
+        # Every spawn request of this run, of any attempt, that may have started a server: a server one of
+        # them started is this run's, to stop, never another run's (see SpawnRequest).
+        self.spawn_requests: list[SpawnRequest] = []
 
     # --- the run: attempts with retries ---
 
@@ -132,11 +167,18 @@ class Canary:
             for attempt in retrying:
                 with attempt:
                     self.attempt(attempt.retry_state.attempt_number)
+        except StopFailed:
+            raise  # the server is left running, and said so: a human looks at it
         except CanaryError as exc:
+            self.ensure_own_server_gone()  # its StopFailed (13) wins
             telling = self.telling_failure(exc)
             if telling is exc:
                 raise
             raise telling from None
+        except Interrupted:
+            self.ensure_own_server_gone()
+            raise
+        self.ensure_own_server_gone()
 
     def telling_failure(self, last: CanaryError) -> CanaryError:
         """The failure to report: the last one, unless it is a spawn timeout that the deadline, not the
@@ -175,6 +217,7 @@ class Canary:
             # A request lost in flight may still start a server: from here on, always stop.
             self.server_may_be_running = True
             self.timeline = timeline.Timeline(self._clock)
+            failure: BaseException | None = None
             try:
                 try:
                     self.spawn(spawn_deadline)
@@ -184,8 +227,12 @@ class Canary:
                     raise
                 self.timed("verify", self.verify)
                 self.run_checks()
+            except BaseException as exc:
+                failure = exc
+                raise
             finally:
-                self.cleanup()
+                # After the hub was lost, its word "no server" needs a steady hub before it is believed.
+                self.cleanup(after_outage=isinstance(failure, HubUnavailable))
             log.info("attempt_passed", phases_ms=self.phases_ms)
 
     def spawn(self, deadline: Deadline) -> None:
@@ -211,7 +258,7 @@ class Canary:
         told = [(event.message, event.reason) for event in self.timeline.events] if self.timeline else []
         return spawn_causes.classify(told, failure.message, timed_out=isinstance(failure, SpawnTimeout))
 
-    def cleanup(self) -> None:
+    def cleanup(self, *, after_outage: bool = False) -> None:
         """Stop the server this attempt may have started, with signals held off. Idempotent.
 
         cli.py calls it once more if a signal slipped in before the `finally:` above took over.
@@ -219,8 +266,41 @@ class Canary:
         if not self.server_may_be_running:
             return
         with self._shield():
-            self.timed("stop", self.stop_server, Deadline(self.config.stop_timeout, self._clock), stale=False)
+            self.timed(
+                "stop", self.stop_server, Deadline(self.config.stop_timeout, self._clock), stale=False,
+                after_outage=after_outage,
+            )
             self.server_may_be_running = False
+
+    def owns(self, model: ServerModel) -> bool:
+        """Whether a spawn request of this run (any attempt) started this server (see SpawnRequest)."""
+        started = model.started
+        return started is not None and any(request.started_it(started) for request in self.spawn_requests)
+
+    def ensure_own_server_gone(self) -> None:
+        """Before the run ends: no server this run started is running. A stop that read "no server" from a
+        hub that was restarting can be wrong, and the server comes back once the hub has reloaded it: then
+        it is stopped now (StopFailed, 13, when it cannot be). Another run's server is left alone."""
+        if not self.spawn_requests or self.server_may_be_running:
+            return  # nothing asked for, or the stop is still to come (cli.py, after a signal)
+        look = Deadline(max(LAST_LOOK, min(self.deadline.remaining(), self.config.request_timeout)), self._clock)
+        try:
+            model = self.client.server_model(self.user, self.server_name, look)
+        except UserGone:
+            return
+        except HubUnavailable as exc:
+            log.warning("own_server_unchecked", message=str(exc), hint="the hub could not say whether this run's server is gone")
+            return
+        if model is None or not self.owns(model):
+            return
+        log.warning(
+            "own_server_found", **model.log_fields(),
+            why="this run's server is back after its stop",
+        )
+        # The stop of the canary's own server may outlive the deadline by its --stop-timeout (app/deadline.py).
+        budget = max(LAST_LOOK, min(self.config.stop_timeout, self.deadline.remaining() + self.config.stop_timeout))
+        with self._shield():
+            self.stop_server(Deadline(budget, self._clock), stale=False, model=model)
 
     def timed(self, phase: str, step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         started = self._clock()
@@ -305,6 +385,14 @@ class Canary:
         model = self.client.server_model(self.user, self.server_name, deadline)
         if model is None:
             return
+        if self.owns(model):
+            # An earlier attempt's own server (its stop read "no server" from a restarting hub): this run's to stop.
+            log.warning(
+                "own_server_found", **model.log_fields(),
+                why="started by this run's spawn request of an earlier attempt",
+            )
+            self.stop_server(deadline, stale=False, model=model)
+            return
         started = model.started
         age_s = round((self._utcnow() - started).total_seconds(), 1) if started else None
         lifetime = self.config.deadline + self.config.stop_timeout
@@ -330,12 +418,19 @@ class Canary:
 
         The progress stream is followed from before the request is sent (app/spawn_progress.py): the
         hub tells a spawn's events only while it is pending, which may be the whole time it holds the
-        request open.
+        request open. What the request may have started is recorded (`spawn_requests`): a server is
+        this run's only by that record.
         """
         assert self._progress is not None
         self._progress.start()
+        sent_at = self._utcnow()
         try:
-            return self.client.start_server(self.user, self.server_name, self.config.user_options, deadline)
+            outcome = self.client.start_server(self.user, self.server_name, self.config.user_options, deadline)
+        except ConcurrentRun:
+            # The hub's own word: the server predates this request. Nothing of this run's is running.
+            self.server_may_be_running = False
+            log.warning("concurrent_run_found", why="the spawn request met a server that was there before it")
+            raise
         except SpawnRefused as refused:
             # The hub's answer is generic ("Internal Server Error"); the spawner's reason is in the
             # progress stream, which still holds the `failed` event: following it raises SpawnFailed
@@ -348,6 +443,48 @@ class Canary:
             raise SpawnFailed(refused.message) from None
         finally:
             self._progress.request_answered()
+        request = SpawnRequest(sent_at, self._utcnow(), answered=outcome.accepted)
+        if outcome.accepted:
+            self.spawn_requests.append(request)
+            self._note_identity(request, deadline)
+            return outcome.ready
+        return self._adopt(request, outcome)
+
+    def _note_identity(self, request: SpawnRequest, deadline: Deadline) -> None:
+        """The hub's `started` of the server it has just accepted: the server's identity for this run."""
+        try:
+            model = self.client.server_model(self.user, self.server_name, deadline)
+        except HubUnavailable as exc:
+            log.debug("spawn_identity_unknown", reason=str(exc))  # the request's time window still tells
+            return
+        if model is not None:
+            request.started = model.started
+            if model.url:
+                self.server_url = self.client.server_url(self.user, self.server_name, model)
+
+    def _adopt(self, request: SpawnRequest, outcome: SpawnOutcome) -> bool:
+        """A server found after the request's answer was lost: followed only when this request started it."""
+        found = outcome.found
+        if found is None:
+            raise SpawnFailed("the server that met the resent spawn request stopped before it could be followed")
+        started = found.started
+        if started is None or not request.started_it(started):
+            self.server_may_be_running = False  # the server there is another's: this request started none
+            log.warning(
+                "concurrent_run_found", **found.log_fields(),
+                why="the spawn request's answer was lost, and the server there was started before the request was sent",
+            )
+            raise ConcurrentRun(
+                f"the spawn request's answer was lost, and the server the hub has was started "
+                f"{'at ' + found.started.isoformat() if started else 'at an unknown time'}, before this run sent its "
+                "request: another run's, left alone"
+            )
+        request.started = started
+        self.spawn_requests.append(request)
+        log.warning(
+            "spawn_already_underway", **found.log_fields()
+        )
+        return False
 
     def wait_until_ready(self, deadline: Deadline, ready_already: bool) -> None:
         if ready_already:
@@ -369,25 +506,47 @@ class Canary:
 
     def _follow_progress(self, deadline: Deadline, *, confirm: bool = True) -> bool:
         """Log the spawner's progress messages as the follower took them in; True once the stream says
-        ready and (with `confirm`) the server model confirms it."""
+        ready and (with `confirm`) the server model confirms it.
+
+        A `failed` event on a stream asked for before the hub answered the spawn request is no evidence
+        about this spawn: the hub tells a stream that comes before the new spawn is pending how the
+        *previous* spawn ended. It is set aside, and a stream asked for now tells this spawn's end.
+        """
         assert self._progress is not None
-        for event, recorded in self._progress.events(deadline):
-            message = event.message
-            if message:
-                self.last_progress_message = message
-            log.info(
-                "spawn_progress",
-                progress=event.progress,
-                message=message,
-                t_ms=recorded.t_ms,
-                **({"event_reason": recorded.reason} if recorded.reason else {}),
-            )
-            if event.failed:
-                raise SpawnFailed(f"the spawner reported failure: {message}", progress_message=self.last_progress_message)
-            if event.ready:
-                # The stream alone is not proof: a cancelled spawn was seen to report ready.
-                return self._is_ready(deadline) if confirm else True
-        return False
+        while True:
+            progress = self._progress
+            for event, recorded in progress.events(deadline):
+                if event.failed and progress.opened_before_answer:
+                    progress.stop()  # its thread done with the timeline before the event leaves it
+                    self._set_aside(event, recorded)
+                    self._progress = progress.reopened()
+                    break
+                message = event.message
+                if message:
+                    self.last_progress_message = message
+                log.info(
+                    "spawn_progress",
+                    progress=event.progress,
+                    message=message,
+                    t_ms=recorded.t_ms,
+                    **({"event_reason": recorded.reason} if recorded.reason else {}),
+                )
+                if event.failed:
+                    raise SpawnFailed(f"the spawner reported failure: {message}", progress_message=self.last_progress_message)
+                if event.ready:
+                    # The stream alone is not proof: a cancelled spawn was seen to report ready.
+                    return self._is_ready(deadline) if confirm else True
+            else:
+                return False
+
+    def _set_aside(self, event: ProgressEvent, recorded: Event) -> None:
+        """An end the hub told before it had this spawn: out of the timeline, the cause and the result."""
+        if self.timeline is not None:
+            self.timeline.events[:] = [kept for kept in self.timeline.events if kept is not recorded]
+        log.info(
+            "progress_failure_set_aside", message=event.message, t_ms=recorded.t_ms,
+            why="told on a stream opened before the hub answered the spawn request: maybe an earlier spawn's",
+        )
 
     def _is_ready(self, deadline: Deadline) -> bool:
         model = self.client.server_model(self.user, self.server_name, deadline)
@@ -470,13 +629,15 @@ class Canary:
             if report is not None:
                 self.check_reports[check.name] = report
 
-    def stop_server(self, deadline: Deadline, *, stale: bool, model: ServerModel | None = None) -> None:
+    def stop_server(
+        self, deadline: Deadline, *, stale: bool, model: ServerModel | None = None, after_outage: bool = False
+    ) -> None:
         """Stop the server within `deadline`; StopFailed (and `server_left_running`) if it may still run.
 
         Any failure on this path ends as StopFailed: whatever went wrong, a human must look at the server.
         """
         try:
-            stopped = self.client.stop_server(self.user, self.server_name, deadline)
+            stopped = self.client.stop_server(self.user, self.server_name, deadline, after_outage=after_outage)
         except Exception as exc:
             url = self.client.server_url(self.user, self.server_name, model) if model else self._server_url()
             message = exc.message if isinstance(exc, CanaryError) else f"{type(exc).__name__}: {exc}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, urljoin
@@ -20,7 +21,7 @@ import requests
 
 from app import __version__, logs
 from app.deadline import Deadline
-from app.errors import ConfigError, HubUnavailable, PermissionDenied, SpawnFailed, StopFailed
+from app.errors import ConcurrentRun, ConfigError, HubUnavailable, PermissionDenied, SpawnFailed, StopFailed
 from app.models import (  # noqa: F401 - WrongShape and hub_time re-exported: the hub's dialect
     ApiToken,
     HubInfo,
@@ -50,6 +51,10 @@ from app.transport import (  # noqa: F401 - re-exported
 
 STOP_POLL_INTERVAL = 0.5
 STOP_RETRY_MAX_WAIT = 4.0  # s between tries of a stop that lost the hub: soon back once the hub is
+# s the hub must have answered without a fault before "no server" (without a DELETE of ours) is believed
+# after an outage: a hub that is restarting, or its proxy before it has the hub's route again, may not
+# show a server that is there (it comes back once the hub has reloaded its spawners).
+STOP_SETTLE = 3.0
 
 log = logs.get_logger()
 Shape = TypeVar("Shape")
@@ -66,6 +71,32 @@ class UserGone(ConfigError):
 
 class SpawnRefused(SpawnFailed):
     """The hub answered the spawn request with an error (its message is generic; the reason is in the stream)."""
+
+
+@dataclass(frozen=True)
+class SpawnOutcome:
+    """What became of a spawn request.
+
+    `accepted`: the hub answered it 201 (`ready`) or 202, so the server it holds now is this request's.
+    Otherwise the answer was lost (or a resend met a server that had appeared meanwhile): `found` is the
+    server model read then, and whose it is the caller decides (it may be this request's, or another
+    run's): the hub's word is no proof either way.
+    """
+
+    accepted: bool
+    ready: bool = False
+    found: ServerModel | None = None
+
+
+def hub_error(response: requests.Response) -> bool:
+    """Whether an error answer is JupyterHub's own ({"status": <code>, "message": ...}), not a proxy's
+    in front of it (configurable-http-proxy answers a plain 404 "Not Found" for a path it has no route
+    for: the hub's own route, while a restarting hub has not added it back yet)."""
+    try:
+        body = response.json()
+    except (ValueError, *TRANSPORT_ERRORS):
+        return False
+    return isinstance(body, dict) and body.get("status") == response.status_code
 
 
 def hub_message(response: requests.Response) -> str:
@@ -176,6 +207,11 @@ class HubClient(Transport):
     def user_model(self, user: str, deadline: Deadline, *, tries: int | None = MAX_TRIES) -> UserModel:
         response = self.api("GET", self.user_path(user), deadline, tries=tries)
         self.raise_for_auth(response, f"reading user {user!r}")
+        if response.status_code == 404 and not hub_error(response):
+            raise HubUnavailable(
+                f"GET /hub/api/{self.user_path(user)} answered 404 {hub_message(response)!r}, not the hub's own answer "
+                "(a proxy without the hub's route, e.g. while the hub restarts)"
+            )
         if response.status_code == 404:
             raise UserGone(
                 f"--user {user!r}: the hub has no such user, or the token may not read it "
@@ -283,65 +319,91 @@ class HubClient(Transport):
         url = f"{self.hub_url}user/{quote(user, safe='')}/"
         return url + f"{quote(server_name, safe='')}/" if server_name else url
 
-    def start_server(self, user: str, server_name: str, user_options: dict[str, Any], deadline: Deadline) -> bool:
-        """Ask the hub to start the server: True when it is ready already (201), False when pending.
+    def start_server(
+        self, user: str, server_name: str, user_options: dict[str, Any], deadline: Deadline
+    ) -> SpawnOutcome:
+        """Ask the hub to start the server (see SpawnOutcome).
 
-        A spawn request lost in flight is not sent again blindly: if the hub has the server (pending or
-        running), the lost request (or a racing one) started it, and it is followed.
+        A spawn request lost in flight is not sent again blindly: if the hub has a server (pending or
+        running) afterwards, it is handed back as `found`, for the caller to decide whose it is. The
+        first send answered 400 "already running" (or pending) is the hub's word that the server predates
+        this request: another run's (ConcurrentRun), never followed.
         """
+        outcome_lost = False
 
         def spawn_underway() -> ServerModel | None:
+            nonlocal outcome_lost
+            outcome_lost = True
             return self.server_model(user, server_name, deadline)
 
         answer = self.post_once(
             self.api_url + self.server_path(user, server_name), deadline, find_outcome=spawn_underway, json=user_options
         )
         if not isinstance(answer, requests.Response):
-            log.warning("spawn_already_underway", pending=answer.pending, ready=answer.ready)
-            return False
+            return SpawnOutcome(accepted=False, found=answer)
         status = answer.status_code
         log.info("spawn_requested", status=status)
         if status in (201, 202):
-            return status == 201
+            return SpawnOutcome(accepted=True, ready=status == 201)
         self.raise_for_auth(answer, "starting the server")
         message = hub_message(answer)
+        if status == 404 and not hub_error(answer):
+            # Not the hub: the request never reached it (a proxy without the hub's route), nothing started.
+            raise HubUnavailable(f"starting the server answered 404 {message!r}, not the hub's own answer")
         if status == 404:
             raise PermissionDenied(
                 f"starting the server answered 404 {message}: the user or named server does not exist, "
                 "or the token may not start it"
             )
         if status == 400 and ("already running" in message or "pending" in message):
-            # A spawn that raced ours: follow it (the ready wait confirms it from the server model).
-            log.warning("spawn_already_underway", message=message)
-            return False
+            if not outcome_lost:
+                raise ConcurrentRun(
+                    f"the hub answered the spawn request 400 {message!r}: a server that is not this run's was there "
+                    "before the request (another run of this probe started it since this run looked), and is left alone"
+                )
+            # A resend after a lost answer met a server: this run's lost request's, or another run's.
+            return SpawnOutcome(accepted=False, found=self.server_model(user, server_name, deadline))
         raise SpawnRefused(f"the hub refused the spawn: {status} {message}")
 
-    def stop_server(self, user: str, server_name: str, deadline: Deadline) -> bool:
+    def stop_server(self, user: str, server_name: str, deadline: Deadline, *, after_outage: bool = False) -> bool:
         """Stop the server and wait until it has left the user model, trying for the whole budget.
 
-        True when it was stopped, False when there was nothing to stop. A hub that goes away meanwhile
-        (a restart) is waited for within the budget. Raises StopFailed with the hub's last word when the
-        server may still be running at the deadline; PermissionDenied when the token may not stop it.
+        True when it was stopped (a DELETE of this call was answered), False when there was nothing to
+        stop. A hub that goes away meanwhile (a restart) is waited for within the budget. After an
+        outage (seen here, or `after_outage`: just before) "no server" is believed only once the hub has
+        answered for STOP_SETTLE s without a fault: a restarting hub may not show a server it still has.
+        Raises StopFailed with the hub's last word when the server may still be running at the deadline;
+        PermissionDenied when the token may not stop it.
         """
         path = self.server_path(user, server_name)
         last = "no answer"
         refused = ""  # the hub's own last word against the stop: more telling than a lost connection
         deleted = stopping = False
         tries = 0
+        clock = deadline.clock
+        outage = after_outage  # a fault was seen: "no server" then needs a steady hub
+        steady_since: float | None = None  # the first answer after the last fault
         while True:
             tries += 1
+            pause = STOP_POLL_INTERVAL
             try:
                 try:
-                    model = self.server_model(user, server_name, deadline, tries=None)
+                    # One try: every fault is seen here, and makes "no server" wait for a steady hub.
+                    model = self.server_model(user, server_name, deadline, tries=1)
                 except UserGone:
                     model = None  # no user, no server: nothing can be running
+                steady_since = clock() if steady_since is None else steady_since
                 if model is None:
-                    return deleted
-                if not stopping:
+                    if deleted or not outage or clock() - steady_since >= STOP_SETTLE or deadline.expired():
+                        return deleted
+                    last = "no server in the model since the hub answered again: not yet believed"
+                elif not stopping:
                     response = self.api("DELETE", path, deadline, tries=None)
-                    deleted = True
                     status = response.status_code
                     self.raise_for_auth(response, "stopping the server")
+                    if status == 404 and not hub_error(response):
+                        raise HubUnavailable(f"DELETE answered 404 {hub_message(response)!r}, not the hub's own answer")
+                    deleted = True
                     if status in (204, 404):
                         return True
                     if status == 202:
@@ -354,9 +416,9 @@ class HubClient(Transport):
                     else:
                         refused = f"DELETE answered {status} {hub_message(response)}"
                         stopping = status == 400 and "pending stop" in hub_message(response)
-                pause = STOP_POLL_INTERVAL
             except HubUnavailable as exc:
                 last = str(exc)
+                outage, steady_since = True, None
                 pause = min(STOP_RETRY_MAX_WAIT, STOP_POLL_INTERVAL * 2 ** min(tries, 4))
                 log.warning("stop_retry", message=last, try_number=tries, wait_s=round(min(pause, deadline.remaining()), 2))
             if deadline.expired():

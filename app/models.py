@@ -215,6 +215,10 @@ class ServerModel:
     url: str | None = None  # the server's path through the proxy, as the hub writes it
     started: datetime | None = None
 
+    def log_fields(self) -> dict[str, Any]:
+        """What a log line says of the server: its state and when it started."""
+        return {"pending": self.pending, "ready": self.ready, "started": self.started.isoformat() if self.started else None}
+
     @classmethod
     def parse(cls, fields: Fields) -> ServerModel:
         return cls(

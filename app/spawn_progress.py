@@ -15,6 +15,12 @@ asks again while the request is in flight (soon, then less often: a hub that ref
 good is not asked 5 times a second for as long as it holds the request), and once more right after
 its answer. It reads one whole stream, which ends with the spawn (ready or failed).
 
+What a stream opened before the request's answer says may not be about this spawn: the hub answers a
+stream that comes before the new spawn is pending with the *previous* spawn's end ("Spawn failed: …",
+"Spawn cancelled": JupyterHub's SpawnProgressAPIHandler). `opened_before_answer` says which kind of
+stream the events came on, and `reopened()` follows the same spawn on a stream opened after the answer:
+the cycle (app/cycle.py) believes a failure only from such a stream.
+
 Bounds: the stream is cut at the spawn's deadline by its watchdog (app/hub.py); `stop()` cuts it at
 once and joins the thread, so nothing is left running when the spawn phase ends.
 """
@@ -61,6 +67,9 @@ class ProgressFollower:
         self._wake = threading.Event()  # ends a pause between tries: the answer came, or stop()
         self._lock = threading.Lock()
         self._cut: Callable[[], None] | None = None
+        # Whether the stream the events come on was asked for before the spawn request had its answer
+        # (set before each try; the events come from one stream only, the last try's).
+        self.opened_before_answer = True
         # The thread logs with the attempt's bound context (hub, user, attempt).
         context = contextvars.copy_context()
         self._thread = threading.Thread(
@@ -70,6 +79,14 @@ class ProgressFollower:
     def start(self) -> ProgressFollower:
         self._thread.start()
         return self
+
+    def reopened(self) -> ProgressFollower:
+        """A follower of the same spawn whose stream is asked for now, after the request's answer (started);
+        this one is stopped. Its events are recorded in the same timeline."""
+        self.stop()
+        follower = ProgressFollower(self._client, self._user, self._server_name, self._deadline, self._timeline)
+        follower.request_answered()
+        return follower.start()
 
     def request_answered(self) -> None:
         """The spawn request is answered: a stream refused from now on is refused for good."""
@@ -88,6 +105,7 @@ class ProgressFollower:
         try:
             while not self._stopping.is_set() and not self._deadline.expired():
                 answered = self._answered.is_set()  # before the try: its answer may come meanwhile
+                self.opened_before_answer = not answered
                 try:
                     for event in self._client.progress_events(
                         self._user, self._server_name, self._deadline, on_open=self._opened

@@ -5,7 +5,9 @@ owner, user model, spawn, progress stream, stop, api/status, kernels, tokens; th
 server's contents API and a JupyterLab page with its bundles), over raw HTTP/1.1
 written by hand, so that it can misbehave at the byte level:
 
-- the progress stream is chunked server-sent events with keepalives, like JupyterHub's;
+- the progress stream is chunked server-sent events with keepalives, like JupyterHub's; like
+  JupyterHub's it tells a stream that comes when no spawn is pending how the last spawn failed
+  ("Spawn failed: ...", one event), until the next spawn is taken in;
 - `fault(...)` rules make a matching request be reset, stalled, answered with a status, have its
   body cut short (Content-Length larger than what is sent), its chunked stream cut mid-chunk, a
   body that trickles a byte at a time, or garbage gzip — optionally *after* the request took
@@ -47,6 +49,7 @@ MAX_HOLD = 60.0  # s: no stall, trickle or stream of this fake outlives this
 ACTIONS = (
     "reset", "stall", "status", "cut_body", "cut_chunk", "trickle", "trickle_head", "bad_gzip", "signal", "body", "content_type",
     "redirect",
+    "text",
 )
 TRICKLE_PAUSE = 0.5  # s between two bytes of a trickled head or websocket frame
 DEFAULT = object()  # FakeHub.page_config: JupyterLab's own
@@ -61,8 +64,8 @@ class Fault:
     count: int = 1  # how many matching requests it takes; -1: all of them
     status: int = 503
     after: bool = False  # act on the request (start, mint, ...) first, then misbehave
-    call: Callable[[], None] | None = None  # for "signal": what to do, then answer normally
-    body: Any = None  # for "body": answer `status` with this JSON instead (an answer of the wrong shape)
+    call: Callable[[], None] | None = None  # done first, whatever the action ("signal": then answer normally)
+    body: Any = None  # for "body": answer `status` with this JSON instead (an answer of the wrong shape); "text": this text
     content_type: str = "application/octet-stream"  # for "content_type": the progress stream's, instead of SSE's
     location: str = ""  # for "redirect": answer 302 to this URL
 
@@ -81,8 +84,12 @@ class FakeHub:
     """See the module docstring. `spawn` decides what a spawn does:
 
     "ready" (201 at once), "pending" (202, ready after `ready_after` s), "hang" (202, never ready;
-    the stream sends only keepalives), "fail" (202, then a `failed` event), or a list of these, one
-    per spawn in turn.
+    the stream sends only keepalives), "fail" (202, then a `failed` event), "refuse" (500 at once, as
+    JupyterHub answers a spawn that fails within its slow_spawn_timeout), or a list of these, one per
+    spawn in turn. Each failure says which spawn it was: "Spawn failed: fakehub says no (spawn N)".
+
+    `post_delay` holds each spawn request that long before the spawn is taken in (a hub busy before
+    the new spawn is pending): a progress stream asked for meanwhile hears the last spawn's failure.
     """
 
     def __init__(
@@ -96,6 +103,7 @@ class FakeHub:
         scopes: tuple[str, ...] = ("servers", "access:servers"),
         server_origin: str = "",
         lab_scripts: tuple[str, ...] = (),
+        post_delay: float = 0.0,
     ):
         self.version = version
         self.scopes = list(scopes)  # what GET /hub/api/user says the token may do
@@ -107,7 +115,11 @@ class FakeHub:
         self.ready_after = ready_after
         self.keepalive = keepalive
         self.stop_mode = stop  # "now" (204), "pending_spawn_400" (JupyterHub 4.1: 400 while pending)
+        self.post_delay = post_delay
         self.servers: dict[tuple[str, str], Server] = {}
+        # How the last spawn of a server failed, until the next spawn is taken in (JupyterHub keeps the
+        # failed spawn future, and its progress stream tells it).
+        self.last_failure: dict[tuple[str, str], str] = {}
         self.tokens: dict[str, dict[str, Any]] = {}
         self.token_numbers = itertools.count(1)
         self.kernels: list[dict[str, Any]] = []
@@ -263,8 +275,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(raw) if raw else {}
         path = self.path.split("?")[0]
         fault = self.owner._take_fault(self.command, path)
-        if fault is not None and fault.action == "signal" and fault.call is not None:
+        if fault is not None and fault.call is not None:
             fault.call()
+        if fault is not None and fault.action == "signal":
             fault = None
         if fault is not None and not fault.after:
             if self._misbehave_before(fault):
@@ -288,6 +301,9 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         if fault.action == "redirect":
             self._head(302, {"Location": fault.location, "Content-Length": "0"})
+            return True
+        if fault.action == "text":  # not the hub's JSON: a proxy's own answer, e.g. its plain 404 "Not Found"
+            self._body(fault.status, str(fault.body).encode(), "text/plain")
             return True
         if fault.action == "trickle_head":
             # Never silent long enough for a per-read timeout, never a complete head either.
@@ -327,8 +343,10 @@ class _Handler(BaseHTTPRequestHandler):
             if m.group(4):
                 return self._progress(key, fault)
             if method == "POST":
+                hub.hold(hub.post_delay)
                 status = self._spawn(key)
-                return self._json(status, {"status": status, "message": "already running"} if status == 400 else None, fault)
+                messages = {400: "already running", 500: "Internal Server Error"}
+                return self._json(status, {"status": status, "message": messages[status]} if status in messages else None, fault)
             if method == "DELETE":
                 status = self._stop(key)
                 message = {"status": 400, "message": f"{user} is pending spawn, please wait"} if status == 400 else None
@@ -390,8 +408,13 @@ class _Handler(BaseHTTPRequestHandler):
         if key in hub.servers:
             return 400
         kind = hub._next_spawn()
+        hub.last_failure.pop(key, None)  # a new spawn: the stream tells this one's end from now on
+        if kind == "refuse":
+            hub.last_failure[key] = f"Spawn failed: fakehub refused (spawn {hub.spawns})"
+            return 500
         server = Server()
         server.kind = kind  # type: ignore[attr-defined]
+        server.number = hub.spawns  # type: ignore[attr-defined]
         hub.servers[key] = server
         if kind == "ready":
             server.ready, server.pending = True, None
@@ -417,6 +440,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _progress(self, key: tuple[str, str], fault: Fault | None) -> None:
         hub = self.owner
         server = hub.servers.get(key)
+        if server is None and key in hub.last_failure:
+            # Nothing pending, the last spawn failed: JupyterHub tells that failure, as one event.
+            self._head(200, {"Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"})
+            payload = {"progress": 100, "failed": True, "message": hub.last_failure[key]}
+            self._chunk(b"data: " + json.dumps(payload).encode() + b"\n\n")
+            return self._end_stream()
         if server is None:
             return self._error(404, "no such server")
         content_type = fault.content_type if fault is not None and fault.action == "content_type" else "text/event-stream"
@@ -454,7 +483,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._chunk(b"\n")  # JupyterHub's keepalive: a blank line
         if kind == "fail":
             hub.servers.pop(key, None)
-            self._chunk(event({"progress": 100, "failed": True, "message": "Spawn failed: fakehub says no"}))
+            hub.last_failure[key] = f"Spawn failed: fakehub says no (spawn {getattr(server, 'number', 0)})"
+            self._chunk(event({"progress": 100, "failed": True, "message": hub.last_failure[key]}))
         elif server.ready:
             self._chunk(event({"progress": 100, "ready": True, "message": "Server ready", "url": "/user/x/"}))
         self._end_stream()

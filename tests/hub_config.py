@@ -51,6 +51,18 @@ lines unless a version is named. "sst" = the hub's slow_spawn_timeout (default 1
   With sst 10, a DELETE while the spawn POST still blocks: DELETE 204, and the blocked POST
   answers 500 "Internal Server Error" at the same moment.
 
+- A restart (LocalHub.stop_hub_process, then start) with cleanup_servers and cleanup_proxy off
+  (6.1.1): the new hub finds the old proxy with another auth token, stops it and starts its own,
+  which answers a plain-text 404 "Not Found" (configurable-http-proxy's, no JSON) for every path
+  until the hub has added its route (~0.4 s; `hub_route_delay` N widens it to N s). A spawn that was
+  pending shows as `"pending": "check"` with its old `started` as soon as the hub answers, and as
+  ready once the hub has found it up.
+- The spawn request's body is the spawn's user_options; a request without any reuses the last
+  spawn's (a "fixed" spawn after a failing one must say {"behaviour": "normal"}).
+- A progress stream asked for when no spawn is pending and the last one failed answers 200 with one
+  event, that failure: {"progress": 100, "failed": true, "message": "Spawn failed: ..."}. A spawn
+  request taken in after it replaces the failed spawner (the stream then tells the new spawn).
+
 Also: named servers are on, `consecutive_failure_limit` is 0 (the failure behaviours must
 not make the hub exit), and users keep the default `user` role, so a user's own token with
 the default scopes ("inherit") can start, reach and stop that user's servers.
@@ -131,6 +143,18 @@ if os.geteuid() == 0:
 c.Spawner.environment = {MARKER_ENV: params["marker"]}
 if params.get("slow_spawn_timeout") is not None:
     c.JupyterHub.tornado_settings = {"slow_spawn_timeout": params["slow_spawn_timeout"]}
+if params.get("hub_route_delay"):
+    # The proxy answers 404 for everything until the hub's route is added: a restart's window, made wide.
+    import asyncio
+
+    from jupyterhub.proxy import ConfigurableHTTPProxy
+
+    class SlowHubRouteProxy(ConfigurableHTTPProxy):
+        async def add_hub_route(self, hub):
+            await asyncio.sleep(float(params["hub_route_delay"]))
+            await super().add_hub_route(hub)
+
+    c.JupyterHub.proxy_class = SlowHubRouteProxy
 
 
 def choose_behaviour(user_name: str, user_options: dict) -> tuple[str, float | None]:

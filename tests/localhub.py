@@ -129,10 +129,13 @@ class LocalHub:
 
     # --- lifecycle ---
 
-    def start(self, timeout: float = 60) -> LocalHub:
+    def start(self, timeout: float = 60, *, hub_route_delay: float | None = None) -> LocalHub:
         """Start the hub and wait until GET <url>hub/api/ answers 200 through the proxy.
 
-        After `stop_hub_process()` this starts it again on the same ports, with the same database.
+        After `stop_hub_process()` this starts it again on the same ports, with the same database (and,
+        as JupyterHub does when the old proxy's token is not its own, a new proxy). `hub_route_delay`: the
+        hub adds its own route to the proxy only that many seconds after it listens, so that the proxy
+        answers its plain 404 "Not Found" meanwhile (a restart's window, made wide; tests/hub_config.py).
         """
         if self._proc is not None and self._proc.poll() is None:
             raise RuntimeError("this LocalHub was already started")
@@ -160,6 +163,7 @@ class LocalHub:
             "slow_spawn_timeout": self.slow_spawn_timeout,
             "extra_config": self.extra_config,
             "settings": self.settings,
+            "hub_route_delay": hub_route_delay,
         }
         params_file = self.workdir / "localhub.json"
         params_file.write_text(json.dumps(params, indent=2), encoding="utf-8")

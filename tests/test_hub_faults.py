@@ -126,3 +126,51 @@ def test_a_hub_restart_mid_cycle_is_waited_out_and_leaves_nothing_running(hub_ke
     assert run.named("stop_retry") or run.named("request_retry"), "the stop should have waited for the hub"
     assert len(run.named("server_stopped")) == 2 and not run.named("server_left_running")
     assert hub.servers(user) == {}
+
+
+def test_a_hub_restart_during_a_slow_spawn_leaves_no_server_of_the_run_and_no_18(hub_keeps_servers, hub_user, tmp_path):
+    """The issue's scenario: the hub restarts 2.5 s into a slow spawn. Its new proxy answers a plain 404
+    until the hub adds its route (made 10 s wide here, so that the stop reads it every time): that is
+    not the hub saying the server is gone. The stop waits for the hub, finds the server it brought back
+    ("pending": "check") and stops it; no later attempt calls it another run's (18)."""
+    hub = hub_keeps_servers
+    user, token = new_account(hub, hub_user("slow10-"))
+    process = start_process(
+        ["--hub-url", hub.url, "--user", user, "--termination-log", str(tmp_path / "term"),
+         "--attempts", "3", "--deadline", "150", "--stop-timeout", "30", "--spawn-timeout", "60"],
+        env=child_env(token),
+    )
+    lines: list[str] = []
+    spawn_requested = threading.Event()
+
+    def read() -> None:  # all along, so the canary never blocks on a full pipe
+        for line in process.stdout:
+            lines.append(line)
+            if '"spawn_requested"' in line:
+                spawn_requested.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert spawn_requested.wait(60), "".join(lines)
+        time.sleep(2.5)
+        hub.stop_hub_process()
+        hub.start(hub_route_delay=10)
+        process.wait(timeout=180)
+        reader.join(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = "".join(lines)
+    run = Run(process.returncode, output, parse_events(output))
+    run.assert_no_secret(token, hub.admin_token)
+    try:
+        assert run.exit_code == ExitCode.OK, run.output
+        assert run.named("attempt_failed")[0]["reason"] == "hub_unavailable", run.output
+        assert any("not the hub's own answer" in e["message"] for e in run.named("stop_retry")), run.output
+        assert not run.named("concurrent_run_found") and not run.named("server_left_running")
+        assert not run.named("server_already_stopped"), "a stop concluded without stopping"
+        time.sleep(3)  # a server the restarted hub brings back shows within seconds
+        assert hub.servers(user) == {}
+    finally:
+        hub.stop_all_servers(user, timeout=60)
