@@ -51,6 +51,7 @@ import tenacity
 import urllib3.connection
 import urllib3.connectionpool
 import urllib3.exceptions
+import urllib3.util
 
 from app import logs
 from app.deadline import Deadline
@@ -88,26 +89,36 @@ def system_resolver(host: str, port: int) -> list[tuple[Any, ...]]:
 
 
 def origin(url: str) -> Origin | None:
-    """The origin of `url` (scheme, host, port; the port by default of its scheme), or None when it has none."""
+    """The origin of `url` (scheme, host, port; the port by default of its scheme), or None when it has none.
+
+    The host is the one the request is sent to: urllib3's reading (requests'), where a "\\" ends the
+    host, as in a browser. A URL that urlsplit reads otherwise (`http://other\\@hub/`: the hub to
+    urlsplit, `other` to urllib3) has no origin: it is nobody's, and gets no credentials.
+    """
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError:  # a port that is no number
+        sent = urllib3.util.parse_url(url.strip())
+    except ValueError:  # a port that is no number, an authority urllib3 cannot read
         return None
     scheme = WEBSOCKET_SCHEMES.get(parts.scheme.lower(), parts.scheme.lower())
     if not parts.hostname or scheme not in DEFAULT_PORTS:
         return None
-    return scheme, parts.hostname.lower(), port or DEFAULT_PORTS[scheme]
+    host, port = parts.hostname.lower(), port or DEFAULT_PORTS[scheme]
+    if (sent.host or "").strip("[]").lower() != host or (sent.port or DEFAULT_PORTS[scheme]) != port:
+        return None
+    return scheme, host, port
 
 
 def origin_text(url: str) -> str:
-    """Where `url` goes, for the log: scheme://host[:port], nothing of its user, path or query."""
+    """Where `url` goes (urllib3's reading, as requests sends it), for the log: scheme://host[:port],
+    nothing of its user, path or query."""
     try:
-        parts = urlsplit(url)
-        port = f":{parts.port}" if parts.port else ""
+        parts = urllib3.util.parse_url(url.strip())
     except ValueError:
-        port = ""
-    return f"{parts.scheme}://{parts.hostname or ''}{port}"
+        return "(an unreadable URL)"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme or ''}://{parts.host or ''}{port}"
 
 
 class OutcomeUnknown(HubUnavailable):

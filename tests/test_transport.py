@@ -215,6 +215,13 @@ def notebook_file(path) -> str:
         ("http://hub.example.org.evil.org/", False),
         ("//hub.example.org/", False),  # no scheme: no origin
         ("http://hub.example.org:notaport/", False),
+        ("http://hub.example.org./", False),  # a trailing dot: another name to a cookie jar and a TLS check
+        ("http://hub.example.org@cdn.example.org/", False),  # the hub's name as the user
+        ("http://user@hub.example.org/", True),
+        ("http://hub.example.org%2F@cdn.example.org/", False),
+        # urlsplit reads hub.example.org (after the "@"), requests sends to cdn.example.org (a "\\" ends its host)
+        ("http://cdn.example.org\\@hub.example.org/", False),
+        ("http://cdn.example.org:80\\@hub.example.org/", False),
     ],
 )
 def test_an_origin_is_scheme_host_and_port(url, same):
@@ -308,6 +315,20 @@ def test_a_jupyterlab_script_of_another_origin_is_not_fetched_and_is_logged(tmp_
         assert skipped["origins"] == [other.url.rstrip("/")] and skipped["assets"] == 1
         served = run.named("lab_served")[0]
         assert (served["assets"], served["not_fetched"]) == (2, 1)
+
+
+def test_a_jupyterlab_script_whose_url_reads_as_the_hubs_but_goes_elsewhere_gets_no_token(tmp_path):
+    """A "\\" ends the host for requests (urllib3) but not for urlsplit: `http://other\\@hub/` read as the hub's
+    origin, sent to the other one. What goes to the hub is decided by where the request is sent."""
+    with FakeHub(spawn="ready") as fake:
+        with OtherOrigin() as other:
+            spoof = f"{other.url.rstrip('/')}\\@{fake.url.removeprefix('http://')}x.js"
+            fake.lab_scripts = (spoof,)
+            run, _ = canary(fake, tmp_path, "--check-lab", "--attempts", "1")
+        assert TOKEN.encode() not in other.received and b"Authorization" not in other.received, other.request_lines()
+        assert run.exit_code == ExitCode.OK, run.output
+        (skipped,) = run.named("lab_assets_not_fetched")
+        assert skipped["origins"] == [other.url.rstrip("/")]
 
 
 # --- 2. every bound covers name resolution and connect (issue 19, item 7) ---
