@@ -306,6 +306,20 @@ def test_a_redirect_from_the_hub_to_another_origin_is_not_followed(tmp_path, che
         fake.servers.clear()
 
 
+@pytest.mark.parametrize("scheme", ["ws", "http"])
+def test_a_redirect_of_the_kernels_websocket_is_not_followed(tmp_path, scheme):
+    """websocket-client follows a handshake's 3xx itself (ws:// and wss:// targets), with the headers it
+    was given and on a connection of its own: neither the token nor the connect may go there."""
+    with OtherOrigin() as other, FakeHub(spawn="ready") as fake:
+        location = other.url.replace("http", scheme, 1) + "login?next=/"
+        fake.fault("GET", r"/channels$", "redirect", location=location, count=-1)
+        run, _ = canary(fake, tmp_path, "--attempts", "1", "--check-kernel")
+        assert other.received == b"", other.request_lines()
+        assert run.exit_code == ExitCode.KERNEL_FAILED, run.output
+        assert f"HTTP 302 (a redirect to {other.url.replace('http', scheme, 1).rstrip('/')}, not followed)" in run.output
+        assert fake.kernels == []
+
+
 def test_a_jupyterlab_script_of_another_origin_is_not_fetched_and_is_logged(tmp_path):
     with OtherOrigin() as other, FakeHub(spawn="ready", lab_scripts=(f"{other.url}analytics.js?id=1",)) as fake:
         run, _ = canary(fake, tmp_path, "--check-lab", "--attempts", "1")
