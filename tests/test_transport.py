@@ -96,8 +96,11 @@ class EgressProxy:
     resolves `localhost` itself, to 127.0.0.1; with `refuse_connect`, it answers CONNECT 403. `seen`
     lists each request line ("CONNECT host:port", "GET http://..."). Bounded by MAX_HOLD."""
 
-    def __init__(self, *, refuse_connect: bool = False):
+    def __init__(self, *, refuse_connect: bool = False, on_connect: str = "tunnel"):
         self.refuse_connect = refuse_connect  # answer CONNECT 403, as a proxy whose policy forbids the target
+        # Else what it does with a CONNECT: "tunnel", or misbehave (see CONNECT_FAULTS).
+        self.on_connect = on_connect
+        self.connect_heads: list[bytes] = []  # every CONNECT request's head, as received
         self._server = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
         self.seen: list[str] = []
@@ -145,9 +148,14 @@ class EgressProxy:
             method, target, version = line.split(" ")
             with self._lock:
                 self.seen.append(f"{method} {target}")
+            if method == "CONNECT":
+                with self._lock:
+                    self.connect_heads.append(head)
             if method == "CONNECT" and self.refuse_connect:
                 client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
                 return
+            if method == "CONNECT" and self.on_connect != "tunnel":
+                return self._misbehave(client)
             if method == "CONNECT":
                 host, _, port = target.rpartition(":")
                 upstream = self._keep(socket.create_connection((self._address(host), int(port))))
@@ -164,6 +172,21 @@ class EgressProxy:
             threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
             _pump(client, upstream)
 
+    def _misbehave(self, client: socket.socket) -> None:
+        """Answer CONNECT as CONNECT_FAULTS[self.on_connect] says: bytes then close, or hold, or trickle."""
+        answer = CONNECT_FAULTS[self.on_connect]
+        if answer == b"silent":
+            time.sleep(MAX_HOLD)  # the TCP connection stays open; the client must give up first
+        elif answer == b"trickle":
+            began = time.monotonic()
+            for byte in b"HTTP/1.1 200 Connection established\r\nX-Trickle: " + b"." * 10_000:
+                if time.monotonic() - began > MAX_HOLD:
+                    break
+                client.sendall(bytes([byte]))
+                time.sleep(0.2)
+        else:
+            client.sendall(answer)
+
     @staticmethod
     def _address(host: str | None) -> str:
         return "127.0.0.1" if host in ("localhost", "127.0.0.1") else str(host)
@@ -176,6 +199,18 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
     for sock in (source, sink):
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
+
+
+# What a misbehaving proxy answers to CONNECT (EgressProxy(on_connect=...)), and then it closes.
+CONNECT_FAULTS = {
+    "407": b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"egress\"\r\n"
+           b"Content-Length: 0\r\n\r\n",
+    "close": b"HTTP/1.1 200 Conn",  # closed mid-head
+    "garbage": b"\x16\x03\x01\x00\xa5garbage\r\n\r\n",  # e.g. a TLS proxy port, spoken to in plain HTTP
+    "empty": b"",
+    "silent": b"silent",  # accepts, never answers
+    "trickle": b"trickle",  # a byte every 0.2 s, never a complete head
+}
 
 
 @pytest.fixture
@@ -549,3 +584,43 @@ def test_a_proxy_that_refuses_the_websockets_tunnel_fails_the_kernel_check_namin
     port = urlsplit(fake.url).port
     assert f"the proxy {proxy.url} answered 403 to CONNECT 127.0.0.1:{port}" in str(failure.value)
     assert f"POST {fake.url}user/canary/api/kernels" in proxy.seen  # the REST calls went through it too
+
+
+@pytest.mark.parametrize("fault", sorted(CONNECT_FAULTS))
+def test_a_proxy_that_misbehaves_on_the_websockets_connect_fails_the_kernel_check_within_its_budget(proxy_environment,
+                                                                                                   fault):
+    """Refused (407), cut mid-head, garbage, silent or trickling: the kernel check's failure (14), within
+    --kernel-timeout, and the proxy never gets the hub's token in the CONNECT (no Proxy-Authorization
+    of it, no Authorization)."""
+    from app.checks.kernel import KernelCheck
+    from app.errors import KernelFailed
+
+    with FakeHub(spawn="ready") as fake, EgressProxy(on_connect=fault) as proxy:
+        proxy_environment(HTTP_PROXY=proxy.url, NO_PROXY="")
+        client = HubClient(fake.url, TOKEN, request_timeout=30)
+        check = KernelCheck(client, "canary", f"{fake.url}user/canary/", kernel_name=None, timeout=3,
+                            deadline=Deadline(20))
+        started = time.monotonic()
+        with pytest.raises(KernelFailed) as failure:
+            check.run()
+        elapsed = time.monotonic() - started
+        client.close()
+        assert fake.kernels == [], "the kernel was not deleted"
+    assert elapsed < 3 + TIGHT, f"took {elapsed:.1f}s with --kernel-timeout 3"
+    assert failure.value.exit_code == ExitCode.KERNEL_FAILED
+    assert len(proxy.connect_heads) == 1, proxy.seen
+    assert TOKEN.encode() not in proxy.connect_heads[0] and b"Authorization" not in proxy.connect_heads[0]
+    if fault == "407":
+        assert "answered 407 to CONNECT" in str(failure.value)
+
+
+@pytest.mark.parametrize("fault", ["silent", "trickle"])
+def test_an_https_requests_connect_through_a_proxy_that_never_answers_it_is_within_the_budget(proxy_environment, fault):
+    """requests' own CONNECT tunnel (an https:// hub behind the egress proxy): the budget covers its handshake."""
+    with EgressProxy(on_connect=fault) as proxy:
+        proxy_environment(HTTPS_PROXY=proxy.url, NO_PROXY="")
+        client = HubClient("https://hub.test/", TOKEN, request_timeout=30, resolver=numeric_only)
+        elapsed = failing_request(client, client.api_url, Deadline(3))
+        client.close()
+    assert elapsed < 3 + TIGHT, f"took {elapsed:.1f}s with a budget of 3s"
+    assert proxy.connect_heads and all(TOKEN.encode() not in head for head in proxy.connect_heads)
