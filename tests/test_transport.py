@@ -266,6 +266,51 @@ def test_an_origin_is_scheme_host_and_port(url, same):
     client.close()
 
 
+@pytest.mark.parametrize(
+    ("hub", "url", "same"),
+    [
+        ("https://hub.example.org/", "http://hub.example.org/user/x/static/a.js", False),  # a scheme downgrade
+        ("https://hub.example.org/", "https://hub.example.org:443/user/x/", True),
+        ("https://hub.example.org/", "wss://hub.example.org/user/x/api/kernels/1/channels", True),
+        ("https://hub.example.org/", "ws://hub.example.org/user/x/api/kernels/1/channels", False),
+        ("http://127.0.0.1/", "http://127.0.0.1:80/x", True),
+        ("http://[::1]:8000/", "http://[::1]:8000/x", True),
+        ("http://[::1]:8000/", "http://[::1]/x", False),
+        ("http://[::1]:8000/", "http://[0:0::1]:8000/x", False),  # the same address spelled otherwise: not assumed
+        ("http://localhost:8000/", "http://localhost.:8000/x", False),
+        ("http://localhost:8000/", "http://LOCALHOST:8000/x", True),
+    ],
+)
+def test_an_origin_is_read_the_same_way_for_any_hub(hub, url, same):
+    client = HubClient(hub, TOKEN, request_timeout=5)
+    assert client.is_own_origin(url) is same
+    assert ("Authorization" in client.headers_for(url)) is same
+    client.close()
+
+
+def test_cookies_set_by_another_origin_are_not_kept_nor_sent_to_the_hub():
+    with OtherOrigin(host="127.0.0.1") as own, OtherOrigin(host="127.0.0.1", cookie="tracker=0th3r") as other:
+        client = HubClient(own.url, TOKEN, request_timeout=5)
+        try:
+            client.request("GET", other.url + "a.js", Deadline(5))
+            client.request("GET", other.url + "b.js", Deadline(5))
+            client.request("GET", own.url + "hub/api/", Deadline(5))
+        finally:
+            client.close()
+        assert b"0th3r" not in own.received and b"Cookie" not in own.received
+        assert b"Cookie" not in other.received  # not even back to the origin that set it
+
+
+def test_the_pushgateway_never_gets_the_token(tmp_path):
+    """The push is prometheus_client's own request, not the hub's session: nothing of the token goes with it."""
+    with OtherOrigin() as pushgateway, FakeHub(spawn="ready") as fake:
+        run, _ = canary(fake, tmp_path, "--attempts", "1", "--pushgateway-url", pushgateway.url)
+        assert run.exit_code == ExitCode.OK, run.output
+        assert any(line.startswith("PUT /metrics/job/") or line.startswith("POST /metrics/job/")
+                   for line in pushgateway.request_lines()), pushgateway.request_lines()
+        assert TOKEN.encode() not in pushgateway.received and b"Authorization" not in pushgateway.received
+
+
 def test_the_token_and_the_hubs_cookies_go_to_its_origin_only():
     """Another port of the hub's own host is another origin: a cookie jar would send the hub's cookies
     there (cookies know no ports); the transport sends neither cookies nor the token."""
