@@ -406,8 +406,17 @@ def hub_tls_context(verify: bool | str) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=os.environ.get("REQUESTS_CA_BUNDLE") or certifi.where())
 
 
+class _Session(requests.Session):
+    """A session that never follows a redirect, nor prepares the request that would follow one: with
+    allow_redirects=False requests still builds it (Response.next), reading the Location as a URL - a
+    garbage one raised a ValueError there - and consuming and closing the redirect's answer."""
+
+    def resolve_redirects(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        return iter(())
+
+
 def _session(*, cookies: bool) -> requests.Session:
-    session = requests.Session()
+    session = _Session()
     adapter = _WatchedAdapter()
     session.mount("http://", adapter)
     session.mount("https://", adapter)

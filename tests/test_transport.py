@@ -386,6 +386,26 @@ def test_a_redirect_from_the_hub_to_another_origin_is_not_followed(tmp_path, che
         fake.servers.clear()
 
 
+@pytest.mark.parametrize(
+    "location",
+    [
+        pytest.param("http://[::1", id="unclosed-ipv6"),  # urlsplit raises ValueError
+        pytest.param("http://[::1]:notaport/", id="port-no-number"),
+        pytest.param("http://a\x7fb/%zz/\u00e9", id="odd-bytes"),
+        pytest.param("\x1b[31m" + "A" * 20_000, id="escape-and-long"),
+    ],
+)
+def test_a_redirect_with_a_garbage_location_is_an_answer_like_any_other(tmp_path, location):
+    """Never followed, and never read as a URL: requests builds the next request of a redirect it does not
+    follow (Response.next), and a Location urlsplit refuses raised a ValueError there (exit 1)."""
+    with FakeHub(spawn="ready") as fake:
+        fake.fault("GET", r"/api/status$", "redirect", location=location, count=-1)
+        run, _ = canary(fake, tmp_path, "--attempts", "1", "--stop-timeout", "3")
+        assert run.exit_code == ExitCode.SERVER_UNREACHABLE, run.output
+        assert "answered 302" in run.result["message"]
+        assert fake.servers == {}
+
+
 @pytest.mark.parametrize("scheme", ["ws", "http"])
 def test_a_redirect_of_the_kernels_websocket_is_not_followed(tmp_path, scheme):
     """websocket-client follows a handshake's 3xx itself (ws:// and wss:// targets), with the headers it
