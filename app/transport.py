@@ -91,23 +91,30 @@ def system_resolver(host: str, port: int) -> list[tuple[Any, ...]]:
 def origin(url: str) -> Origin | None:
     """The origin of `url` (scheme, host, port; the port by default of its scheme), or None when it has none.
 
-    The host is the one the request is sent to: urllib3's reading (requests'), where a "\\" ends the
-    host, as in a browser. A URL that urlsplit reads otherwise (`http://other\\@hub/`: the hub to
-    urlsplit, `other` to urllib3) has no origin: it is nobody's, and gets no credentials.
+    The host is the one the request is sent to, as requests writes it (urllib3's reading, an IDNA name
+    in ASCII), where a "\\" ends the host, as in a browser. A URL that urlsplit reads otherwise
+    (`http://other\\@hub/`: the hub to urlsplit, `other` to urllib3) has no origin: it is nobody's, and
+    gets no credentials.
     """
     try:
         parts = urlsplit(url)
         port = parts.port
-        sent = urllib3.util.parse_url(url.strip())
-    except ValueError:  # a port that is no number, an authority urllib3 cannot read
+    except ValueError:  # a port that is no number
         return None
     scheme = WEBSOCKET_SCHEMES.get(parts.scheme.lower(), parts.scheme.lower())
     if not parts.hostname or scheme not in DEFAULT_PORTS:
         return None
-    host, port = parts.hostname.lower(), port or DEFAULT_PORTS[scheme]
-    if (sent.host or "").strip("[]").lower() != host or (sent.port or DEFAULT_PORTS[scheme]) != port:
+    port = port or DEFAULT_PORTS[scheme]
+    try:
+        # urlsplit's host as urllib3 writes hosts, and the host and port urllib3 reads in the whole URL
+        # (a websocket's as its HTTP scheme's: urllib3 normalises only those).
+        read = urllib3.util.parse_url(f"{scheme}://[{parts.hostname}]" if ":" in parts.hostname else f"{scheme}://{parts.hostname}")
+        sent = urllib3.util.parse_url(f"{scheme}:{url.strip().partition(':')[2]}")
+    except ValueError:  # an authority urllib3 cannot read
         return None
-    return scheme, host, port
+    if not sent.host or sent.host != read.host or (sent.port or DEFAULT_PORTS[scheme]) != port:
+        return None
+    return scheme, sent.host.strip("[]"), port
 
 
 def origin_text(url: str) -> str:

@@ -279,6 +279,11 @@ def test_an_origin_is_scheme_host_and_port(url, same):
         ("http://[::1]:8000/", "http://[0:0::1]:8000/x", False),  # the same address spelled otherwise: not assumed
         ("http://localhost:8000/", "http://localhost.:8000/x", False),
         ("http://localhost:8000/", "http://LOCALHOST:8000/x", True),
+        # An IDNA name: requests sends to its ASCII form, whichever way it is written.
+        ("http://hüb.example.org/", "http://hüb.example.org/user/x/", True),
+        ("http://hüb.example.org/", "ws://HÜB.example.org/user/x/", True),
+        ("http://hüb.example.org/", "http://xn--hb-xka.example.org/user/x/", True),
+        ("http://hüb.example.org/", "http://hub.example.org/user/x/", False),
     ],
 )
 def test_an_origin_is_read_the_same_way_for_any_hub(hub, url, same):
