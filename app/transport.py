@@ -292,8 +292,10 @@ class Watchdog:
         for family, kind, proto, _, address in addresses:
             if self.fired or within.expired():
                 break
-            sock = socket.socket(family, kind, proto)
+            sock = None
             try:
+                # Within the try: an address of a family this host lacks (::1 with IPv6 off) is skipped.
+                sock = socket.socket(family, kind, proto)
                 for level, name, value in options:
                     sock.setsockopt(level, name, value)
                 self.watch(sock)
@@ -302,7 +304,8 @@ class Watchdog:
                     sock.bind(source)
                 sock.connect(address)
             except OSError as exc:
-                sock.close()
+                if sock is not None:
+                    sock.close()
                 last = exc
                 continue
             return sock

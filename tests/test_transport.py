@@ -468,6 +468,26 @@ def test_every_address_a_name_resolves_to_is_within_the_budget():
     assert elapsed < 3 + TIGHT, f"took {elapsed:.1f}s with a budget of 3s"
 
 
+def test_an_address_of_a_family_the_host_lacks_is_skipped_like_any_address_that_fails():
+    """getaddrinfo gives ::1 before 127.0.0.1 for localhost even where IPv6 is off (socket() then fails with
+    EAFNOSUPPORT): the next address is tried, as urllib3's own connect does."""
+    unusable = (255, socket.SOCK_STREAM, 0, "", ("::1", 0))  # a family no socket can be made of
+    with FakeHub(spawn="ready") as fake:
+        port = urlsplit(fake.url).port
+        usable = resolving_to([("127.0.0.1", port)])
+
+        def resolve(host: str, port: int) -> list[tuple]:
+            return [unusable, *usable(host, port)]
+
+        client = HubClient(f"http://hub.test:{port}/", TOKEN, request_timeout=5, resolver=resolve)
+        try:
+            assert client.version(Deadline(5)) == fake.version
+            with client.watchdog(Deadline(5)) as watchdog:
+                client.websocket_socket(f"ws://hub.test:{port}/x", watchdog).close()
+        finally:
+            client.close()
+
+
 def test_one_tries_connect_covers_every_address_within_the_request_timeout():
     with BlackHoles(3) as holes:
         client = HubClient(f"http://hub.test:{holes.port}/", TOKEN, request_timeout=2,
