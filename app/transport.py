@@ -413,7 +413,9 @@ def hub_tls_context(verify: bool | str) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=verify)
     import certifi  # requests' own default bundle
 
-    return ssl.create_default_context(cafile=os.environ.get("REQUESTS_CA_BUNDLE") or certifi.where())
+    # requests' order (Session.merge_environment_settings): REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, its own.
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+    return ssl.create_default_context(cafile=bundle)
 
 
 class _Session(requests.Session):

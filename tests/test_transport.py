@@ -713,3 +713,20 @@ def test_an_https_requests_connect_through_a_proxy_that_never_answers_it_is_with
         client.close()
     assert elapsed < 3 + TIGHT, f"took {elapsed:.1f}s with a budget of 3s"
     assert proxy.connect_heads and all(TOKEN.encode() not in head for head in proxy.connect_heads)
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_the_websocket_trusts_the_ca_bundle_of_the_environment_as_requests_does(secret_stub, monkeypatch, variable):
+    """Without --ca-bundle, requests takes REQUESTS_CA_BUNDLE, else CURL_CA_BUNDLE: the websocket's TLS too."""
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, str(secret_stub.ca_file))
+    client = HubClient(secret_stub.url, TOKEN, request_timeout=5)
+    try:
+        client.request("GET", secret_stub.url, Deadline(5))  # requests trusts it
+        with client.watchdog(Deadline(5)) as watchdog:
+            sock = client.websocket_socket(secret_stub.url.replace("https", "wss", 1).rstrip("/") + "/x", watchdog)
+            assert sock.version() is not None
+            sock.close()
+    finally:
+        client.close()
