@@ -51,6 +51,7 @@ import tenacity
 import urllib3.connection
 import urllib3.connectionpool
 import urllib3.exceptions
+import urllib3.util
 
 from app import logs
 from app.deadline import Deadline
@@ -88,7 +89,13 @@ def system_resolver(host: str, port: int) -> list[tuple[Any, ...]]:
 
 
 def origin(url: str) -> Origin | None:
-    """The origin of `url` (scheme, host, port; the port by default of its scheme), or None when it has none."""
+    """The origin of `url` (scheme, host, port; the port by default of its scheme), or None when it has none.
+
+    The host is the one the request is sent to, as requests writes it (urllib3's reading, an IDNA name
+    in ASCII), where a "\\" ends the host, as in a browser. A URL that urlsplit reads otherwise
+    (`http://other\\@hub/`: the hub to urlsplit, `other` to urllib3) has no origin: it is nobody's, and
+    gets no credentials.
+    """
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -97,17 +104,28 @@ def origin(url: str) -> Origin | None:
     scheme = WEBSOCKET_SCHEMES.get(parts.scheme.lower(), parts.scheme.lower())
     if not parts.hostname or scheme not in DEFAULT_PORTS:
         return None
-    return scheme, parts.hostname.lower(), port or DEFAULT_PORTS[scheme]
+    port = port or DEFAULT_PORTS[scheme]
+    try:
+        # urlsplit's host as urllib3 writes hosts, and the host and port urllib3 reads in the whole URL
+        # (a websocket's as its HTTP scheme's: urllib3 normalises only those).
+        read = urllib3.util.parse_url(f"{scheme}://[{parts.hostname}]" if ":" in parts.hostname else f"{scheme}://{parts.hostname}")
+        sent = urllib3.util.parse_url(f"{scheme}:{url.strip().partition(':')[2]}")
+    except ValueError:  # an authority urllib3 cannot read
+        return None
+    if not sent.host or sent.host != read.host or (sent.port or DEFAULT_PORTS[scheme]) != port:
+        return None
+    return scheme, sent.host.strip("[]"), port
 
 
 def origin_text(url: str) -> str:
-    """Where `url` goes, for the log: scheme://host[:port], nothing of its user, path or query."""
+    """Where `url` goes (urllib3's reading, as requests sends it), for the log: scheme://host[:port],
+    nothing of its user, path or query."""
     try:
-        parts = urlsplit(url)
-        port = f":{parts.port}" if parts.port else ""
+        parts = urllib3.util.parse_url(url.strip())
     except ValueError:
-        port = ""
-    return f"{parts.scheme}://{parts.hostname or ''}{port}"
+        return "(an unreadable URL)"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme or ''}://{parts.host or ''}{port}"
 
 
 class OutcomeUnknown(HubUnavailable):
@@ -274,8 +292,10 @@ class Watchdog:
         for family, kind, proto, _, address in addresses:
             if self.fired or within.expired():
                 break
-            sock = socket.socket(family, kind, proto)
+            sock = None
             try:
+                # Within the try: an address of a family this host lacks (::1 with IPv6 off) is skipped.
+                sock = socket.socket(family, kind, proto)
                 for level, name, value in options:
                     sock.setsockopt(level, name, value)
                 self.watch(sock)
@@ -284,7 +304,8 @@ class Watchdog:
                     sock.bind(source)
                 sock.connect(address)
             except OSError as exc:
-                sock.close()
+                if sock is not None:
+                    sock.close()
                 last = exc
                 continue
             return sock
@@ -392,11 +413,22 @@ def hub_tls_context(verify: bool | str) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=verify)
     import certifi  # requests' own default bundle
 
-    return ssl.create_default_context(cafile=os.environ.get("REQUESTS_CA_BUNDLE") or certifi.where())
+    # requests' order (Session.merge_environment_settings): REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, its own.
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+    return ssl.create_default_context(cafile=bundle)
+
+
+class _Session(requests.Session):
+    """A session that never follows a redirect, nor prepares the request that would follow one: with
+    allow_redirects=False requests still builds it (Response.next), reading the Location as a URL - a
+    garbage one raised a ValueError there - and consuming and closing the redirect's answer."""
+
+    def resolve_redirects(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        return iter(())
 
 
 def _session(*, cookies: bool) -> requests.Session:
-    session = requests.Session()
+    session = _Session()
     adapter = _WatchedAdapter()
     session.mount("http://", adapter)
     session.mount("https://", adapter)

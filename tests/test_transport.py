@@ -96,8 +96,11 @@ class EgressProxy:
     resolves `localhost` itself, to 127.0.0.1; with `refuse_connect`, it answers CONNECT 403. `seen`
     lists each request line ("CONNECT host:port", "GET http://..."). Bounded by MAX_HOLD."""
 
-    def __init__(self, *, refuse_connect: bool = False):
+    def __init__(self, *, refuse_connect: bool = False, on_connect: str = "tunnel"):
         self.refuse_connect = refuse_connect  # answer CONNECT 403, as a proxy whose policy forbids the target
+        # Else what it does with a CONNECT: "tunnel", or misbehave (see CONNECT_FAULTS).
+        self.on_connect = on_connect
+        self.connect_heads: list[bytes] = []  # every CONNECT request's head, as received
         self._server = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
         self.seen: list[str] = []
@@ -145,9 +148,14 @@ class EgressProxy:
             method, target, version = line.split(" ")
             with self._lock:
                 self.seen.append(f"{method} {target}")
+            if method == "CONNECT":
+                with self._lock:
+                    self.connect_heads.append(head)
             if method == "CONNECT" and self.refuse_connect:
                 client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
                 return
+            if method == "CONNECT" and self.on_connect != "tunnel":
+                return self._misbehave(client)
             if method == "CONNECT":
                 host, _, port = target.rpartition(":")
                 upstream = self._keep(socket.create_connection((self._address(host), int(port))))
@@ -164,6 +172,21 @@ class EgressProxy:
             threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
             _pump(client, upstream)
 
+    def _misbehave(self, client: socket.socket) -> None:
+        """Answer CONNECT as CONNECT_FAULTS[self.on_connect] says: bytes then close, or hold, or trickle."""
+        answer = CONNECT_FAULTS[self.on_connect]
+        if answer == b"silent":
+            time.sleep(MAX_HOLD)  # the TCP connection stays open; the client must give up first
+        elif answer == b"trickle":
+            began = time.monotonic()
+            for byte in b"HTTP/1.1 200 Connection established\r\nX-Trickle: " + b"." * 10_000:
+                if time.monotonic() - began > MAX_HOLD:
+                    break
+                client.sendall(bytes([byte]))
+                time.sleep(0.2)
+        else:
+            client.sendall(answer)
+
     @staticmethod
     def _address(host: str | None) -> str:
         return "127.0.0.1" if host in ("localhost", "127.0.0.1") else str(host)
@@ -176,6 +199,18 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
     for sock in (source, sink):
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
+
+
+# What a misbehaving proxy answers to CONNECT (EgressProxy(on_connect=...)), and then it closes.
+CONNECT_FAULTS = {
+    "407": b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"egress\"\r\n"
+           b"Content-Length: 0\r\n\r\n",
+    "close": b"HTTP/1.1 200 Conn",  # closed mid-head
+    "garbage": b"\x16\x03\x01\x00\xa5garbage\r\n\r\n",  # e.g. a TLS proxy port, spoken to in plain HTTP
+    "empty": b"",
+    "silent": b"silent",  # accepts, never answers
+    "trickle": b"trickle",  # a byte every 0.2 s, never a complete head
+}
 
 
 @pytest.fixture
@@ -215,6 +250,13 @@ def notebook_file(path) -> str:
         ("http://hub.example.org.evil.org/", False),
         ("//hub.example.org/", False),  # no scheme: no origin
         ("http://hub.example.org:notaport/", False),
+        ("http://hub.example.org./", False),  # a trailing dot: another name to a cookie jar and a TLS check
+        ("http://hub.example.org@cdn.example.org/", False),  # the hub's name as the user
+        ("http://user@hub.example.org/", True),
+        ("http://hub.example.org%2F@cdn.example.org/", False),
+        # urlsplit reads hub.example.org (after the "@"), requests sends to cdn.example.org (a "\\" ends its host)
+        ("http://cdn.example.org\\@hub.example.org/", False),
+        ("http://cdn.example.org:80\\@hub.example.org/", False),
     ],
 )
 def test_an_origin_is_scheme_host_and_port(url, same):
@@ -222,6 +264,56 @@ def test_an_origin_is_scheme_host_and_port(url, same):
     assert client.is_own_origin(url) is same
     assert ("Authorization" in client.headers_for(url)) is same
     client.close()
+
+
+@pytest.mark.parametrize(
+    ("hub", "url", "same"),
+    [
+        ("https://hub.example.org/", "http://hub.example.org/user/x/static/a.js", False),  # a scheme downgrade
+        ("https://hub.example.org/", "https://hub.example.org:443/user/x/", True),
+        ("https://hub.example.org/", "wss://hub.example.org/user/x/api/kernels/1/channels", True),
+        ("https://hub.example.org/", "ws://hub.example.org/user/x/api/kernels/1/channels", False),
+        ("http://127.0.0.1/", "http://127.0.0.1:80/x", True),
+        ("http://[::1]:8000/", "http://[::1]:8000/x", True),
+        ("http://[::1]:8000/", "http://[::1]/x", False),
+        ("http://[::1]:8000/", "http://[0:0::1]:8000/x", False),  # the same address spelled otherwise: not assumed
+        ("http://localhost:8000/", "http://localhost.:8000/x", False),
+        ("http://localhost:8000/", "http://LOCALHOST:8000/x", True),
+        # An IDNA name: requests sends to its ASCII form, whichever way it is written.
+        ("http://hüb.example.org/", "http://hüb.example.org/user/x/", True),
+        ("http://hüb.example.org/", "ws://HÜB.example.org/user/x/", True),
+        ("http://hüb.example.org/", "http://xn--hb-xka.example.org/user/x/", True),
+        ("http://hüb.example.org/", "http://hub.example.org/user/x/", False),
+    ],
+)
+def test_an_origin_is_read_the_same_way_for_any_hub(hub, url, same):
+    client = HubClient(hub, TOKEN, request_timeout=5)
+    assert client.is_own_origin(url) is same
+    assert ("Authorization" in client.headers_for(url)) is same
+    client.close()
+
+
+def test_cookies_set_by_another_origin_are_not_kept_nor_sent_to_the_hub():
+    with OtherOrigin(host="127.0.0.1") as own, OtherOrigin(host="127.0.0.1", cookie="tracker=0th3r") as other:
+        client = HubClient(own.url, TOKEN, request_timeout=5)
+        try:
+            client.request("GET", other.url + "a.js", Deadline(5))
+            client.request("GET", other.url + "b.js", Deadline(5))
+            client.request("GET", own.url + "hub/api/", Deadline(5))
+        finally:
+            client.close()
+        assert b"0th3r" not in own.received and b"Cookie" not in own.received
+        assert b"Cookie" not in other.received  # not even back to the origin that set it
+
+
+def test_the_pushgateway_never_gets_the_token(tmp_path):
+    """The push is prometheus_client's own request, not the hub's session: nothing of the token goes with it."""
+    with OtherOrigin() as pushgateway, FakeHub(spawn="ready") as fake:
+        run, _ = canary(fake, tmp_path, "--attempts", "1", "--pushgateway-url", pushgateway.url)
+        assert run.exit_code == ExitCode.OK, run.output
+        assert any(line.startswith("PUT /metrics/job/") or line.startswith("POST /metrics/job/")
+                   for line in pushgateway.request_lines()), pushgateway.request_lines()
+        assert TOKEN.encode() not in pushgateway.received and b"Authorization" not in pushgateway.received
 
 
 def test_the_token_and_the_hubs_cookies_go_to_its_origin_only():
@@ -299,11 +391,58 @@ def test_a_redirect_from_the_hub_to_another_origin_is_not_followed(tmp_path, che
         fake.servers.clear()
 
 
-def test_a_jupyterlab_script_of_another_origin_is_not_fetched_and_is_logged(tmp_path):
-    with OtherOrigin() as other, FakeHub(spawn="ready", lab_scripts=(f"{other.url}analytics.js?id=1",)) as fake:
-        run, _ = canary(fake, tmp_path, "--check-lab", "--attempts", "1")
-        assert run.exit_code == ExitCode.OK, run.output
+@pytest.mark.parametrize(
+    "location",
+    [
+        pytest.param("http://[::1", id="unclosed-ipv6"),  # urlsplit raises ValueError
+        pytest.param("http://[::1]:notaport/", id="port-no-number"),
+        pytest.param("http://a\x7fb/%zz/\u00e9", id="odd-bytes"),
+        pytest.param("\x1b[31m" + "A" * 20_000, id="escape-and-long"),
+    ],
+)
+def test_a_redirect_with_a_garbage_location_is_an_answer_like_any_other(tmp_path, location):
+    """Never followed, and never read as a URL: requests builds the next request of a redirect it does not
+    follow (Response.next), and a Location urlsplit refuses raised a ValueError there (exit 1)."""
+    with FakeHub(spawn="ready") as fake:
+        fake.fault("GET", r"/api/status$", "redirect", location=location, count=-1)
+        run, _ = canary(fake, tmp_path, "--attempts", "1", "--stop-timeout", "3")
+        assert run.exit_code == ExitCode.SERVER_UNREACHABLE, run.output
+        assert "answered 302" in run.result["message"]
+        assert fake.servers == {}
+
+
+@pytest.mark.parametrize("scheme", ["ws", "http"])
+def test_a_redirect_of_the_kernels_websocket_is_not_followed(tmp_path, scheme):
+    """websocket-client follows a handshake's 3xx itself (ws:// and wss:// targets), with the headers it
+    was given and on a connection of its own: neither the token nor the connect may go there."""
+    with OtherOrigin() as other, FakeHub(spawn="ready") as fake:
+        location = other.url.replace("http", scheme, 1) + "login?next=/"
+        fake.fault("GET", r"/channels$", "redirect", location=location, count=-1)
+        run, _ = canary(fake, tmp_path, "--attempts", "1", "--check-kernel")
         assert other.received == b"", other.request_lines()
+        assert run.exit_code == ExitCode.KERNEL_FAILED, run.output
+        assert f"HTTP 302 (a redirect to {other.url.replace('http', scheme, 1).rstrip('/')}, not followed)" in run.output
+        assert fake.kernels == []
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        pytest.param("{other}analytics.js?id=1", id="absolute"),
+        pytest.param("//{other_host}analytics.js", id="scheme-relative"),
+        # A "\\" ends the host for requests (urllib3) but not for urlsplit: `http://other\\@hub/` read as the
+        # hub's origin, sent to the other one (with the token, before the fix).
+        pytest.param("{other_bare}\\@{hub_host}x.js", id="backslash-spoof"),
+    ],
+)
+def test_a_jupyterlab_script_of_another_origin_is_not_fetched_and_is_logged(tmp_path, script):
+    with OtherOrigin() as other, FakeHub(spawn="ready") as fake:
+        fake.lab_scripts = (script.format(other=other.url, other_bare=other.url.rstrip("/"),
+                                          other_host=other.url.removeprefix("http://"),
+                                          hub_host=fake.url.removeprefix("http://")),)
+        run, _ = canary(fake, tmp_path, "--check-lab", "--attempts", "1")
+        assert other.received == b"", other.request_lines()
+        assert run.exit_code == ExitCode.OK, run.output
         (skipped,) = run.named("lab_assets_not_fetched")
         assert skipped["origins"] == [other.url.rstrip("/")] and skipped["assets"] == 1
         served = run.named("lab_served")[0]
@@ -327,6 +466,26 @@ def test_every_address_a_name_resolves_to_is_within_the_budget():
                            resolver=resolving_to(holes.addresses))
         elapsed = failing_request(client, client.api_url, Deadline(3))
     assert elapsed < 3 + TIGHT, f"took {elapsed:.1f}s with a budget of 3s"
+
+
+def test_an_address_of_a_family_the_host_lacks_is_skipped_like_any_address_that_fails():
+    """getaddrinfo gives ::1 before 127.0.0.1 for localhost even where IPv6 is off (socket() then fails with
+    EAFNOSUPPORT): the next address is tried, as urllib3's own connect does."""
+    unusable = (255, socket.SOCK_STREAM, 0, "", ("::1", 0))  # a family no socket can be made of
+    with FakeHub(spawn="ready") as fake:
+        port = urlsplit(fake.url).port
+        usable = resolving_to([("127.0.0.1", port)])
+
+        def resolve(host: str, port: int) -> list[tuple]:
+            return [unusable, *usable(host, port)]
+
+        client = HubClient(f"http://hub.test:{port}/", TOKEN, request_timeout=5, resolver=resolve)
+        try:
+            assert client.version(Deadline(5)) == fake.version
+            with client.watchdog(Deadline(5)) as watchdog:
+                client.websocket_socket(f"ws://hub.test:{port}/x", watchdog).close()
+        finally:
+            client.close()
 
 
 def test_one_tries_connect_covers_every_address_within_the_request_timeout():
@@ -514,3 +673,60 @@ def test_a_proxy_that_refuses_the_websockets_tunnel_fails_the_kernel_check_namin
     port = urlsplit(fake.url).port
     assert f"the proxy {proxy.url} answered 403 to CONNECT 127.0.0.1:{port}" in str(failure.value)
     assert f"POST {fake.url}user/canary/api/kernels" in proxy.seen  # the REST calls went through it too
+
+
+@pytest.mark.parametrize("fault", sorted(CONNECT_FAULTS))
+def test_a_proxy_that_misbehaves_on_the_websockets_connect_fails_the_kernel_check_within_its_budget(proxy_environment,
+                                                                                                   fault):
+    """Refused (407), cut mid-head, garbage, silent or trickling: the kernel check's failure (14), within
+    --kernel-timeout, and the proxy never gets the hub's token in the CONNECT (no Proxy-Authorization
+    of it, no Authorization)."""
+    from app.checks.kernel import KernelCheck
+    from app.errors import KernelFailed
+
+    with FakeHub(spawn="ready") as fake, EgressProxy(on_connect=fault) as proxy:
+        proxy_environment(HTTP_PROXY=proxy.url, NO_PROXY="")
+        client = HubClient(fake.url, TOKEN, request_timeout=30)
+        check = KernelCheck(client, "canary", f"{fake.url}user/canary/", kernel_name=None, timeout=3,
+                            deadline=Deadline(20))
+        started = time.monotonic()
+        with pytest.raises(KernelFailed) as failure:
+            check.run()
+        elapsed = time.monotonic() - started
+        client.close()
+        assert fake.kernels == [], "the kernel was not deleted"
+    assert elapsed < 3 + TIGHT, f"took {elapsed:.1f}s with --kernel-timeout 3"
+    assert failure.value.exit_code == ExitCode.KERNEL_FAILED
+    assert len(proxy.connect_heads) == 1, proxy.seen
+    assert TOKEN.encode() not in proxy.connect_heads[0] and b"Authorization" not in proxy.connect_heads[0]
+    if fault == "407":
+        assert "answered 407 to CONNECT" in str(failure.value)
+
+
+@pytest.mark.parametrize("fault", ["silent", "trickle"])
+def test_an_https_requests_connect_through_a_proxy_that_never_answers_it_is_within_the_budget(proxy_environment, fault):
+    """requests' own CONNECT tunnel (an https:// hub behind the egress proxy): the budget covers its handshake."""
+    with EgressProxy(on_connect=fault) as proxy:
+        proxy_environment(HTTPS_PROXY=proxy.url, NO_PROXY="")
+        client = HubClient("https://hub.test/", TOKEN, request_timeout=30, resolver=numeric_only)
+        elapsed = failing_request(client, client.api_url, Deadline(3))
+        client.close()
+    assert elapsed < 3 + TIGHT, f"took {elapsed:.1f}s with a budget of 3s"
+    assert proxy.connect_heads and all(TOKEN.encode() not in head for head in proxy.connect_heads)
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_the_websocket_trusts_the_ca_bundle_of_the_environment_as_requests_does(secret_stub, monkeypatch, variable):
+    """Without --ca-bundle, requests takes REQUESTS_CA_BUNDLE, else CURL_CA_BUNDLE: the websocket's TLS too."""
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, str(secret_stub.ca_file))
+    client = HubClient(secret_stub.url, TOKEN, request_timeout=5)
+    try:
+        client.request("GET", secret_stub.url, Deadline(5))  # requests trusts it
+        with client.watchdog(Deadline(5)) as watchdog:
+            sock = client.websocket_socket(secret_stub.url.replace("https", "wss", 1).rstrip("/") + "/x", watchdog)
+            assert sock.version() is not None
+            sock.close()
+    finally:
+        client.close()

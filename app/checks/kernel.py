@@ -29,11 +29,12 @@ from app.checks import Check
 from app.deadline import Deadline, elapsed_ms
 from app.errors import HubUnavailable, KernelFailed, PermissionDenied
 from app.hub import HubClient, hub_message
-from app.transport import Watchdog
+from app.transport import Watchdog, origin_text
 
 CODE = "print(6*7)"
 EXPECTED = "42"
 PROTOCOL_VERSION = "5.3"
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 log = logs.get_logger()
 
@@ -153,23 +154,37 @@ class KernelCheck:
         started = clock()
         session = uuid.uuid4().hex
         url = self._websocket_url(kernel_id)
+        connection = websocket.WebSocket()
+        connection.settimeout(self.deadline.for_wait())
         with self.client.watchdog(self.deadline) as watchdog:
             try:
                 # The transport's own socket, watched from name resolution on (websocket-client's connect
                 # is not), through the proxy the REST calls take.
                 sock = self.client.websocket_socket(url, watchdog)
-                connection = websocket.create_connection(
+                connection.connect(
                     url,
                     socket=sock,
                     # The transport's headers for this URL: the token only on the hub's own origin.
                     header=[f"{name}: {value}" for name, value in self.client.headers_for(url).items()],
-                    timeout=self.deadline.for_wait(),
                     # No Origin header: a non-browser client, and a proxy may rewrite the Host header.
                     suppress_origin=True,
+                    # A redirect is an answer, as for every request (app/transport.py): websocket-client
+                    # would follow it with these headers, on a connection of its own, unwatched.
+                    redirect_limit=0,
                 )
             except websocket.WebSocketBadStatusException as exc:
                 raise KernelFailed(f"the kernel's websocket was refused: HTTP {exc.status_code}") from None
-            except (OSError, websocket.WebSocketException) as exc:
+            except websocket.WebSocketException as exc:
+                if watchdog.fired:
+                    raise self._too_slow("(no websocket)") from None
+                answer = connection.handshake_response
+                if answer is not None and answer.status in REDIRECTS:
+                    where = origin_text(str(answer.headers.get("location", "")))
+                    raise KernelFailed(
+                        f"the kernel's websocket was refused: HTTP {answer.status} (a redirect to {where}, not followed)"
+                    ) from None
+                raise KernelFailed(f"the kernel's websocket could not be opened: {type(exc).__name__}: {exc}") from None
+            except OSError as exc:
                 if watchdog.fired:
                     raise self._too_slow("(no websocket)") from None
                 raise KernelFailed(f"the kernel's websocket could not be opened: {type(exc).__name__}: {exc}") from None
