@@ -432,9 +432,11 @@ def _session(*, cookies: bool) -> requests.Session:
     adapter = _WatchedAdapter()
     session.mount("http://", adapter)
     session.mount("https://", adapter)
+    # Never a ~/.netrc's credentials (requests adds them when no auth is given): on the hub's origin they
+    # would replace the token's Authorization header; anywhere else they are not the canary's to send.
+    session.auth = _no_auth
     if not cookies:
         session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))  # keeps none
-        session.auth = _no_auth  # nor a ~/.netrc's credentials (requests adds them when no auth is given)
     return session
 
 

@@ -306,6 +306,23 @@ def test_cookies_set_by_another_origin_are_not_kept_nor_sent_to_the_hub():
         assert b"Cookie" not in other.received  # not even back to the origin that set it
 
 
+def test_a_netrc_entry_for_the_hub_never_replaces_the_token(tmp_path, monkeypatch):
+    """requests adds a ~/.netrc's credentials to a request that has no auth of its own: on the hub's
+    origin they replaced the token's Authorization header (Basic instead), and the run failed."""
+    with OtherOrigin(host="127.0.0.1") as own:
+        netrc = tmp_path / "netrc"
+        netrc.write_text("machine 127.0.0.1 login someone password n3trc-s3cret\n")
+        netrc.chmod(0o600)
+        monkeypatch.setenv("NETRC", str(netrc))
+        client = HubClient(own.url, TOKEN, request_timeout=5)
+        try:
+            client.request("GET", own.url + "hub/api/", Deadline(5))
+        finally:
+            client.close()
+        assert f"Authorization: token {TOKEN}".encode() in own.received
+        assert b"Basic" not in own.received
+
+
 def test_the_pushgateway_never_gets_the_token(tmp_path):
     """The push is prometheus_client's own request, not the hub's session: nothing of the token goes with it."""
     with OtherOrigin() as pushgateway, FakeHub(spawn="ready") as fake:
