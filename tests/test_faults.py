@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from app import transport
-from app.checks.kernel import KernelCheck
+from app.checks.kernel import KernelSession
 from app.deadline import LAST_LOOK, Deadline
 from app.errors import HubUnavailable, KernelFailed
 from app.exit_codes import ExitCode
@@ -210,7 +210,7 @@ def test_a_kernel_whose_start_answer_is_lost_is_neither_adopted_nor_started_twic
         fake.kernels.append({"id": "someone-elses", "name": "python3"})
         fake.fault("POST", r"/api/kernels$", "reset", after=True)
         client = HubClient(fake.url, TOKEN, request_timeout=5)
-        check = KernelCheck(client, "canary", f"{fake.url}user/canary/", kernel_name=kernel_name, timeout=10,
+        check = KernelSession(client, "canary", f"{fake.url}user/canary/", kernel_name=kernel_name, timeout=10,
                             deadline=Deadline(10))
         with pytest.raises(KernelFailed, match="answer was lost"):
             check.start()
@@ -535,9 +535,9 @@ def test_a_trickling_pushgateway_does_not_delay_the_result_or_the_exit(tmp_path)
     assert json.loads((tmp_path / "term").read_text())["exit_code"] == 0
 
 
-def kernel_check(fake: FakeHub, timeout: float, deadline: float) -> KernelCheck:
+def kernel_check(fake: FakeHub, timeout: float, deadline: float) -> KernelSession:
     client = HubClient(fake.url, TOKEN, request_timeout=30)
-    return KernelCheck(client, "canary", f"{fake.url}user/canary/", kernel_name=None, timeout=timeout,
+    return KernelSession(client, "canary", f"{fake.url}user/canary/", kernel_name=None, timeout=timeout,
                        deadline=Deadline(deadline))
 
 

@@ -675,13 +675,13 @@ def test_a_wss_websocket_is_tunnelled_then_verified_as_the_hubs_requests_are(sec
 
 
 def test_a_proxy_that_refuses_the_websockets_tunnel_fails_the_kernel_check_naming_its_answer(proxy_environment):
-    from app.checks.kernel import KernelCheck
+    from app.checks.kernel import KernelSession
     from app.errors import KernelFailed
 
     with FakeHub(spawn="ready") as fake, EgressProxy(refuse_connect=True) as proxy:
         proxy_environment(HTTP_PROXY=proxy.url, NO_PROXY="")
         client = HubClient(fake.url, TOKEN, request_timeout=5)
-        check = KernelCheck(client, "canary", f"{fake.url}user/canary/", kernel_name=None, timeout=10,
+        check = KernelSession(client, "canary", f"{fake.url}user/canary/", kernel_name=None, timeout=10,
                             deadline=Deadline(20))
         with pytest.raises(KernelFailed) as failure:
             check.run()
@@ -698,13 +698,13 @@ def test_a_proxy_that_misbehaves_on_the_websockets_connect_fails_the_kernel_chec
     """Refused (407), cut mid-head, garbage, silent or trickling: the kernel check's failure (14), within
     --kernel-timeout, and the proxy never gets the hub's token in the CONNECT (no Proxy-Authorization
     of it, no Authorization)."""
-    from app.checks.kernel import KernelCheck
+    from app.checks.kernel import KernelSession
     from app.errors import KernelFailed
 
     with FakeHub(spawn="ready") as fake, EgressProxy(on_connect=fault) as proxy:
         proxy_environment(HTTP_PROXY=proxy.url, NO_PROXY="")
         client = HubClient(fake.url, TOKEN, request_timeout=30)
-        check = KernelCheck(client, "canary", f"{fake.url}user/canary/", kernel_name=None, timeout=3,
+        check = KernelSession(client, "canary", f"{fake.url}user/canary/", kernel_name=None, timeout=3,
                             deadline=Deadline(20))
         started = time.monotonic()
         with pytest.raises(KernelFailed) as failure:

@@ -39,7 +39,7 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 log = logs.get_logger()
 
 
-class KernelCheck:
+class KernelSession:
     """One kernel started, used and deleted on the user's (default or named) server, through the proxy."""
 
     def __init__(
@@ -296,7 +296,7 @@ class Kernel(Check):
     enabled_by = "check_kernel"
 
     def run(self) -> None:
-        KernelCheck(
+        KernelSession(
             self.server.client,
             self.server.user,
             self.server.url,

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from app import logs
 from app.checks import Check
-from app.checks.kernel import KernelCheck
+from app.checks.kernel import KernelSession
 from app.deadline import elapsed_ms
 from app.errors import HubUnavailable, KernelFailed, NotebookFailed
 from app.models import Notebook, WrongShape, loads
@@ -68,7 +68,7 @@ class NotebookRun(Check):
         self.report: dict[str, Any] = {
             "name": notebook.name, "cells": len(notebook.cells), "cells_run": 0, "cell_ms": [],
         }
-        kernel = KernelCheck(
+        kernel = KernelSession(
             self.server.client,
             self.server.user,
             self.server.url,
@@ -89,7 +89,7 @@ class NotebookRun(Check):
         log.info("notebook_passed", notebook=notebook.name, cells=len(notebook.cells), cell_ms=self.report["cell_ms"])
         return self.report
 
-    def _run_cell(self, kernel: KernelCheck, kernel_id: str, number: int, source: str) -> None:
+    def _run_cell(self, kernel: KernelSession, kernel_id: str, number: int, source: str) -> None:
         name = self.report["name"]
         clock = kernel.deadline.clock
         started = clock()
@@ -121,7 +121,7 @@ class NotebookRun(Check):
     def _failed(self, message: str, cause: str, **details: Any) -> NotebookFailed:
         return NotebookFailed(logs.mask(message), cause=cause, details={**self.report, **details})
 
-    def _interrupt(self, kernel: KernelCheck, kernel_id: str) -> None:
+    def _interrupt(self, kernel: KernelSession, kernel_id: str) -> None:
         """Interrupt the cell still running (the DELETE follows): a kernel's shutdown can wait for it otherwise."""
         url = kernel.server_url + f"api/kernels/{quote(kernel_id, safe='')}/interrupt"
         try:
