@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import ssl
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -78,11 +79,14 @@ def kube_tls_context(relaxed_x509: bool) -> ssl.SSLContext:
     return context
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    """`exc` and what it wraps, outermost first (urllib3 wraps the cause in MaxRetryError's `reason`)."""
+def _chain(exc: BaseException, before: BaseException | None = None) -> list[BaseException]:
+    """`exc` and what it wraps, outermost first (urllib3 wraps the cause in MaxRetryError's `reason`),
+    up to `before`: the exception the caller was handling when the request began (a call made in an
+    `except` block, e.g. the Event after a failed run), which Python links as the implicit context of
+    the request's own errors, and which is no part of them."""
     seen: list[BaseException] = []
     current: BaseException | None = exc
-    while current is not None and current not in seen:
+    while current is not None and current not in seen and current is not before:
         seen.append(current)
         inner = getattr(current, "reason", None)
         if not isinstance(inner, BaseException):
@@ -91,10 +95,10 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-def _cause(exc: BaseException) -> str:
+def _cause(exc: BaseException, before: BaseException | None = None) -> str:
     """What ended a Kubernetes API call, in a few words: a TLS verification failure's own reason,
     else the innermost error's type and text."""
-    chain = _chain(exc)
+    chain = _chain(exc, before)
     for error in chain:
         if isinstance(error, ssl.SSLCertVerificationError):
             return f"certificate verify failed: {error.verify_message}"
@@ -103,13 +107,13 @@ def _cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}" + (f" ({type(innermost).__name__}: {text})" if innermost is not exc else "")
 
 
-def _never_sent(exc: BaseException) -> bool:
+def _never_sent(exc: BaseException, before: BaseException | None = None) -> bool:
     """True when the request provably never reached the apiserver: no connection, or a certificate
     refused in the handshake. Anything later (a reset, a timeout, a cut answer) leaves it unknown."""
     from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
     never = (NewConnectionError, ConnectTimeoutError, ssl.SSLCertVerificationError)
-    return any(isinstance(error, never) for error in _chain(exc))
+    return any(isinstance(error, never) for error in _chain(exc, before))
 
 
 def _api_client(relaxed_x509: bool, purpose: str) -> Any:
@@ -171,6 +175,7 @@ class KubeApi:
         from urllib3.exceptions import HTTPError
 
         what = f"{verb} {self.where}"
+        handled = sys.exception()  # what the caller is handling, if anything: no part of this call's errors
         unknown = KubernetesUnavailable if verb in READS else WriteOutcomeUnknown
         seconds = self._deadline.for_wait(self._request_timeout)
         with Watchdog(self._deadline) as watchdog, watchdog.active():
@@ -187,10 +192,10 @@ class KubeApi:
                 failure = unknown if (exc.status or 0) >= 500 else KubernetesUnavailable
                 raise failure(f"Kubernetes answered {exc.status} {exc.reason} to {what}") from None
             except (HTTPError, OSError) as exc:
-                cause = _cause(exc)
+                cause = _cause(exc, handled)
                 if watchdog.fired:
                     cause = f"no complete answer within the deadline ({self._deadline.seconds:g}s): {cause}"
                 strict = "certificate verify failed" in cause and not self._relaxed_x509
                 hint = f"; if {RELAXED_HINT}" if strict else ""
-                failure = KubernetesUnavailable if _never_sent(exc) else unknown
+                failure = KubernetesUnavailable if _never_sent(exc, handled) else unknown
                 raise failure(f"cannot reach the Kubernetes API to {what}: {cause}{hint}") from None
