@@ -397,6 +397,7 @@ def _push_metrics(config: Config, result: dict[str, Any], timeout: float) -> Non
             reason=result.get("reason") or "none",
             cause=result.get("cause") or "none",
             timeline_phases_ms=result["timeline_phases_ms"],
+            message=result["message"],
         ),
         timeout=timeout,
     )

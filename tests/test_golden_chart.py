@@ -14,7 +14,8 @@ Issue 19 — the exit-code meanings of 18, 21, 77 and 78 name the Lease and a lo
 Issue 21 — JupyterHubCanaryJobFailed leaves out the manual Jobs NOTES.txt names (<cronjob>-manual-<seconds>).
 Issue 21 — each run's Event on its Job (events.enabled, default on): the downward-API variables of the
 Job's name, uid and namespace, the Role's `create` on events, and in mount mode the ServiceAccount, its
-Role and mounted API token (and CANARY_KUBE_RELAXED_X509 wherever the API is used).
+Role and mounted API token (and CANARY_KUBE_RELAXED_X509 wherever the API is used). The failing alert's
+description reads the run's message from jupyterhub_canary_last_result_info.
 """
 
 from __future__ import annotations
