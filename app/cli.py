@@ -336,8 +336,9 @@ def _finish(
     deadline: Deadline | None = None,
     clock: Clock = time.monotonic,
 ) -> int:
-    """Log the one `canary_result` event, write the termination message, then push the metrics (when
-    configured) within what is left of `deadline` (at least LAST_LOOK, app/deadline.py)."""
+    """Log the one `canary_result` event, write the termination message, then push the metrics and
+    record the run's Event on its Job (each when configured) within what is left of `deadline` (at
+    least LAST_LOOK each, app/deadline.py)."""
     result: dict[str, Any] = {
         "outcome": outcome,
         "exit_code": int(exit_code),
@@ -372,6 +373,11 @@ def _finish(
     if config is not None and config.pushgateway_url and exit_code != ExitCode.CONCURRENT_RUN:
         timeout = deadline.for_wait(config.request_timeout) if deadline else config.request_timeout
         _push_metrics(config, result, timeout)
+    # Then the run's Event on its Job (app/job_event.py), within what is left: it changes nothing here either.
+    if config is not None and config.job_name:
+        from app import job_event
+
+        job_event.record(config, result, deadline or Deadline(config.request_timeout, clock))
     return int(exit_code)
 
 
@@ -391,6 +397,7 @@ def _push_metrics(config: Config, result: dict[str, Any], timeout: float) -> Non
             reason=result.get("reason") or "none",
             cause=result.get("cause") or "none",
             timeline_phases_ms=result["timeline_phases_ms"],
+            message=result["message"],
         ),
         timeout=timeout,
     )

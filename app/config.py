@@ -39,6 +39,11 @@ def _text(raw: str) -> str:
     return value
 
 
+def _text_or_none(raw: str) -> str | None:
+    """Text, or None when empty: what the downward API gives for a label the Pod does not have."""
+    return raw.strip() or None
+
+
 def _positive_seconds(raw: str) -> float:
     try:
         value = float(raw)
@@ -209,6 +214,14 @@ RUN_OPTIONS: tuple[Option, ...] = (
         "another run of the probe then exits 18", "NAME",
     ),
     Option("--lease-namespace", _text, None, "the Lease's namespace (default: the pod's own, else 'default')", "NS"),
+    Option(
+        "--job-name", _text_or_none, None,
+        "record the run's outcome as a Kubernetes Event on this Job (the chart sets it from the Pod's job-name label; "
+        "empty: no Event)",
+        "NAME",
+    ),
+    Option("--job-uid", _text_or_none, None, "that Job's uid, for the Event's involvedObject (the chart sets it)", "UID"),
+    Option("--job-namespace", _text_or_none, None, "that Job's namespace (default: the pod's own, else 'default')", "NS"),
     Option("--token-expiry-warning", _positive_seconds, 7 * 86400.0, "warn when the token expires within this many seconds", "S"),
     Option("--spawn-timeout", _positive_seconds, 300.0, "seconds from the spawn request until the server must be ready", "S"),
     Option("--stop-timeout", _positive_seconds, 120.0, "seconds the server may take to stop", "S"),
@@ -325,6 +338,9 @@ class Config:
     token_source: TokenSource
     lease: str | None  # the Lease held during the run, None: none (no Kubernetes API at hand)
     lease_namespace: str
+    job_name: str | None  # the Job whose Event records the run's outcome, None: no Event (app/job_event.py)
+    job_uid: str | None
+    job_namespace: str
     spawn_timeout: float
     stop_timeout: float
     request_timeout: float
@@ -480,6 +496,9 @@ def build_run_config(given: Mapping[str, str | None], env: Mapping[str, str]) ->
         token_source=_token_source(values, env),
         lease=value("lease"),
         lease_namespace=value("lease_namespace") or kube.own_namespace() or "default",
+        job_name=value("job_name"),
+        job_uid=value("job_uid"),
+        job_namespace=value("job_namespace") or kube.own_namespace() or "default",
         spawn_timeout=value("spawn_timeout"),
         stop_timeout=value("stop_timeout"),
         request_timeout=value("request_timeout"),

@@ -4,7 +4,8 @@ What may outlive the run's --deadline, and by how much (every other bound is der
 - the stop of the canary's own server, by at most its --stop-timeout: a server left running costs
   more than a late result (app/cycle.py, `Canary.cleanup`);
 - LAST_LOOK: a wait that begins with its budget spent still gets this long for one answer (the
-  stop's last look at the user model, the metrics push after the result is written). No other
+  stop's last look at the user model, the metrics push after the result is written, then the run's
+  Event on its Job: at most two LAST_LOOKs after the result). No other
   floor exists: a request, a stream, the Kubernetes API, a websocket and the kernel's DELETE each
   end with their budget (`Deadline.for_wait`), cut by a watchdog (app/transport.py) when the peer
   keeps talking.

@@ -6,6 +6,10 @@ never overwrite each other. The Pushgateway adds the grouping key's labels to ev
 The push is a POST (`pushadd_to_gateway`), which
 replaces only the metrics it carries: `jupyterhub_canary_last_success_timestamp_seconds` is sent only
 on success, so a failed run leaves the last success's timestamp in place (a PUT would delete it).
+The run's message rides as the label of `jupyterhub_canary_last_result_info` (value 1): each push
+replaces that family, so a probe has one such series at a time (a new series per distinct message
+over time: messages are few and short, masked as the log is and cut to MESSAGE_LIMIT). The failing
+alert's description reads it.
 
 A push that fails is a warning in the log, nothing more: it never changes the outcome or the exit
 code. It happens after the result is logged and the termination message written, within a hard
@@ -24,6 +28,7 @@ from app import logs, timeline
 
 JOB = "jupyterhub_canary"
 PREFIX = "jupyterhub_canary_"
+MESSAGE_LIMIT = 200  # characters of the message label: an alert's line, not the whole story
 
 log = logs.get_logger()
 
@@ -55,6 +60,14 @@ class RunMetrics:
     cause: str = "none"
     # The spawn's phases as its progress events mark them (app/timeline.py), in milliseconds.
     timeline_phases_ms: Mapping[str, int] = field(default_factory=dict)
+    # The result's message: the label of jupyterhub_canary_last_result_info (masked, cut short there).
+    message: str = ""
+
+
+def result_message(message: str) -> str:
+    """The message as a label value: masked as the log is, on one line, at most MESSAGE_LIMIT characters."""
+    text = " ".join(logs.mask(message).split())
+    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 1] + "…"
 
 
 def registry_for(metrics: RunMetrics):  # -> prometheus_client.CollectorRegistry
@@ -93,6 +106,12 @@ def registry_for(metrics: RunMetrics):  # -> prometheus_client.CollectorRegistry
     for phase in timeline.PHASES:
         ms = metrics.timeline_phases_ms.get(phase)
         spawn_phases.labels(phase=phase).set(math.nan if ms is None else ms / 1000)
+    Gauge(
+        PREFIX + "last_result_info",
+        "1; its label message is the last run's message (masked, cut short), for the alerts' descriptions",
+        ["message"],
+        registry=registry,
+    ).labels(message=result_message(metrics.message)).set(1)
     if metrics.success:
         Gauge(
             PREFIX + "last_success_timestamp_seconds",

@@ -8,15 +8,17 @@ real `kubernetes` client can be pointed at it through a kubeconfig or through in
 service-account files:
 
 - `GET /api/v1/namespaces/{ns}/secrets/{name}`, `POST .../secrets`, `PUT .../secrets/{name}`, and
-  the same for `/apis/coordination.k8s.io/v1/namespaces/{ns}/leases`;
-- `Status` bodies with 401 (no bearer token), 403 (`forbid`), 404 NotFound, 409 AlreadyExists (a
-  create of an object that exists) and 409 Conflict (an update whose `metadata.resourceVersion` is
-  not the stored one: a writer came in between); an update without one is unconditional, as there;
+  the same for `/apis/coordination.k8s.io/v1/namespaces/{ns}/leases` and `/api/v1/namespaces/{ns}/events`
+  (an Event's create must name its own namespace in `involvedObject`, as there);
+- `Status` bodies with 401 (no bearer token), 403 (`forbid`; `forbid_create` for a kind's creates),
+  404 NotFound, 409 AlreadyExists (a create of an object that exists) and 409 Conflict (an update
+  whose `metadata.resourceVersion` is not the stored one: a writer came in between); an update
+  without one is unconditional, as there;
 - every write that changes the object gives it a new `resourceVersion` (one that changes nothing
   keeps it, as there).
 
 Objects are kept as whole API objects in a dict keyed by (kind, namespace, name), kind being the
-resource ("secrets", "leases").
+resource ("secrets", "leases", "events").
 """
 
 from __future__ import annotations
@@ -39,10 +41,10 @@ from tests.background import serve_in_background, stop_serving
 from tests.kubefiles import KubeClientFiles
 
 OBJECT_PATH = re.compile(
-    r"^/(?:api/v1|apis/coordination\.k8s\.io/v1)/namespaces/(?P<namespace>[^/]+)/(?P<kind>secrets|leases)"
+    r"^/(?:api/v1|apis/coordination\.k8s\.io/v1)/namespaces/(?P<namespace>[^/]+)/(?P<kind>secrets|leases|events)"
     r"(?:/(?P<name>[^/]+))?$"
 )
-KINDS = {"secrets": ("v1", "Secret"), "leases": ("coordination.k8s.io/v1", "Lease")}
+KINDS = {"secrets": ("v1", "Secret"), "leases": ("coordination.k8s.io/v1", "Lease"), "events": ("v1", "Event")}
 BEARER = re.compile(r"^[Bb]earer \S+$")  # the Python client sends "bearer <token>" in-cluster
 
 
@@ -74,14 +76,15 @@ class _WriteFault:
     method: str  # "POST" (create) or "PUT" (update)
     kind: str
     namespace: str
-    name: str
+    name: str | None  # None: any name (an Event's is made up by its writer)
     remaining: int
     commit: bool  # make the write before losing its answer
     then: Callable[[], None] | None  # what happens meanwhile (a signal, another writer)
     answer: bool  # answer after all (`then` had its effect while the client waited), else drop
 
     def matches(self, method: str, kind: str, namespace: str, name: str) -> bool:
-        return self.remaining > 0 and (self.method, self.kind, self.namespace, self.name) == (method, kind, namespace, name)
+        return self.remaining > 0 and (self.method, self.kind, self.namespace) == (method, kind, namespace) and (
+            self.name is None or self.name == name)
 
 
 class SecretStub(KubeClientFiles):
@@ -101,6 +104,7 @@ class SecretStub(KubeClientFiles):
         self.url = ""
         self.objects: dict[tuple[str, str, str], dict] = {}  # (kind, namespace, name) -> API object
         self.forbidden: set[tuple[str, str]] = set()
+        self.create_forbidden: set[tuple[str, str]] = set()  # (kind, namespace)
         self.faults: dict[tuple[str, str], str] = {}  # (namespace, name) -> "500" | "drop", on GET
         self.write_faults: list[_WriteFault] = []
         self.requests_seen: list[dict] = []
@@ -176,6 +180,16 @@ class SecretStub(KubeClientFiles):
         with self._lock:
             self.forbidden.add((namespace, name))
 
+    def forbid_create(self, kind: str, namespace: str) -> None:
+        """Make every create of `kind` in `namespace` answer 403 Forbidden, as with RBAC that lacks `create`."""
+        with self._lock:
+            self.create_forbidden.add((kind, namespace))
+
+    def objects_of(self, kind: str, namespace: str) -> list[dict]:
+        """The stored objects of `kind` in `namespace` (e.g. the Events), for assertions."""
+        with self._lock:
+            return [copy.deepcopy(obj) for (k, ns, _), obj in self.objects.items() if (k, ns) == (kind, namespace)]
+
     def fail(self, namespace: str, name: str, fault: str) -> None:
         """Make GET of this Secret or Lease answer 500 InternalError ("500"), or close the connection
         unanswered ("drop"), from now on."""
@@ -184,12 +198,13 @@ class SecretStub(KubeClientFiles):
             self.faults[(namespace, name)] = fault
 
     def after_write(
-        self, method: str, kind: str, namespace: str, name: str, *, count: int = 1, commit: bool = True,
+        self, method: str, kind: str, namespace: str, name: str | None, *, count: int = 1, commit: bool = True,
         then: Callable[[], None] | None = None, answer: bool = False,
     ) -> None:
         """The next `count` writes (`method` POST or PUT) of this object: made (unless `commit` is
         False), then `then()` runs while the client waits, then the connection is closed unanswered
-        (or, with `answer`, the answer is sent after all): an answer lost after the apiserver acted."""
+        (or, with `answer`, the answer is sent after all): an answer lost after the apiserver acted.
+        `name` None: a create of any name."""
         assert method in ("POST", "PUT") and kind in KINDS, (method, kind)
         with self._lock:
             self.write_faults.append(_WriteFault(method, kind, namespace, name, count, commit, then, answer))
@@ -286,6 +301,17 @@ class _StubHandler(BaseHTTPRequestHandler):
         obj = json.loads(self._body() or b"{}")
         kind, namespace = match["kind"], match["namespace"]
         name = (obj.get("metadata") or {}).get("name", "") if creating else match["name"]
+        with self.owner._lock:
+            refused = creating and (kind, namespace) in self.owner.create_forbidden
+        if refused:
+            message = (f'{kind} is forbidden: User "system:serviceaccount:{namespace}:canary" cannot create resource '
+                       f'"{kind}" in API group "" in the namespace "{namespace}"')
+            self._record(403)
+            return self._send(403, status_body(403, "Forbidden", message, {"kind": kind}))
+        if kind == "events" and (obj.get("involvedObject") or {}).get("namespace", namespace) != namespace:
+            self._record(422)
+            message = f'Event "{name}" is invalid: involvedObject.namespace: Invalid value: does not match event.namespace'
+            return self._send(422, status_body(422, "Invalid", message, {"name": name, "kind": "Event"}))
         fault = self.owner._take_write_fault(self.command, kind, namespace, name)
         if fault is None or fault.commit:
             status, body = self._apply(kind, namespace, name, obj, creating)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from app import metrics
 from app.exit_codes import MEANING, ExitCode
 from tests.localhub import LocalHub, wait_for
 from tests.promstack import INTERVAL, Stack, running_stack
@@ -51,6 +52,7 @@ ALERT_TIMEOUT = 30
 KUBERNETES_VARIABLES = ("CANARY_TOKEN_SECRET", "CANARY_LEASE", "CANARY_KUBE_")
 # The local hub's spawn behaviours (tests/hub_config.py), as spawner options. Every run names one: the hub
 # keeps a server's last options and spawns with them when a request brings none.
+RUNBOOK = "https://runbooks.example.org/jupyterhub-canary#alerts"
 FAIL = {"behaviour": "failmissing"}  # the command does not exist
 NORMAL = {"behaviour": "normal"}
 
@@ -106,6 +108,7 @@ def chart_values(hub_url: str, spelling: str, probes: dict[str, str], pushgatewa
         "--set", f"prometheusRule.for.JupyterHubCanaryNoSuccessPushed={NO_SUCCESS_PUSHED_FOR}",
         "--set", f"prometheusRule.slowSpawnSeconds={SLOW_SPAWN_SECONDS}",
         "--set", f"prometheusRule.alertLabels.spelling={spelling}",
+        "--set", f"prometheusRule.runbookUrl={RUNBOOK}",
         "--set", f"probes.slow.slowSpawnSeconds={SLOW_PROBE_SECONDS}",
     ]
     for name, user in probes.items():
@@ -223,6 +226,13 @@ def test_a_failing_probe_pages_with_its_labels_reason_cause_and_texts(chain, cpu
             in description), description
     table = dict(re.findall(r"^\s*(\d+) +(.+)$", description.partition("Exit codes:\n")[2], flags=re.MULTILINE))
     assert table == {str(int(c)): meaning for c, meaning in MEANING.items()}
+    # The run's own message (pushed as jupyterhub_canary_last_result_info's label) and the runbook.
+    assert f"The run's message: {metrics.result_message(result['message'])}\n" in description, description
+    assert "spawn" in result["message"] and metrics.result_message(result["message"]), result
+    assert alert.annotations["runbook_url"] == RUNBOOK, alert.annotations
+    # The README's example (pytest -s): the alert as the receiver got it.
+    (sent,) = [a for a in alert.notification["alerts"] if a["labels"] == alert.labels and a["status"] == "firing"]
+    print("\n--- the alert as received (README) ---\n" + json.dumps(sent, indent=2))
 
 
 def test_both_spellings_of_the_hub_page(chain, cpu_and_gpu_fail_then_pass):

@@ -290,7 +290,8 @@ def test_the_single_checks_failing_alert_names_the_reason_and_cause(helm, promto
     groups = yaml.safe_load(path.read_text())["groups"]
     (failing,) = [r for group in groups for r in group["rules"] if r.get("alert") == "JupyterHubCanaryFailing"]
     description = failing["annotations"]["description"]
-    (lookup,) = re.findall(r"\{\{ with query .*?\{\{ end \}\}\{\{ end \}\}", description)
+    (message_lookup, lookup) = re.findall(r"\{\{ with query .*?\{\{ end \}\}\{\{ end \}\}", description)
+    assert "last_result_info" in message_lookup and "exit_code" in lookup, description
     failing["annotations"] = {"description": description}
     path.write_text(yaml.safe_dump({"groups": [{"name": "failing", "rules": [failing]}]}, sort_keys=False))
     series = ('jupyterhub_canary_exit_code{job="jupyterhub_canary", instance="", hub="https://hub.example.org/", '
@@ -300,13 +301,17 @@ def test_the_single_checks_failing_alert_names_the_reason_and_cause(helm, promto
         "evaluation_interval": "1m",
         "tests": [{
             "interval": "1m",
-            "input_series": [{"series": series, "values": "10x10"}],
+            "input_series": [{"series": series, "values": "10x10"},
+                             {"series": series.replace("exit_code{", "last_result_info{").replace(
+                                 'reason="spawn_failed", cause="image_pull"', 'message="the spawn failed: ErrImagePull"'),
+                              "values": "1x10"}],
             "alert_rule_test": [{
                 "eval_time": "5m",
                 "alertname": "JupyterHubCanaryFailing",
                 "exp_alerts": [{
                     "exp_labels": {"severity": "critical", "hub": "https://hub.example.org/", "user": "jupyterhub-canary"},
-                    "exp_annotations": {"description": description.replace(lookup, "spawn_failed, image_pull")},
+                    "exp_annotations": {"description": description.replace(lookup, "spawn_failed, image_pull").replace(
+                        message_lookup, "the spawn failed: ErrImagePull")},
                 }],
             }],
         }],

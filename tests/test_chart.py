@@ -450,10 +450,12 @@ def test_api_mode_reads_one_secret_with_a_dedicated_service_account(helm):
     assert roles["jhub"]["rules"] == [
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["canary-token"], "verbs": ["get"]},
     ]
-    # No unnamed verb: the chart makes the Lease (the canary never creates one), so `create` is not granted.
+    # The chart makes the Lease (the canary never creates one), so `create` is not granted on leases;
+    # the one unnamed verb is `create` on events: each run's Event on its Job (events.enabled).
     assert roles[NAMESPACE]["rules"] == [
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [FULLNAME],
          "verbs": ["get", "update"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     ]
     (lease,) = by_kind(docs)["Lease"]
     assert lease["metadata"]["name"] == FULLNAME and "spec" not in lease, "no holder: the first run takes it"
@@ -491,12 +493,15 @@ def test_each_probe_has_its_lease_made_by_the_chart_and_named_in_the_role(helm):
     assert lease_variables == {name: name for name in leases}, "each probe takes its own Lease"
 
 
-def test_kube_relaxed_x509_reaches_the_canary_in_api_mode_only(helm):
+def test_kube_relaxed_x509_reaches_the_canary_when_it_uses_the_api(helm):
     assert "CANARY_KUBE_RELAXED_X509" not in env(render(helm, *DEFAULTS))
     relaxed = env(render(helm, *DEFAULTS, "--set", "token.kubeRelaxedX509=true"))
     assert relaxed["CANARY_KUBE_RELAXED_X509"] == "true"
-    mounted = render(helm, *HUB, *EXISTING, "--set", "token.mount=true", "--set", "token.kubeRelaxedX509=true")
-    assert "CANARY_KUBE_RELAXED_X509" not in env(mounted), "no Kubernetes API in mount mode"
+    mounted = ("--set", "token.mount=true", "--set", "token.kubeRelaxedX509=true")
+    # In mount mode the Event on the Job is the one use of the API.
+    assert env(render(helm, *HUB, *EXISTING, *mounted))["CANARY_KUBE_RELAXED_X509"] == "true"
+    without_events = render(helm, *HUB, *EXISTING, *mounted, "--set", "events.enabled=false")
+    assert "CANARY_KUBE_RELAXED_X509" not in env(without_events), "no Kubernetes API in mount mode without Events"
 
 
 def test_api_mode_with_token_value_reads_the_chart_secret(helm):
@@ -507,8 +512,34 @@ def test_api_mode_with_token_value_reads_the_chart_secret(helm):
     assert env(docs)["CANARY_TOKEN_SECRET"] == secret_name
 
 
+def test_each_run_records_its_event_on_the_job_named_by_the_downward_api(helm):
+    """The Job's name, uid and namespace come from the labels the Job controller gives its Pods: no guess.
+    The helm test Pod has none of them: its variables are empty, and it records no Event."""
+    for mode in ((), ("--set", "token.mount=true")):
+        docs = render(helm, *HUB, *EXISTING, *mode)
+        sources = {item["name"]: item.get("valueFrom") for item in container(docs)["env"]}
+        assert sources["CANARY_JOB_NAME"] == {"fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}}
+        assert sources["CANARY_JOB_UID"] == {
+            "fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/controller-uid']"}}
+        assert sources["CANARY_JOB_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+        roles = {r["metadata"]["namespace"]: r for r in by_kind(docs)["Role"]}
+        assert {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]} in roles[NAMESPACE]["rules"], mode
+        assert pod_spec(docs)["automountServiceAccountToken"] is True
+    # NOTES.txt shows the Job's Events and the runs' history.
+    text = notes(helm, *HUB, *EXISTING)
+    assert 'get events --field-selector involvedObject.name="$JOB"' in text and 'describe job "$JOB"' in text
+    assert "--field-selector reason=CanaryFailed" in text
+
+    off = render(helm, *HUB, *EXISTING, "--set", "events.enabled=false")
+    assert not {"CANARY_JOB_NAME", "CANARY_JOB_UID", "CANARY_JOB_NAMESPACE"} & set(env(off))
+    assert all(r["resources"] != ["events"] for r in by_kind(off)["Role"][0]["rules"])
+    assert "get events" not in notes(helm, *HUB, *EXISTING, "--set", "events.enabled=false")
+
+
 def test_mount_mode_has_no_rbac_and_no_api_token(helm):
-    docs = render(helm, *HUB, *EXISTING, "--set", "token.mount=true", "--set", "token.key=api-token")
+    """Without Events: with them the pod needs an API token for its Event (the test above)."""
+    docs = render(helm, *HUB, *EXISTING, "--set", "token.mount=true", "--set", "token.key=api-token",
+                  "--set", "events.enabled=false")
     kinds = set(by_kind(docs))
     assert kinds.isdisjoint({"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"})
     spec = pod_spec(docs)
@@ -539,10 +570,10 @@ def test_network_policy(helm):
 
     mounted = render(
         helm, "--set", "canary.hubUrl=http://hub.example.org:8081/base/", *EXISTING,
-        "--set", "token.mount=true", "--set", "networkPolicy.enabled=true",
+        "--set", "token.mount=true", "--set", "networkPolicy.enabled=true", "--set", "events.enabled=false",
     )
     policy = the(mounted, "NetworkPolicy")["spec"]
-    assert len(policy["egress"]) == 2, "no API server rule when the Secret is mounted"
+    assert len(policy["egress"]) == 2, "no API server rule when the Secret is mounted and no Event is recorded"
     assert policy["egress"][1]["ports"] == [{"port": 8081, "protocol": "TCP"}]
     labels = job_spec(mounted)["template"]["metadata"]["labels"]
     assert policy["podSelector"]["matchLabels"].items() <= labels.items()
@@ -617,7 +648,8 @@ def test_every_variable_is_one_the_cli_accepts(helm, name):
     # Each value is one the CLI parses (paths to mounted files are checked by the tests above).
     options = {option.env: option for option in RUN_OPTIONS}
     for variable, value in variables.items():
-        if variable not in ("CANARY_TOKEN_FILE", "CANARY_CA_BUNDLE", "CANARY_NOTEBOOK"):
+        # value None: from the downward API (the Job's name, uid, namespace), whatever the Pod's are.
+        if variable not in ("CANARY_TOKEN_FILE", "CANARY_CA_BUNDLE", "CANARY_NOTEBOOK") and value is not None:
             options[variable].parse(value)
 
 

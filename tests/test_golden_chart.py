@@ -12,6 +12,10 @@ for leases) and exit code 18 (podFailurePolicy fails the Job at once on it, the 
 Issue 19 — the chart makes each probe's Lease (lease.yaml), and the Role no longer grants `create`.
 Issue 19 — the exit-code meanings of 18, 21, 77 and 78 name the Lease and a lost rotation.
 Issue 21 — JupyterHubCanaryJobFailed leaves out the manual Jobs NOTES.txt names (<cronjob>-manual-<seconds>).
+Issue 21 — each run's Event on its Job (events.enabled, default on): the downward-API variables of the
+Job's name, uid and namespace, the Role's `create` on events, and in mount mode the ServiceAccount, its
+Role and mounted API token (and CANARY_KUBE_RELAXED_X509 wherever the API is used). The failing alert's
+description reads the run's message from jupyterhub_canary_last_result_info.
 """
 
 from __future__ import annotations

@@ -82,8 +82,11 @@ def test_install_upgrade_uninstall(control_plane, k8s_namespace, hub, hub_user, 
     cronjob = plane.get_json(ns, "cronjob", FULLNAME)
     assert cronjob["spec"]["schedule"] == "*/10 * * * *"
     api_mode = mode != "token.mount"
-    has_rbac = plane.kubectl("-n", ns, "get", "role", FULLNAME).returncode == 0
-    assert has_rbac == api_mode, "a Role in API mode only"
+    # A Role in every mode (events.enabled, the default: each run's Event on its Job); in mount mode it may
+    # only create events (without Events, mount mode has no RBAC at all: tests/test_chart.py).
+    role = plane.get_json(ns, "role", FULLNAME)
+    resources = [rule["resources"] for rule in role["rules"]]
+    assert ["events"] in resources and (["leases"] in resources) == api_mode, role["rules"]
     lease = plane.kubectl("-n", ns, "get", "lease", FULLNAME, "-o", "json")
     assert (lease.returncode == 0) == api_mode, "the probe's Lease, made by the chart, in API mode only"
     if api_mode:
@@ -97,9 +100,9 @@ def test_install_upgrade_uninstall(control_plane, k8s_namespace, hub, hub_user, 
     job = plane.create_manual_job(installed.stdout)
     pod = assert_pod_admitted(plane, ns, job)
     spec = pod["spec"]
-    assert spec.get("serviceAccountName") == (FULLNAME if api_mode else "default")
+    assert spec.get("serviceAccountName") == FULLNAME
     projected = [v for v in spec["volumes"] if "projected" in v]
-    assert bool(projected) == api_mode, "a ServiceAccount token is mounted in API mode only"
+    assert projected, "a ServiceAccount token is mounted: for the Secret (API mode) and the run's Event"
 
     upgraded = plane.helm("upgrade", RELEASE, CHART, "--namespace", ns, *values, "--set", "cronjob.schedule=*/5 * * * *")
     assert_accepted(upgraded, "helm upgrade")

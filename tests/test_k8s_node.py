@@ -67,9 +67,13 @@ class ManualRun:
     exit_code: str
     describe: str
     readme_message: str  # the README's termination-message command
+    job_events: str  # `kubectl get events --field-selector involvedObject.name="$JOB"`
+    describe_job: str  # `kubectl describe job "$JOB"`
+    history: str  # `kubectl get events --field-selector reportingComponent=jupyterhub-canary ...`
 
     def all_output(self) -> str:
-        return "\n".join((self.watch_job, self.watch_pods, self.logs, self.message, self.describe))
+        return "\n".join((self.watch_job, self.watch_pods, self.logs, self.message, self.describe, self.job_events,
+                          self.describe_job, self.history))
 
 
 def run_the_notes(plane, namespace: str, notes: str, timeout: float = 180) -> ManualRun:
@@ -106,7 +110,8 @@ def run_the_notes(plane, namespace: str, notes: str, timeout: float = 180) -> Ma
 
     run = ManualRun(job, condition, output("get job", "--watch"), output("get pods", "--watch"), output(" logs "),
                     output("terminated.message"), output("terminated.exitCode"), described.stdout,
-                    readme_termination_message(plane, namespace, job))
+                    readme_termination_message(plane, namespace, job), output("get events", "involvedObject.name"),
+                    output("describe job"), output("get events", "reportingComponent"))
     for line in removal:
         done = plane.shell(line, {"JOB": job})
         assert done.returncode == 0 and "deleted" in done.stdout, f"{line}: {done.stderr}"
@@ -191,7 +196,9 @@ def test_the_cronjobs_pod_runs_for_real_in_each_token_mode(node_image, node, nod
         assert run.condition["type"] == "Complete", f"{round_} run: {run.condition}\n{run.describe}\n{run.logs}"
         events = json_lines(run.logs)
         assert [e["event"] for e in events].count("canary_result") == 1, run.logs
-        assert events[-1]["event"] == "canary_result" and events[-1]["outcome"] == "ok", run.logs
+        # The result, then only what records it: the Event on the Job last (no Pushgateway here).
+        assert [e["event"] for e in events][-2:] == ["canary_result", "event_recorded"], run.logs
+        assert events[-2]["outcome"] == "ok", run.logs
         (loaded,) = [e for e in events if e["event"] == "token_loaded"]
         if api_mode:  # through the apiserver, at the Service's ClusterIP, with the Pod's projected token
             assert f"Secret {ns}/" in loaded["source"], loaded
@@ -208,6 +215,9 @@ def test_the_cronjobs_pod_runs_for_real_in_each_token_mode(node_image, node, nod
         assert final[0] == run.job and final[1] == "Complete" and final[2] == "1/1", run.watch_job
         assert "Completed" in run.watch_pods.strip().splitlines()[-1], run.watch_pods
         assert described_termination(run.describe, "Completed", 0) == summary
+        # The run's Event on its Job (app/job_event.py), in every token mode: the Job named by the downward API.
+        assert [e["event"] for e in events].count("event_recorded") == 1, run.logs
+        assert_job_event(run, "Normal", "CanaryPassed", 0)
         assert token not in run.all_output(), "the hub token appeared in what kubectl shows"
         assert hub.servers(user) == {}, "the canary left its server running"
 
@@ -216,6 +226,8 @@ def test_the_cronjobs_pod_runs_for_real_in_each_token_mode(node_image, node, nod
         tested = plane.shell(test_line, timeout=240)
         assert tested.returncode == 0, f"{test_line}:\n{tested.stdout}\n{tested.stderr}"
         assert "Phase:          Succeeded" in tested.stdout and '"canary_result"' in tested.stdout, tested.stdout
+        # The test Pod has no Job: its job-name variable is empty, and it records no Event.
+        assert '"event_recorded"' not in tested.stdout and '"event_not_recorded"' not in tested.stdout, tested.stdout
         assert token not in tested.stdout + tested.stderr
 
     pod_env = plane.get_json(ns, "cronjob", FULLNAME)["spec"]["jobTemplate"]["spec"]["template"]["spec"]
@@ -239,6 +251,17 @@ def install(plane, namespace: str, hub, image: str, *values: str) -> str:
     return installed.stdout
 
 
+def assert_job_event(run: ManualRun, kind: str, reason: str, code: int) -> None:
+    """The Job's one Event from the canary, as `kubectl get events` and `kubectl describe job` show it."""
+    lines = [line for line in run.job_events.splitlines() if re.search(r"\sCanary(Passed|Failed)\s", line)]
+    assert len(lines) == 1, run.job_events
+    assert kind in lines[0] and reason in lines[0] and f"job/{run.job}" in lines[0], run.job_events
+    assert f"exit code {code}" in lines[0], run.job_events
+    described = re.search(rf"^  {kind}\s+{reason}\s+\S+\s+jupyterhub-canary\s+exit code {code}\b", run.describe_job, re.M)
+    assert described, run.describe_job
+    assert reason in run.history and run.job in run.history, run.history
+
+
 def assert_failed_by_pod_failure_policy(run: ManualRun, code: ExitCode) -> dict:
     assert run.condition["type"] == "Failed" and run.condition["reason"] == "PodFailurePolicy", run.condition
     assert str(int(code)) in run.condition["message"], run.condition
@@ -258,6 +281,9 @@ def test_a_rejected_token_fails_the_job_through_pod_failure_policy(node_image, n
     run = run_the_notes(plane, ns, notes)
     summary = assert_failed_by_pod_failure_policy(run, ExitCode.PERMISSION)
     assert "rejected" in summary["message"], summary
+    assert_job_event(run, "Warning", "CanaryFailed", int(ExitCode.PERMISSION))
+    assert summary["message"][:60] in run.describe_job.replace("\n", " "), run.describe_job
+    print(f"\n--- kubectl describe job (README) ---\n{run.describe_job}\n--- kubectl get events ---\n{run.job_events}")
     assert REJECTED_TOKEN not in run.all_output()
 
 

@@ -127,8 +127,9 @@ def test_success_then_failure_as_the_pushgateway_shows_them(hub, hub_user, tmp_p
     assert phases["total"] == pytest.approx(ok.result["duration_ms"] / 1000, abs=0.0005)
     # Grouped by a stable job, the hub and the user: nothing per pod or per run.
     for (name, _), (_, labels) in seen.items():
-        assert set(labels) - {"phase", "reason", "cause"} == GROUP_LABELS, name
+        assert set(labels) - {"phase", "reason", "cause", "message"} == GROUP_LABELS, name
         assert labels["job"] == "jupyterhub_canary" and labels["instance"] == ""
+    assert seen[("jupyterhub_canary_last_result_info", None)][1]["message"] == "spawned, verified and stopped"
 
     # The same group fails (the token was revoked): success 0, the exit code, and the last success kept.
     revoked = "0" * 32
@@ -142,6 +143,11 @@ def test_success_then_failure_as_the_pushgateway_shows_them(hub, hub_user, tmp_p
     # The failed run's durations replaced the successful run's: no stale phases.
     phases = {phase for (name, phase) in seen if name == "jupyterhub_canary_duration_seconds"}
     assert phases == {"total"}
+    # The message series replaced too: one per group, the failure's (for the alert's description).
+    infos = [line for line in pushgateway.scrape().splitlines()
+             if line.startswith("jupyterhub_canary_last_result_info{") and f'user="{user}"' in line]
+    assert len(infos) == 1 and seen[("jupyterhub_canary_last_result_info", None)][1]["message"] == metrics.result_message(
+        failed.result["message"]), infos
     assert token not in pushgateway.scrape()
 
 
@@ -266,3 +272,16 @@ def test_a_run_that_finds_another_live_run_pushes_nothing(tmp_path, pushgateway)
         assert fake.servers, "the live run's server was touched"
     assert not run.named("metrics_pushed") and not run.named("metrics_push_failed"), run.output
     assert pushgateway.samples(fake.url, "canary") == {}
+
+
+def test_the_message_label_is_masked_on_one_line_and_cut_short():
+    from app import logs
+
+    logs.forget_secrets()
+    logs.add_secret("s3cr3t-t0k3n-0123456789")
+    try:
+        label = metrics.result_message("the hub said\nno to s3cr3t-t0k3n-0123456789 " + "x" * 500)
+    finally:
+        logs.forget_secrets()
+    assert "s3cr3t" not in label and logs.REDACTED in label and "\n" not in label, label
+    assert len(label) == metrics.MESSAGE_LIMIT and label.endswith("…")

@@ -65,6 +65,12 @@ and `https://hub.example.org/` give the same label and the same selectors.
 {{- if not .Values.token.mount }}true{{ end }}
 {{- end }}
 
+{{/* "true" when the pod uses the Kubernetes API at all: to read the Secret, or to record the run's
+Event on its Job (events.enabled); "" when it needs no API credentials. */}}
+{{- define "canary.usesKubernetesApi" -}}
+{{- if or (include "canary.readsSecretThroughApi" .) .Values.events.enabled }}true{{ end }}
+{{- end }}
+
 {{/*
 Checks of the values that the schema cannot express. Included by every template, so that
 `helm template --show-only` fails as `helm install` does. The checks of one probe's settings run

@@ -7,9 +7,10 @@ probe), see canary.probeContext): the same container, variables, volumes and sec
 {{- with index . 0 }}
 {{- $c := .Values.canary }}
 {{- $api := include "canary.readsSecretThroughApi" . }}
+{{- $kubeApi := include "canary.usesKubernetesApi" . }}
 {{- $notebook := include "canary.notebook" (list . $probe) | fromJson }}
 restartPolicy: Never
-{{- if $api }}
+{{- if $kubeApi }}
 serviceAccountName: {{ include "canary.fullname" . }}
 automountServiceAccountToken: true
 {{- else }}
@@ -53,10 +54,6 @@ containers:
         value: {{ .Values.token.key | quote }}
       - name: CANARY_TOKEN_SECRET_NAMESPACE
         value: {{ include "canary.tokenSecretNamespace" . | quote }}
-      {{- if .Values.token.kubeRelaxedX509 }}
-      - name: CANARY_KUBE_RELAXED_X509
-        value: "true"
-      {{- end }}
       # One run of the probe at a time (the CronJob's, `helm test`, a Job made from the CronJob): a
       # second one exits 18 without touching the first's server.
       - name: CANARY_LEASE
@@ -66,6 +63,26 @@ containers:
       {{- else }}
       - name: CANARY_TOKEN_FILE
         value: {{ printf "/etc/jupyterhub-canary/token/%s" .Values.token.key | quote }}
+      {{- end }}
+      {{- if and $kubeApi .Values.token.kubeRelaxedX509 }}
+      - name: CANARY_KUBE_RELAXED_X509
+        value: "true"
+      {{- end }}
+      {{- if .Values.events.enabled }}
+      # The run's Event goes on its own Job, named by the labels the Job controller gives its Pods
+      # (empty in the helm test Pod, which has no Job: no Event then).
+      - name: CANARY_JOB_NAME
+        valueFrom:
+          fieldRef:
+            fieldPath: metadata.labels['batch.kubernetes.io/job-name']
+      - name: CANARY_JOB_UID
+        valueFrom:
+          fieldRef:
+            fieldPath: metadata.labels['batch.kubernetes.io/controller-uid']
+      - name: CANARY_JOB_NAMESPACE
+        valueFrom:
+          fieldRef:
+            fieldPath: metadata.namespace
       {{- end }}
       - name: CANARY_TOKEN_EXPIRY_WARNING
         value: {{ $c.tokenExpiryWarning | toString | quote }}
