@@ -343,12 +343,14 @@ MODE_BASE = ("--set", "canary.hubUrl=https://hub.example.org", "--set", "token.e
 PUSHGATEWAY = ("--set", "pushgateway.url=http://prometheus-pushgateway.monitoring:9091")
 TWO_PROBES = ("--set", "probes.cpu.serverName=", "--set", "probes.gpu.serverName=gpu")
 MODES = {
-    # kube-state-metrics alone (no pushgateway.url), and with the pushed metrics as well; each for the
-    # single check and for probes. The pushed-metrics alerts always come with the kube-state-metrics ones.
+    # kube-state-metrics alone (no pushgateway.url), the pushed metrics alone (kubeStateMetrics=false),
+    # and both; each for the single check and for probes.
     "kube-state-metrics": (),
     "kube-state-metrics-probes": TWO_PROBES,
     "both": PUSHGATEWAY,
     "both-probes": (*PUSHGATEWAY, *TWO_PROBES),
+    "pushed": (*PUSHGATEWAY, "--set", "prometheusRule.kubeStateMetrics=false"),
+    "pushed-probes": (*PUSHGATEWAY, "--set", "prometheusRule.kubeStateMetrics=false", *TWO_PROBES),
 }
 
 
@@ -384,6 +386,7 @@ def test_the_timing_values_render_where_prometheus_reads_them(helm):
         ("prometheusRule.for.JupyterHubCanaryFailing=5", "want string"),
         ("prometheusRule.interval=5 minutes", "does not match pattern"),
         ("prometheusRule.noSuccessSeconds=0", "minimum"),
+        ("prometheusRule.kubeStateMetrics=false", "they need pushgateway.url"),
     ],
 )
 def test_the_schema_refuses_a_misspelt_alert_or_duration(helm, value, refusal):
@@ -407,8 +410,8 @@ def test_every_alerting_mode_loads_and_evaluates(chain, helm, mode):
 
         groups = wait_for(evaluated, ALERT_TIMEOUT, f"an evaluation of {name}.yaml")
         alerts = {r["name"] for g in groups for r in g["rules"]}
-        expected = {"JupyterHubCanaryJobFailed", "JupyterHubCanaryNoRecentSuccess"}
-        if mode.startswith("both"):
+        expected = set() if mode.startswith("pushed") else {"JupyterHubCanaryJobFailed", "JupyterHubCanaryNoRecentSuccess"}
+        if mode.startswith(("both", "pushed")):
             expected |= {"JupyterHubCanaryFailing", "JupyterHubCanaryNoRecentSuccessPushed",
                          "JupyterHubCanaryNoSuccessPushed", "JupyterHubCanarySlowSpawn"}
         assert alerts == expected

@@ -80,6 +80,9 @@ once per probe (canary.validateProbe); without `probes` the only probe is the to
 {{- $c := .Values.canary }}
 {{- $t := .Values.token }}
 {{- $probes := include "canary.probes" . | fromJson }}
+{{- if and .Values.prometheusRule.enabled (not .Values.prometheusRule.kubeStateMetrics) (not .Values.pushgateway.url) }}
+{{- fail "prometheusRule.kubeStateMetrics=false leaves only the pushed metrics' alerts, and they need pushgateway.url: set it, or keep kubeStateMetrics" }}
+{{- end }}
 {{- if not (trim $c.hubUrl) }}
 {{- fail "canary.hubUrl is required: the hub's public URL, e.g. --set canary.hubUrl=https://hub.example.org/" }}
 {{- end }}
