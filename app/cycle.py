@@ -76,11 +76,28 @@ class SpawnRequest:
     answered: bool
     started: datetime | None = None
 
-    def started_it(self, started: datetime) -> bool:
+    def started_it(self, started: datetime, hub_ahead: tuple[timedelta, timedelta] = (timedelta(0), timedelta(0))) -> bool:
+        """`hub_ahead`: how far the hub's clock is ahead of this run's, at least and at most (HubClock):
+        on this run's clock the server started between `started` minus the most and minus the least.
+        A request whose answer was lost claims a server only when it provably started after the send."""
         if self.started is not None:
             return started == self.started
-        earliest = self.sent_at - CLOCK_SLACK if self.answered else self.sent_at
-        return earliest <= started <= self.settled_at + CLOCK_SLACK
+        least, most = hub_ahead
+        try:
+            earliest_start, latest_start = started - most, started - least  # on this run's clock
+        except OverflowError:  # a `started` at an end of the calendar: no request of this run's
+            return False
+        if not self.answered:
+            return self.sent_at <= earliest_start <= self.settled_at + CLOCK_SLACK
+        return self.sent_at - CLOCK_SLACK <= latest_start and earliest_start <= self.settled_at + CLOCK_SLACK
+
+
+def skew_note(hub_ahead: tuple[timedelta, timedelta]) -> str:
+    """What a message says of a hub clock that its answers prove off (HubClock.ahead)."""
+    least, most = (round(bound.total_seconds(), 1) for bound in hub_ahead)
+    if least == most == 0:
+        return ""
+    return f" (the hub's clock is {least:g} to {most:g} s ahead of this run's, as its answers' Date tells: a second's precision)"
 
 
 class Canary:
@@ -275,7 +292,8 @@ class Canary:
     def owns(self, model: ServerModel) -> bool:
         """Whether a spawn request of this run (any attempt) started this server (see SpawnRequest)."""
         started = model.started
-        return started is not None and any(request.started_it(started) for request in self.spawn_requests)
+        hub_ahead = self.client.hub_clock.ahead()
+        return started is not None and any(request.started_it(started, hub_ahead) for request in self.spawn_requests)
 
     def ensure_own_server_gone(self) -> None:
         """Before the run ends: no server this run started is running. A stop that read "no server" from a
@@ -394,7 +412,12 @@ class Canary:
             self.stop_server(deadline, stale=False, model=model)
             return
         started = model.started
-        age_s = round((self._utcnow() - started).total_seconds(), 1) if started else None
+        age_s = None
+        if started is not None:
+            try:  # the youngest it may be, when the hub's answers prove its clock off (HubClock)
+                age_s = round((self._utcnow() - (started - self.client.hub_clock.ahead()[0])).total_seconds(), 1)
+            except OverflowError:
+                age_s = None  # a `started` at an end of the calendar: not provably stale
         lifetime = self.config.deadline + self.config.stop_timeout
         if age_s is None or age_s < lifetime:
             log.warning(
@@ -468,16 +491,17 @@ class Canary:
         if found is None:
             raise SpawnFailed("the server that met the resent spawn request stopped before it could be followed")
         started = found.started
-        if started is None or not request.started_it(started):
+        hub_ahead = self.client.hub_clock.ahead()
+        if started is None or not request.started_it(started, hub_ahead):
             self.server_may_be_running = False  # the server there is another's: this request started none
             log.warning(
                 "concurrent_run_found", **found.log_fields(),
-                why="the spawn request's answer was lost, and the server there was started before the request was sent",
+                why="the spawn request's answer was lost, and the server there was not provably started by it",
             )
             raise ConcurrentRun(
                 f"the spawn request's answer was lost, and the server the hub has was started "
-                f"{'at ' + found.started.isoformat() if started else 'at an unknown time'}, before this run sent its "
-                "request: another run's, left alone"
+                f"{'at ' + found.started.isoformat() if started else 'at an unknown time'} (the hub's clock), not provably "
+                f"between this run's request and its outcome{skew_note(hub_ahead)}: another run's, left alone"
             )
         request.started = started
         self.spawn_requests.append(request)

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
-from app.cycle import Canary
+from app.cycle import Canary, SpawnRequest
 from app.exit_codes import ExitCode
-from app.hub import HubClient
+from app.hub import HubClient, HubClock
 from tests import test_cycle
 from tests.fakehub import FakeHub, Fault
 from tests.test_faults import SERVER, USER_MODEL, canary
@@ -173,6 +175,45 @@ def test_a_resend_that_meets_a_server_follows_it_only_if_it_started_after_the_re
             assert fake.count("DELETE", SERVER) == 0 and fake.servers and not run.named("server_verified")
 
 
+@pytest.mark.parametrize("skew_s", [2.0, 5.0], ids=["hub-2s-ahead", "hub-5s-ahead"])
+def test_after_a_lost_answer_a_hub_clock_ahead_does_not_make_another_runs_server_ours(tmp_path, skew_s):
+    """Another run's server, started half a second before this run's request, on a hub whose clock is
+    ahead: its `started` reads as after the request by the canary's clock. The hub's answers (their
+    `Date`) prove how far ahead it is: still another run's, 18, untouched (before: followed, verified,
+    stopped, 0)."""
+    with FakeHub(spawn="ready", clock_skew=skew_s) as fake:
+        fake.fault("POST", SERVER, "reset", call=lambda: fake.add_server("canary", age_s=skew_s - 0.5))
+        run, _ = canary(fake, tmp_path)
+        assert run.exit_code == ExitCode.CONCURRENT_RUN, run.output
+        assert fake.count("DELETE", SERVER) == 0 and fake.servers and not run.named("server_verified")
+        assert "the hub's clock is" in run.result["message"], run.result["message"]
+
+
+@pytest.mark.parametrize("skew_s", [-2.0, 5.0], ids=["hub-2s-behind", "hub-5s-ahead"])
+def test_after_a_lost_answer_a_server_a_skewed_hub_cannot_date_to_a_second_is_not_claimed(tmp_path, skew_s):
+    """The documented limit: the request takes effect, its answer is lost, and the hub's clock is off by
+    seconds. Its `Date` tells the skew to a second only, so a server started within that second of the
+    request cannot be proven this run's: 18, untouched, and the message says why (a human looks; a later
+    run stops it as stale). Never followed as this run's on a clock that cannot tell."""
+    with FakeHub(spawn="ready", clock_skew=skew_s) as fake:
+        fake.fault("POST", SERVER, "reset", after=True)
+        run, _ = canary(fake, tmp_path)
+        assert run.exit_code == ExitCode.CONCURRENT_RUN, run.output
+        assert "the hub's clock is" in run.result["message"], run.result["message"]
+        assert fake.count("DELETE", SERVER) == 0 and fake.servers
+
+
+def test_a_live_runs_server_on_a_hub_clock_behind_is_not_called_stale(tmp_path):
+    """Another live run's server, 20 s younger than --deadline plus --stop-timeout, on a hub whose clock is
+    30 s behind: by the canary's clock alone it looks stale and was stopped. Its youngest age by what the
+    hub's answers prove is still young: 18, untouched."""
+    with FakeHub(spawn="ready", clock_skew=-30.0) as fake:
+        fake.add_server("canary", age_s=40 + 20 - 20)
+        run, _ = canary(fake, tmp_path, "--deadline", "40", "--stop-timeout", "20")
+        assert run.exit_code == ExitCode.CONCURRENT_RUN, run.output
+        assert fake.count("DELETE", SERVER) == 0 and fake.servers
+
+
 # --- 6. a stop just after an outage, and a server this run started ---
 
 
@@ -270,3 +311,20 @@ def test_a_server_this_run_did_not_start_found_at_the_end_is_left_alone(tmp_path
         assert run.exit_code == ExitCode.OK, run.output
         assert fake.count("DELETE", SERVER) == 1 and fake.servers, "another run's server was stopped"
         assert not run.named("own_server_found")
+
+
+@pytest.mark.parametrize(
+    "date",
+    ["", "garbage", "Mon, 01 Jan 0001 00:00:00 GMT", "Fri, 31 Dec 9999 23:59:59 -2359", "Mon, 07 Dec 2026 99:99:99 GMT", None],
+)
+def test_a_hub_answer_of_any_date_never_breaks_the_run(date):
+    """The `Date` the hub clock reads is a header of any shape: an odd one teaches nothing or a far range,
+    and a server's `started` against that range is no crash (never exit 1)."""
+    clock = HubClock()
+    headers = {} if date is None else {"Date": date}
+    clock.observe(SimpleNamespace(headers=headers, elapsed=timedelta(milliseconds=5)), datetime.now(UTC))
+    now = datetime.now(UTC)
+    for answered in (True, False):
+        request = SpawnRequest(now, now, answered=answered)
+        for started in (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC), now):
+            assert request.started_it(started, clock.ahead()) in (True, False)
