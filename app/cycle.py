@@ -301,6 +301,12 @@ class Canary:
         it is stopped now (StopFailed, 13, when it cannot be). Another run's server is left alone."""
         if not self.spawn_requests or self.server_may_be_running:
             return  # nothing asked for, or the stop is still to come (cli.py, after a signal)
+        # Signals held from the look on: a SIGTERM while the hub is asked must not leave the server it
+        # would have shown (the run's own) running; the look and the stop are bounded as below.
+        with self._shield():
+            self._stop_own_server_back()
+
+    def _stop_own_server_back(self) -> None:
         look = Deadline(max(LAST_LOOK, min(self.deadline.remaining(), self.config.request_timeout)), self._clock)
         try:
             model = self.client.server_model(self.user, self.server_name, look)
@@ -317,8 +323,7 @@ class Canary:
         )
         # The stop of the canary's own server may outlive the deadline by its --stop-timeout (app/deadline.py).
         budget = max(LAST_LOOK, min(self.config.stop_timeout, self.deadline.remaining() + self.config.stop_timeout))
-        with self._shield():
-            self.stop_server(Deadline(budget, self._clock), stale=False, model=model)
+        self.stop_server(Deadline(budget, self._clock), stale=False, model=model)
 
     def timed(self, phase: str, step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         started = self._clock()

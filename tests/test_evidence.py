@@ -15,6 +15,8 @@ marked `hub` here and in tests/test_hub_faults.py (a hub restart during a slow s
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -328,3 +330,30 @@ def test_a_hub_answer_of_any_date_never_breaks_the_run(date):
         request = SpawnRequest(now, now, answered=answered)
         for started in (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC), now):
             assert request.started_it(started, clock.ahead()) in (True, False)
+
+
+@pytest.mark.parametrize("when", ["look", "stop"])
+def test_a_sigterm_during_the_last_look_still_stops_this_runs_server(tmp_path, monkeypatch, when):
+    """SIGTERM while the run looks once more for its own server (the last look's read, or the stop of the
+    server found back): 143, one result, and the server is stopped all the same."""
+    real_stop = HubClient.stop_server
+    calls: list[int] = []
+
+    with FakeHub(spawn="ready") as fake:
+        def sigterm() -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        def stop(self, user, server_name, deadline, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:
+                if when == "look":
+                    fake.fault("GET", r"/hub/api/users/canary$", "signal", call=sigterm)
+                else:
+                    fake.fault("DELETE", SERVER, "signal", call=sigterm)
+                return False
+            return real_stop(self, user, server_name, deadline, **kwargs)
+
+        monkeypatch.setattr(HubClient, "stop_server", stop)
+        run, _ = canary(fake, tmp_path, "--attempts", "1")
+        assert run.exit_code == ExitCode.SIGTERM, run.output
+        assert fake.servers == {}, "this run's server was left running"
