@@ -52,6 +52,19 @@ def test_the_previous_spawns_failure_replayed_before_the_answer_is_not_this_spaw
         assert run.result["timeline"][-1]["message"] == "Server ready"
 
 
+@pytest.mark.parametrize("fixed", ["ready", "pending"], ids=["201", "202"])
+def test_a_replayed_spawn_cancelled_before_the_answer_is_not_this_spawns_either(tmp_path, fixed):
+    """JupyterHub's other replay: the previous spawn was cancelled (a stop during it, as the canary's own
+    stop of a failing spawn does). Set aside like "Spawn failed", and the run passes."""
+    with FakeHub(spawn=fixed, post_delay=1.0) as fake:
+        fake.last_failure[("canary", "")] = "Spawn cancelled"
+        run, _ = canary(fake, tmp_path, "--attempts", "1")
+        assert run.exit_code == ExitCode.OK, run.output
+        (set_aside,) = run.named("progress_failure_set_aside")
+        assert set_aside["message"] == "Spawn cancelled"
+        assert not any(e["message"] == "Spawn cancelled" for e in run.result["timeline"]), run.result["timeline"]
+
+
 def test_a_refused_spawn_reports_its_own_reason_not_the_one_replayed_before_it(tmp_path):
     """The hub's 500 proves the failure; its reason comes from a stream asked for after that answer."""
     with FakeHub(spawn=["fail", "refuse"], post_delay=1.0) as fake:
