@@ -75,6 +75,9 @@ class SpawnRequest:
     settled_at: datetime
     answered: bool
     started: datetime | None = None
+    # The hub showed no server right after its 201/202: this request's spawn has ended (failed at once,
+    # or stopped), and no server found later is its (one in its time window is a later request's).
+    ended: bool = False
 
     def started_it(self, started: datetime, hub_ahead: tuple[timedelta, timedelta] = (timedelta(0), timedelta(0))) -> bool:
         """`hub_ahead`: how far the hub's clock is ahead of this run's, at least and at most (HubClock):
@@ -82,6 +85,8 @@ class SpawnRequest:
         A request whose answer was lost claims a server only when it provably started after the send."""
         if self.started is not None:
             return started == self.started
+        if self.ended:
+            return False
         least, most = hub_ahead
         try:
             earliest_start, latest_start = started - most, started - least  # on this run's clock
@@ -485,10 +490,14 @@ class Canary:
         except HubUnavailable as exc:
             log.debug("spawn_identity_unknown", reason=str(exc))  # the request's time window still tells
             return
-        if model is not None:
-            request.started = model.started
-            if model.url:
-                self.server_url = self.client.server_url(self.user, self.server_name, model)
+        if model is None:
+            # The hub's word, right after it accepted the request: the spawn has ended already. A server
+            # found later is not this request's, whatever its `started` (another run's may follow at once).
+            request.ended = True
+            return
+        request.started = model.started
+        if model.url:
+            self.server_url = self.client.server_url(self.user, self.server_name, model)
 
     def _adopt(self, request: SpawnRequest, outcome: SpawnOutcome) -> bool:
         """A server found after the request's answer was lost: followed only when this request started it."""

@@ -370,3 +370,31 @@ def test_a_sigterm_during_the_last_look_still_stops_this_runs_server(tmp_path, m
         run, _ = canary(fake, tmp_path, "--attempts", "1")
         assert run.exit_code == ExitCode.SIGTERM, run.output
         assert fake.servers == {}, "this run's server was left running"
+
+
+def test_a_server_started_just_after_this_runs_spawn_ended_is_not_this_runs(tmp_path, monkeypatch):
+    """This run's spawn is answered 202 and has ended by the time the run reads the server's `started`
+    (the hub shows no server: nothing of this request runs any more). Another run's server, started
+    0.2 s later, is in the request's time window all the same: it is that run's (18, untouched), not
+    this run's to stop in the next attempt's stale-server check."""
+    ended_at: list[float] = []
+
+    with FakeHub(spawn="hang") as fake:
+        def spawn_ends() -> None:
+            if fake.count("POST", SERVER) and not ended_at and fake.servers:
+                fake.servers.clear()  # the spawn failed at once
+                ended_at.append(time.time())
+
+        fake.fault("GET", r"/hub/api/users/canary$", "signal", count=-1, call=spawn_ends)
+        real_check = Canary.clear_stale_server
+
+        def another_run_spawns(self) -> None:
+            if ended_at:
+                fake.add_server("canary", age_s=time.time() - (ended_at[0] + 0.2))
+            real_check(self)
+
+        monkeypatch.setattr(Canary, "clear_stale_server", another_run_spawns)
+        run, _ = canary(fake, tmp_path, "--attempts", "2", "--deadline", "60", "--stop-timeout", "5", "--spawn-timeout", "20")
+        assert run.exit_code == ExitCode.CONCURRENT_RUN, run.output
+        assert not run.named("own_server_found"), run.output
+        assert fake.count("DELETE", SERVER) == 0 and fake.servers, "another run's server was stopped"
