@@ -75,12 +75,34 @@ class SpawnRequest:
     settled_at: datetime
     answered: bool
     started: datetime | None = None
+    # The hub showed no server right after its 201/202: this request's spawn has ended (failed at once,
+    # or stopped), and no server found later is its (one in its time window is a later request's).
+    ended: bool = False
 
-    def started_it(self, started: datetime) -> bool:
+    def started_it(self, started: datetime, hub_ahead: tuple[timedelta, timedelta] = (timedelta(0), timedelta(0))) -> bool:
+        """`hub_ahead`: how far the hub's clock is ahead of this run's, at least and at most (HubClock):
+        on this run's clock the server started between `started` minus the most and minus the least.
+        A request whose answer was lost claims a server only when it provably started after the send."""
         if self.started is not None:
             return started == self.started
-        earliest = self.sent_at - CLOCK_SLACK if self.answered else self.sent_at
-        return earliest <= started <= self.settled_at + CLOCK_SLACK
+        if self.ended:
+            return False
+        least, most = hub_ahead
+        try:
+            earliest_start, latest_start = started - most, started - least  # on this run's clock
+        except OverflowError:  # a `started` at an end of the calendar: no request of this run's
+            return False
+        if not self.answered:
+            return self.sent_at <= earliest_start <= self.settled_at + CLOCK_SLACK
+        return self.sent_at - CLOCK_SLACK <= latest_start and earliest_start <= self.settled_at + CLOCK_SLACK
+
+
+def skew_note(hub_ahead: tuple[timedelta, timedelta]) -> str:
+    """What a message says of a hub clock that its answers prove off (HubClock.ahead)."""
+    least, most = (round(bound.total_seconds(), 1) for bound in hub_ahead)
+    if least == most == 0:
+        return ""
+    return f" (the hub's clock is {least:g} to {most:g} s ahead of this run's, as its answers' Date tells: a second's precision)"
 
 
 class Canary:
@@ -275,7 +297,8 @@ class Canary:
     def owns(self, model: ServerModel) -> bool:
         """Whether a spawn request of this run (any attempt) started this server (see SpawnRequest)."""
         started = model.started
-        return started is not None and any(request.started_it(started) for request in self.spawn_requests)
+        hub_ahead = self.client.hub_clock.ahead()
+        return started is not None and any(request.started_it(started, hub_ahead) for request in self.spawn_requests)
 
     def ensure_own_server_gone(self) -> None:
         """Before the run ends: no server this run started is running. A stop that read "no server" from a
@@ -283,6 +306,12 @@ class Canary:
         it is stopped now (StopFailed, 13, when it cannot be). Another run's server is left alone."""
         if not self.spawn_requests or self.server_may_be_running:
             return  # nothing asked for, or the stop is still to come (cli.py, after a signal)
+        # Signals held from the look on: a SIGTERM while the hub is asked must not leave the server it
+        # would have shown (the run's own) running; the look and the stop are bounded as below.
+        with self._shield():
+            self._stop_own_server_back()
+
+    def _stop_own_server_back(self) -> None:
         look = Deadline(max(LAST_LOOK, min(self.deadline.remaining(), self.config.request_timeout)), self._clock)
         try:
             model = self.client.server_model(self.user, self.server_name, look)
@@ -299,8 +328,7 @@ class Canary:
         )
         # The stop of the canary's own server may outlive the deadline by its --stop-timeout (app/deadline.py).
         budget = max(LAST_LOOK, min(self.config.stop_timeout, self.deadline.remaining() + self.config.stop_timeout))
-        with self._shield():
-            self.stop_server(Deadline(budget, self._clock), stale=False, model=model)
+        self.stop_server(Deadline(budget, self._clock), stale=False, model=model)
 
     def timed(self, phase: str, step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         started = self._clock()
@@ -394,7 +422,12 @@ class Canary:
             self.stop_server(deadline, stale=False, model=model)
             return
         started = model.started
-        age_s = round((self._utcnow() - started).total_seconds(), 1) if started else None
+        age_s = None
+        if started is not None:
+            try:  # the youngest it may be, when the hub's answers prove its clock off (HubClock)
+                age_s = round((self._utcnow() - (started - self.client.hub_clock.ahead()[0])).total_seconds(), 1)
+            except OverflowError:
+                age_s = None  # a `started` at an end of the calendar: not provably stale
         lifetime = self.config.deadline + self.config.stop_timeout
         if age_s is None or age_s < lifetime:
             log.warning(
@@ -457,10 +490,14 @@ class Canary:
         except HubUnavailable as exc:
             log.debug("spawn_identity_unknown", reason=str(exc))  # the request's time window still tells
             return
-        if model is not None:
-            request.started = model.started
-            if model.url:
-                self.server_url = self.client.server_url(self.user, self.server_name, model)
+        if model is None:
+            # The hub's word, right after it accepted the request: the spawn has ended already. A server
+            # found later is not this request's, whatever its `started` (another run's may follow at once).
+            request.ended = True
+            return
+        request.started = model.started
+        if model.url:
+            self.server_url = self.client.server_url(self.user, self.server_name, model)
 
     def _adopt(self, request: SpawnRequest, outcome: SpawnOutcome) -> bool:
         """A server found after the request's answer was lost: followed only when this request started it."""
@@ -468,16 +505,17 @@ class Canary:
         if found is None:
             raise SpawnFailed("the server that met the resent spawn request stopped before it could be followed")
         started = found.started
-        if started is None or not request.started_it(started):
+        hub_ahead = self.client.hub_clock.ahead()
+        if started is None or not request.started_it(started, hub_ahead):
             self.server_may_be_running = False  # the server there is another's: this request started none
             log.warning(
                 "concurrent_run_found", **found.log_fields(),
-                why="the spawn request's answer was lost, and the server there was started before the request was sent",
+                why="the spawn request's answer was lost, and the server there was not provably started by it",
             )
             raise ConcurrentRun(
                 f"the spawn request's answer was lost, and the server the hub has was started "
-                f"{'at ' + found.started.isoformat() if started else 'at an unknown time'}, before this run sent its "
-                "request: another run's, left alone"
+                f"{'at ' + found.started.isoformat() if started else 'at an unknown time'} (the hub's clock), not provably "
+                f"between this run's request and its outcome{skew_note(hub_ahead)}: another run's, left alone"
             )
         request.started = started
         self.spawn_requests.append(request)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, urljoin
 
@@ -99,6 +100,39 @@ def hub_error(response: requests.Response) -> bool:
     return isinstance(body, dict) and body.get("status") == response.status_code
 
 
+class HubClock:
+    """How far the hub's clock is ahead of this run's (behind: negative), as the hub's answers prove it.
+
+    An answer dated D (its `Date`: whole seconds, RFC 9110) that left while this run's clock went from
+    `sent` to `received` says the hub was between D - received and D + 1 s - sent ahead; each answer
+    narrows that range (a range that contradicts the one before, a clock that jumped, starts it anew).
+    `ahead()` is that range while it excludes zero; while it holds zero the clocks agree as far as the
+    answers can tell (a second), and it is (0, 0): the clocks are taken to agree, as the README asks.
+    """
+
+    def __init__(self) -> None:
+        self.low: float | None = None
+        self.high: float | None = None
+
+    def observe(self, response: requests.Response, received: datetime) -> None:
+        try:
+            dated = parsedate_to_datetime(response.headers.get("Date", ""))
+            low = (dated if dated.tzinfo else dated.replace(tzinfo=UTC)) - received
+            high = low + response.elapsed + timedelta(seconds=1)
+        except (TypeError, ValueError, IndexError, OverflowError, AttributeError):
+            return  # no Date, or one that is not a date: nothing learned
+        lo, hi = low.total_seconds(), high.total_seconds()
+        if self.low is None or self.high is None or lo > self.high or hi < self.low:
+            self.low, self.high = lo, hi
+        else:
+            self.low, self.high = max(self.low, lo), min(self.high, hi)
+
+    def ahead(self) -> tuple[timedelta, timedelta]:
+        if self.low is None or self.high is None or self.low <= 0.0 <= self.high:
+            return timedelta(0), timedelta(0)
+        return timedelta(seconds=self.low), timedelta(seconds=self.high)
+
+
 def hub_message(response: requests.Response) -> str:
     """The hub's own explanation from an error answer ({"status", "message"}), else a short body."""
     try:
@@ -137,12 +171,15 @@ class HubClient(Transport):
         )
         self.hub_url = hub_url
         self.api_url = hub_url + "hub/api/"
+        self.hub_clock = HubClock()  # how far the hub's clock is from this run's (its answers' `Date`)
 
     def describe(self, response: requests.Response) -> str:
         return hub_message(response)
 
     def api(self, method: str, path: str, deadline: Deadline, **kwargs: Any) -> requests.Response:
-        return self.request(method, self.api_url + path, deadline, **kwargs)
+        response = self.request(method, self.api_url + path, deadline, **kwargs)
+        self.hub_clock.observe(response, datetime.now(UTC))
+        return response
 
     @staticmethod
     def json(response: requests.Response) -> Any:

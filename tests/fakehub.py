@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import quote, unquote
@@ -104,6 +105,7 @@ class FakeHub:
         server_origin: str = "",
         lab_scripts: tuple[str, ...] = (),
         post_delay: float = 0.0,
+        clock_skew: float = 0.0,
     ):
         self.version = version
         self.scopes = list(scopes)  # what GET /hub/api/user says the token may do
@@ -116,6 +118,8 @@ class FakeHub:
         self.keepalive = keepalive
         self.stop_mode = stop  # "now" (204), "pending_spawn_400" (JupyterHub 4.1: 400 while pending)
         self.post_delay = post_delay
+        # s the hub's clock is ahead of the canary's (behind when negative): in its `started` and `Date`.
+        self.clock_skew = clock_skew
         self.servers: dict[tuple[str, str], Server] = {}
         # How the last spawn of a server failed, until the next spawn is taken in (JupyterHub keeps the
         # failed spawn future, and its progress stream tells it).
@@ -219,6 +223,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _head(self, status: int, headers: dict[str, str]) -> None:
         self.send_response_only(status)
+        self.send_header("Date", formatdate(time.time() + self.owner.clock_skew, usegmt=True))
         for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()
@@ -399,7 +404,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "pending": server.pending,
                     "url": self.owner.server_origin + _server_url(user, name),
                     "progress_url": f"/hub/api/users/{user}/server/progress",
-                    "started": datetime.fromtimestamp(server.started, UTC).isoformat().replace("+00:00", "Z"),
+                    "started": datetime.fromtimestamp(server.started + self.owner.clock_skew, UTC).isoformat().replace("+00:00", "Z"),  # noqa: E501
                 }
         return {"name": user, "kind": "user", "servers": servers}
 

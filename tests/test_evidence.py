@@ -15,13 +15,17 @@ marked `hub` here and in tests/test_hub_faults.py (a hub restart during a slow s
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
-from app.cycle import Canary
+from app.cycle import Canary, SpawnRequest
 from app.exit_codes import ExitCode
-from app.hub import HubClient
+from app.hub import HubClient, HubClock
 from tests import test_cycle
 from tests.fakehub import FakeHub, Fault
 from tests.test_faults import SERVER, USER_MODEL, canary
@@ -46,6 +50,19 @@ def test_the_previous_spawns_failure_replayed_before_the_answer_is_not_this_spaw
         assert not any("fakehub says no" in e["message"] for e in run.result["timeline"]), run.result["timeline"]
         assert not any("fakehub says no" in (e.get("message") or "") for e in run.named("spawn_progress"))
         assert run.result["timeline"][-1]["message"] == "Server ready"
+
+
+@pytest.mark.parametrize("fixed", ["ready", "pending"], ids=["201", "202"])
+def test_a_replayed_spawn_cancelled_before_the_answer_is_not_this_spawns_either(tmp_path, fixed):
+    """JupyterHub's other replay: the previous spawn was cancelled (a stop during it, as the canary's own
+    stop of a failing spawn does). Set aside like "Spawn failed", and the run passes."""
+    with FakeHub(spawn=fixed, post_delay=1.0) as fake:
+        fake.last_failure[("canary", "")] = "Spawn cancelled"
+        run, _ = canary(fake, tmp_path, "--attempts", "1")
+        assert run.exit_code == ExitCode.OK, run.output
+        (set_aside,) = run.named("progress_failure_set_aside")
+        assert set_aside["message"] == "Spawn cancelled"
+        assert not any(e["message"] == "Spawn cancelled" for e in run.result["timeline"]), run.result["timeline"]
 
 
 def test_a_refused_spawn_reports_its_own_reason_not_the_one_replayed_before_it(tmp_path):
@@ -173,6 +190,45 @@ def test_a_resend_that_meets_a_server_follows_it_only_if_it_started_after_the_re
             assert fake.count("DELETE", SERVER) == 0 and fake.servers and not run.named("server_verified")
 
 
+@pytest.mark.parametrize("skew_s", [2.0, 5.0], ids=["hub-2s-ahead", "hub-5s-ahead"])
+def test_after_a_lost_answer_a_hub_clock_ahead_does_not_make_another_runs_server_ours(tmp_path, skew_s):
+    """Another run's server, started half a second before this run's request, on a hub whose clock is
+    ahead: its `started` reads as after the request by the canary's clock. The hub's answers (their
+    `Date`) prove how far ahead it is: still another run's, 18, untouched (before: followed, verified,
+    stopped, 0)."""
+    with FakeHub(spawn="ready", clock_skew=skew_s) as fake:
+        fake.fault("POST", SERVER, "reset", call=lambda: fake.add_server("canary", age_s=skew_s - 0.5))
+        run, _ = canary(fake, tmp_path)
+        assert run.exit_code == ExitCode.CONCURRENT_RUN, run.output
+        assert fake.count("DELETE", SERVER) == 0 and fake.servers and not run.named("server_verified")
+        assert "the hub's clock is" in run.result["message"], run.result["message"]
+
+
+@pytest.mark.parametrize("skew_s", [-2.0, 5.0], ids=["hub-2s-behind", "hub-5s-ahead"])
+def test_after_a_lost_answer_a_server_a_skewed_hub_cannot_date_to_a_second_is_not_claimed(tmp_path, skew_s):
+    """The documented limit: the request takes effect, its answer is lost, and the hub's clock is off by
+    seconds. Its `Date` tells the skew to a second only, so a server started within that second of the
+    request cannot be proven this run's: 18, untouched, and the message says why (a human looks; a later
+    run stops it as stale). Never followed as this run's on a clock that cannot tell."""
+    with FakeHub(spawn="ready", clock_skew=skew_s) as fake:
+        fake.fault("POST", SERVER, "reset", after=True)
+        run, _ = canary(fake, tmp_path)
+        assert run.exit_code == ExitCode.CONCURRENT_RUN, run.output
+        assert "the hub's clock is" in run.result["message"], run.result["message"]
+        assert fake.count("DELETE", SERVER) == 0 and fake.servers
+
+
+def test_a_live_runs_server_on_a_hub_clock_behind_is_not_called_stale(tmp_path):
+    """Another live run's server, 20 s younger than --deadline plus --stop-timeout, on a hub whose clock is
+    30 s behind: by the canary's clock alone it looks stale and was stopped. Its youngest age by what the
+    hub's answers prove is still young: 18, untouched."""
+    with FakeHub(spawn="ready", clock_skew=-30.0) as fake:
+        fake.add_server("canary", age_s=40 + 20 - 20)
+        run, _ = canary(fake, tmp_path, "--deadline", "40", "--stop-timeout", "20")
+        assert run.exit_code == ExitCode.CONCURRENT_RUN, run.output
+        assert fake.count("DELETE", SERVER) == 0 and fake.servers
+
+
 # --- 6. a stop just after an outage, and a server this run started ---
 
 
@@ -270,3 +326,75 @@ def test_a_server_this_run_did_not_start_found_at_the_end_is_left_alone(tmp_path
         assert run.exit_code == ExitCode.OK, run.output
         assert fake.count("DELETE", SERVER) == 1 and fake.servers, "another run's server was stopped"
         assert not run.named("own_server_found")
+
+
+@pytest.mark.parametrize(
+    "date",
+    ["", "garbage", "Mon, 01 Jan 0001 00:00:00 GMT", "Fri, 31 Dec 9999 23:59:59 -2359", "Mon, 07 Dec 2026 99:99:99 GMT", None],
+)
+def test_a_hub_answer_of_any_date_never_breaks_the_run(date):
+    """The `Date` the hub clock reads is a header of any shape: an odd one teaches nothing or a far range,
+    and a server's `started` against that range is no crash (never exit 1)."""
+    clock = HubClock()
+    headers = {} if date is None else {"Date": date}
+    clock.observe(SimpleNamespace(headers=headers, elapsed=timedelta(milliseconds=5)), datetime.now(UTC))
+    now = datetime.now(UTC)
+    for answered in (True, False):
+        request = SpawnRequest(now, now, answered=answered)
+        for started in (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC), now):
+            assert request.started_it(started, clock.ahead()) in (True, False)
+
+
+@pytest.mark.parametrize("when", ["look", "stop"])
+def test_a_sigterm_during_the_last_look_still_stops_this_runs_server(tmp_path, monkeypatch, when):
+    """SIGTERM while the run looks once more for its own server (the last look's read, or the stop of the
+    server found back): 143, one result, and the server is stopped all the same."""
+    real_stop = HubClient.stop_server
+    calls: list[int] = []
+
+    with FakeHub(spawn="ready") as fake:
+        def sigterm() -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        def stop(self, user, server_name, deadline, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:
+                if when == "look":
+                    fake.fault("GET", r"/hub/api/users/canary$", "signal", call=sigterm)
+                else:
+                    fake.fault("DELETE", SERVER, "signal", call=sigterm)
+                return False
+            return real_stop(self, user, server_name, deadline, **kwargs)
+
+        monkeypatch.setattr(HubClient, "stop_server", stop)
+        run, _ = canary(fake, tmp_path, "--attempts", "1")
+        assert run.exit_code == ExitCode.SIGTERM, run.output
+        assert fake.servers == {}, "this run's server was left running"
+
+
+def test_a_server_started_just_after_this_runs_spawn_ended_is_not_this_runs(tmp_path, monkeypatch):
+    """This run's spawn is answered 202 and has ended by the time the run reads the server's `started`
+    (the hub shows no server: nothing of this request runs any more). Another run's server, started
+    0.2 s later, is in the request's time window all the same: it is that run's (18, untouched), not
+    this run's to stop in the next attempt's stale-server check."""
+    ended_at: list[float] = []
+
+    with FakeHub(spawn="hang") as fake:
+        def spawn_ends() -> None:
+            if fake.count("POST", SERVER) and not ended_at and fake.servers:
+                fake.servers.clear()  # the spawn failed at once
+                ended_at.append(time.time())
+
+        fake.fault("GET", r"/hub/api/users/canary$", "signal", count=-1, call=spawn_ends)
+        real_check = Canary.clear_stale_server
+
+        def another_run_spawns(self) -> None:
+            if ended_at:
+                fake.add_server("canary", age_s=time.time() - (ended_at[0] + 0.2))
+            real_check(self)
+
+        monkeypatch.setattr(Canary, "clear_stale_server", another_run_spawns)
+        run, _ = canary(fake, tmp_path, "--attempts", "2", "--deadline", "60", "--stop-timeout", "5", "--spawn-timeout", "20")
+        assert run.exit_code == ExitCode.CONCURRENT_RUN, run.output
+        assert not run.named("own_server_found"), run.output
+        assert fake.count("DELETE", SERVER) == 0 and fake.servers, "another run's server was stopped"
