@@ -312,7 +312,12 @@ class Canary:
             self._stop_own_server_back()
 
     def _stop_own_server_back(self) -> None:
-        look = Deadline(max(LAST_LOOK, min(self.deadline.remaining(), self.config.request_timeout)), self._clock)
+        # The stop of the canary's own server may outlive the deadline by its --stop-timeout (app/deadline.py):
+        # the look for it comes out of that budget, not on top of it.
+        budget = Deadline(
+            max(LAST_LOOK, min(self.config.stop_timeout, self.deadline.remaining() + self.config.stop_timeout)), self._clock
+        )
+        look = budget.within(max(LAST_LOOK, min(self.deadline.remaining(), self.config.request_timeout)))
         try:
             model = self.client.server_model(self.user, self.server_name, look)
         except UserGone:
@@ -326,9 +331,7 @@ class Canary:
             "own_server_found", **model.log_fields(),
             why="this run's server is back after its stop",
         )
-        # The stop of the canary's own server may outlive the deadline by its --stop-timeout (app/deadline.py).
-        budget = max(LAST_LOOK, min(self.config.stop_timeout, self.deadline.remaining() + self.config.stop_timeout))
-        self.stop_server(Deadline(budget, self._clock), stale=False, model=model)
+        self.stop_server(budget, stale=False, model=model)
 
     def timed(self, phase: str, step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         started = self._clock()
