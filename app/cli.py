@@ -69,10 +69,12 @@ def _without_values(unknown: list[str]) -> list[str]:
 
 def _add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
     for option in options:
-        default = "" if option.default in (None, "") else f", default {option.default}"
+        default = "" if option.default in (None, "", ()) else f", default {option.default}"
         help_text = f"{option.help} [{option.env}{default}]"
         if option.switch:
             parser.add_argument(option.flag, dest=option.dest, action="store_const", const="true", help=help_text)
+        elif option.repeat:
+            parser.add_argument(option.flag, dest=option.dest, action="append", metavar=option.metavar, help=help_text)
         else:
             parser.add_argument(option.flag, dest=option.dest, metavar=option.metavar, help=help_text)
 

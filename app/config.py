@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from app import kube
 from app.deadline import MAX_SECONDS
@@ -169,6 +169,25 @@ def _server_path(raw: str) -> str:
     return value
 
 
+def _check_url(raw: str) -> str:
+    """A page of the user's server (--check-url): a path relative to the server's URL, as given (a
+    trailing "/" matters to jupyter-server-proxy), that cannot leave the server."""
+    value = raw.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    if any(unicodedata.category(c) in ("Cc", "Zs", "Zl", "Zp") for c in value):
+        raise ValueError(f"must not contain white space or control characters, got {raw!r}")
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or value.startswith(("/", "\\")):
+        raise ValueError(f"must be a path relative to the server's URL (no scheme, host or leading '/'), got {raw!r}")
+    if parts.fragment or "#" in value:
+        raise ValueError(f"must not have a fragment, got {raw!r}")
+    # As a proxy or the server would read it: %2e%2e is "..", and a backslash may be a "/".
+    if ".." in unquote(parts.path).replace("\\", "/").split("/"):
+        raise ValueError(f"must not leave the server's root (no '..'), got {raw!r}")
+    return value
+
+
 def _notebook(raw: str) -> Notebook:
     from app.checks.notebook import read_notebook  # here, when parsing: app.checks imports this module
 
@@ -185,6 +204,7 @@ class Option:
     help: str
     metavar: str | None = None
     switch: bool = False  # a flag without a value; its variable takes true/false
+    repeat: bool = False  # a flag given once per value; its variable takes them separated by white space; default ()
 
     @property
     def dest(self) -> str:
@@ -238,6 +258,11 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("--notebook-timeout", _positive_seconds, 300.0, "seconds for the whole notebook (start, cells, delete)", "S"),
     Option("--check-lab", _switch, False, "also load JupyterLab's page and the bundles it loads, as a browser does", switch=True),
     Option("--lab-path", _server_path, "lab", "JupyterLab's page under the server's URL (tree for Notebook 7)", "PATH"),
+    Option(
+        "--check-url", _check_url, (),
+        "also GET this page under the server's URL (e.g. rstudio/, a jupyter-server-proxy app): it must answer 2xx "
+        "with a body, redirects followed within the server; repeatable", "PATH", repeat=True,
+    ),
     Option("--attempts", _positive_int, 3, "cycles to try when a failure may be transient", "N"),
     Option("--deadline", _positive_seconds, 900.0, "seconds for all attempts, cleanup included", "S"),
     Option("--ca-bundle", _existing_file, None, "CA certificates (PEM) to verify the hub's TLS certificate", "PATH"),
@@ -355,6 +380,7 @@ class Config:
     notebook_timeout: float
     check_lab: bool
     lab_path: str
+    check_urls: tuple[str, ...]  # --check-url: pages under the server's URL, checked in order
     pushgateway_url: str | None
     deadline: float
     ca_bundle: Path | None
@@ -411,6 +437,9 @@ def resolve(options: tuple[Option, ...], given: Mapping[str, str | None], env: M
     values: dict[str, tuple[Any, str]] = {}
     for option in options:
         raw, source = given.get(option.dest), option.flag
+        if option.repeat:
+            values[option.dest] = _resolve_repeated(option, raw, env)
+            continue
         if raw is None and option.env in env:
             raw, source = env[option.env], option.env
         if raw is None:
@@ -421,6 +450,23 @@ def resolve(options: tuple[Option, ...], given: Mapping[str, str | None], env: M
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}") from None
     return values
+
+
+def _resolve_repeated(option: Option, given: Any, env: Mapping[str, str]) -> tuple[tuple[Any, ...], str]:
+    """A repeatable option's values: the flags' (a list from argparse), else its variable's, split on white space."""
+    if given:
+        raws, source = list(given), option.flag
+    elif option.env in env:
+        raws, source = env[option.env].split(), option.env
+    else:
+        return option.default, ""
+    parsed = []
+    for raw in raws:
+        try:
+            parsed.append(option.parse(raw))
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    return tuple(parsed), source
 
 
 def _token_source(
@@ -513,6 +559,7 @@ def build_run_config(given: Mapping[str, str | None], env: Mapping[str, str]) ->
         notebook_timeout=value("notebook_timeout"),
         check_lab=value("check_lab"),
         lab_path=value("lab_path"),
+        check_urls=value("check_url"),
         pushgateway_url=value("pushgateway_url"),
         deadline=value("deadline"),
         ca_bundle=value("ca_bundle"),

@@ -1,5 +1,5 @@
 """The canary's cycle: preflight -> clear a stale server -> spawn -> wait until ready -> verify
-[-> the checks that are enabled: kernel, notebook, storage, lab (app/checks/)] -> stop.
+[-> the checks that are enabled: kernel, notebook, storage, lab, urls (app/checks/)] -> stop.
 
 Attempts are repeated (tenacity) for failures that may be transient, never beyond the deadline,
 and only when another attempt still has time to succeed. Whatever happens after the spawn request —

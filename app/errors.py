@@ -102,8 +102,8 @@ class NotebookFailed(CheckFailed):
 
 
 class LabFailed(CheckFailed):
-    """JupyterLab's page, or a bundle it loads, is not served (--check-lab). A missing bundle is in
-    the image; only an unexplained error is tried again."""
+    """JupyterLab's page, or a bundle it loads, is not served (--check-lab), or a page of --check-url
+    is not. A missing bundle or page is in the image; only an unexplained error is tried again."""
 
     exit_code = ExitCode.LAB_FAILED
     reason = "lab_failed"

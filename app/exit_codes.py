@@ -33,7 +33,9 @@ MEANING = {
     ExitCode.KERNEL_FAILED: "kernel failed: no kernel started, or it did not run the test code (--check-kernel)",
     ExitCode.STORAGE_FAILED: "storage failed: a file could not be saved, read back or deleted in the home (--check-storage)",
     ExitCode.NOTEBOOK_FAILED: "notebook failed: a cell of --notebook raised or did not finish",
-    ExitCode.LAB_FAILED: "JupyterLab failed: its page or a bundle it loads is not served (--check-lab)",
+    ExitCode.LAB_FAILED: (
+        "JupyterLab failed: its page or a bundle it loads, or a --check-url page, is not served (--check-lab, --check-url)"
+    ),
     ExitCode.CONCURRENT_RUN: (
         "another live run of this probe holds its lease or its server (nothing was touched), "
         "or another token rotate wrote the Secret first"

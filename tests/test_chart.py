@@ -650,7 +650,8 @@ def test_every_variable_is_one_the_cli_accepts(helm, name):
     for variable, value in variables.items():
         # value None: from the downward API (the Job's name, uid, namespace), whatever the Pod's are.
         if variable not in ("CANARY_TOKEN_FILE", "CANARY_CA_BUNDLE", "CANARY_NOTEBOOK") and value is not None:
-            options[variable].parse(value)
+            for one in value.split() if options[variable].repeat else [value]:
+                options[variable].parse(one)
 
 
 def test_the_chart_covers_every_cli_option(helm):
@@ -833,3 +834,4 @@ def test_readme_has_install_example_and_hub_side_setup():
     assert "helm install" in readme
     assert "## Hub-side setup" in readme
     assert "access:servers!user=jupyterhub-canary" in readme
+

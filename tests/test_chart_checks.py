@@ -14,7 +14,7 @@ import re
 import pytest
 import yaml
 
-from app.config import RUN_OPTIONS
+from app.config import RUN_OPTIONS, build_run_config
 from tests.test_chart import (
     CHART,
     DEFAULTS,
@@ -34,7 +34,7 @@ MOUNT = "/etc/jupyterhub-canary/notebook"
 # The variables of issue 15's checks of a user's server (storage, JupyterLab, a notebook).
 CHECK_VARIABLES = frozenset({
     "CANARY_CHECK_STORAGE", "CANARY_STORAGE_PATH", "CANARY_CHECK_LAB", "CANARY_LAB_PATH",
-    "CANARY_NOTEBOOK", "CANARY_NOTEBOOK_TIMEOUT",
+    "CANARY_NOTEBOOK", "CANARY_NOTEBOOK_TIMEOUT", "CANARY_CHECK_URL",
 })
 
 
@@ -71,6 +71,11 @@ def test_each_probe_gets_its_checks_as_the_cli_variables(helm):
     assert default["CANARY_CHECK_LAB"] == "true" and default["CANARY_LAB_PATH"] == "tree"
     assert "CANARY_CHECK_LAB" not in gpu and "CANARY_LAB_PATH" not in gpu, "gpu turns the JupyterLab check off"
     assert default["CANARY_NOTEBOOK_TIMEOUT"] == "120" and gpu["CANARY_NOTEBOOK_TIMEOUT"] == "600"
+    assert default["CANARY_CHECK_URL"] == "rstudio/ vscode/?folder=/home/jovyan"
+    assert "CANARY_CHECK_URL" not in gpu, "gpu checks no page"
+    variables = {"CANARY_HUB_URL": "https://h/", "CANARY_USER": "u", "JUPYTERHUB_API_TOKEN": "t"}
+    config = build_run_config({}, {**variables, "CANARY_CHECK_URL": default["CANARY_CHECK_URL"]})
+    assert config.check_urls == ("rstudio/", "vscode/?folder=/home/jovyan")
 
 
 def test_an_inline_notebook_is_a_configmap_mounted_read_only(helm):
@@ -130,6 +135,14 @@ def test_the_schema_rejects_typos_in_the_new_values(helm, setting, pattern):
     error = render_error(helm, *HUB, *EXISTING, "--set", "probes.gpu.serverName=gpu", "--set", setting)
     assert "don't meet the specifications of the schema" in error
     assert re.search(rf"additional propert(y|ies) '?{pattern}'? (is )?not allowed", error, re.IGNORECASE), error
+
+
+@pytest.mark.parametrize("path", ["/hub/admin", "rstudio/ x", "rstudio/#x", ""])
+@pytest.mark.parametrize("where", ["canary", "probes.gpu"])
+def test_the_schema_refuses_a_check_url_that_is_not_a_relative_path(helm, where, path):
+    urls = f"{where}.checkUrls={json.dumps([path])}"
+    error = render_error(helm, *HUB, *EXISTING, "--set", "probes.gpu.serverName=gpu", "--set-json", urls)
+    assert "don't meet the specifications of the schema" in error and "checkUrls" in error, error
 
 
 def test_the_chart_sets_exactly_the_checks_variables(helm):

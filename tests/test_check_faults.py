@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from app.exit_codes import ExitCode
-from tests.fakehub import FakeHub
-from tests.test_faults import SLACK, canary
+from tests.fakehub import FakeHub, OtherOrigin
+from tests.test_faults import SLACK, TOKEN, canary
 
 CONTENTS = r"/api/contents/jupyterhub-canary-"
 MAIN_BUNDLE = r"/static/lab/main\.js$"
@@ -128,3 +128,71 @@ def test_each_check_is_a_phase_of_the_result_the_timeline_and_the_duration_metri
     for phase in ("storage", "lab"):
         value = registry.get_sample_value("jupyterhub_canary_duration_seconds", {"phase": phase})
         assert value == phases[phase] / 1000
+
+
+# --- --check-url: a page of the server besides JupyterLab (app/checks/url.py) ---
+
+APP = r"^/user/canary/rstudio/$"
+
+
+def test_a_page_that_answers_2xx_with_a_body_passes_and_is_a_phase(tmp_path):
+    with FakeHub(spawn="ready") as fake:
+        fake.fault("GET", APP, "text", status=200, body="<html>RStudio</html>", count=-1)
+        run, _ = canary(fake, tmp_path, "--check-url", "rstudio/", "--check-url", "lab")
+        assert run.exit_code == ExitCode.OK, run.output
+        assert [e["path"] for e in run.named("url_served")] == ["/user/canary/rstudio/", "/user/canary/lab"]
+        assert list(run.result["phases_ms"])[-2:] == ["urls", "stop"]
+        assert run.result["timeline"][-1]["message"].startswith("check urls passed")
+
+
+@pytest.mark.parametrize(
+    ("fault", "cause", "said"),
+    [
+        ({"action": "status", "status": 404}, "not_served", " answered 404"),
+        ({"action": "text", "status": 200, "body": ""}, "not_served", " answered 200 with an empty body"),
+        ({"action": "status", "status": 403}, "error", " answered 403"),
+        ({"action": "status", "status": 502}, "error", ": no answer from the server"),
+    ],
+    ids=["404", "empty-body", "403", "502"],
+)
+def test_a_page_not_served_is_17_naming_the_path(tmp_path, fault, cause, said):
+    with FakeHub(spawn="ready") as fake:
+        fake.fault("GET", APP, count=-1, **fault)
+        run, _ = canary(fake, tmp_path, "--check-url", "rstudio/", "--attempts", "1")
+        assert run.exit_code == ExitCode.LAB_FAILED, run.output
+        assert run.result["cause"] == cause
+        assert f"GET /user/canary/rstudio/{said}" in run.result["message"]
+        assert fake.servers == {}
+
+
+def test_a_redirect_within_the_server_is_followed(tmp_path):
+    with FakeHub(spawn="ready") as fake:
+        fake.fault("GET", r"^/user/canary/rstudio$", "redirect", location="rstudio/", count=-1)
+        fake.fault("GET", APP, "text", status=200, body="<html>RStudio</html>", count=-1)
+        run, _ = canary(fake, tmp_path, "--check-url", "rstudio")
+        assert run.exit_code == ExitCode.OK, run.output
+        assert fake.count("GET", APP) == 1
+        assert run.named("url_served")[0]["redirects"] == 1
+
+
+def test_a_redirect_loop_within_the_server_is_17_not_served(tmp_path):
+    with FakeHub(spawn="ready") as fake:
+        fake.fault("GET", r"^/user/canary/loop$", "redirect", location="/user/canary/loop", count=-1)
+        run, _ = canary(fake, tmp_path, "--check-url", "loop", "--attempts", "1")
+        assert run.exit_code == ExitCode.LAB_FAILED, run.output
+        assert run.result["cause"] == "not_served"
+        assert "redirected more than 5 times" in run.result["message"]
+
+
+@pytest.mark.parametrize("where", ["other-origin", "hub-login"])
+def test_a_redirect_out_of_the_server_is_17_naming_it_and_the_token_never_goes_there(tmp_path, where):
+    with OtherOrigin() as other, FakeHub(spawn="ready") as fake:
+        location = other.url + "desktop/" if where == "other-origin" else "/hub/login?next=%2Fuser%2Fcanary%2Fdesktop%2F"
+        fake.fault("GET", r"^/user/canary/desktop/$", "redirect", location=location, count=-1)
+        run, _ = canary(fake, tmp_path, "--check-url", "desktop/", "--attempts", "1")
+        assert run.exit_code == ExitCode.LAB_FAILED, run.output
+        assert run.result["cause"] == "not_served"
+        assert f"GET /user/canary/desktop/ answered 302 (redirect to {location})" in run.result["message"]
+        assert other.request_lines() == []
+        assert TOKEN.encode() not in bytes(other.received)
+        assert fake.count("GET", r"^/hub/login") == 0

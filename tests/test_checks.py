@@ -93,6 +93,8 @@ def checks_hub(tmp_path_factory, other_origin):
         "nobundle-": {"JUPYTERLAB_DIR": _lab_without_main_bundle(workdir / "lab-nobundle")},
         "foreignscript-": {"JUPYTERLAB_DIR": _lab_with_more_in_its_page(
             workdir / "lab-foreignscript", f'<script async src="{other_origin.url}analytics.js?site=1"></script>')},
+        "proxied-": {**contents, "JUPYTER_CONFIG_DIR": _server_config(
+            workdir / "config-proxied", {"ServerApp": {"jpserver_extensions": {"tests.proxy_standin": True}}})},
         "fullhome-": runtime,
         "rohome-": runtime,
     }
@@ -296,6 +298,29 @@ def test_a_jupyterlab_page_loading_a_script_of_another_origin_passes_and_sends_i
     assert skipped["origins"] == [other_origin.url.rstrip("/")] and skipped["assets"] == 1
     served = run.named("lab_served")[0]
     assert served["not_fetched"] == 1 and served["assets"] >= 2  # the main bundle, jupyterlab_pygments' remoteEntry
+    assert_clean(checks_hub, user, run)
+
+
+# --- --check-url: pages besides JupyterLab (a stand-in for a jupyter-server-proxy app) ---
+
+
+def test_a_page_served_by_a_server_extension_passes_through_its_redirect_and_one_not_served_is_17(
+    checks_hub, hub_user, tmp_path
+):
+    user, token = account(checks_hub, hub_user("proxied-"))
+    run = canary(checks_hub, user, token, tmp_path, "--check-url", "standin-app", "--check-url", "api/status")
+    assert run.exit_code == ExitCode.OK, run.output
+    served = run.named("url_served")
+    assert [(e["path"], e["redirects"]) for e in served] == [(f"/user/{user}/standin-app", 1), (f"/user/{user}/api/status", 0)]
+    assert "check urls passed" in run.result["timeline"][-1]["message"]
+    assert_clean(checks_hub, user, run)
+
+    run = canary(checks_hub, user, token, tmp_path, "--check-url", "standin-app/", "--check-url", "rstudio/")
+    assert run.exit_code == ExitCode.LAB_FAILED == 17, run.output
+    assert (run.result["reason"], run.result["cause"]) == ("lab_failed", "not_served")
+    # jupyter_server answers an unknown path's trailing slash with a redirect without it: followed, then 404.
+    assert f"GET /user/{user}/rstudio/ (redirected to /user/{user}/rstudio) answered 404" in run.result["message"]
+    assert run.result["attempts"] == 1
     assert_clean(checks_hub, user, run)
 
 

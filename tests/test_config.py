@@ -279,3 +279,31 @@ def test_user_options_nested_too_deeply_are_78_not_a_crash(tmp_path):
     run = run_main([*BASE, "--user-options", deep, "--termination-log", str(tmp_path / "term")], env=TOKEN_ENV)
     assert run.exit_code == ExitCode.CONFIGURATION, run.output
     assert "--user-options: is not valid JSON: nested too deeply" in run.result["message"]
+
+
+# --- --check-url: pages of the server, parsed at the border (issue 20) ---
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["https://other.example.org/x", "//other.example.org/x", "/hub/admin", "../other-user/lab", "rstudio/../../x",
+     "rstudio/%2e%2e/%2E%2E/x", "a\\..\\..\\b", "rstudio/#frag", "r studio", ""],
+)
+def test_a_check_url_that_is_not_a_path_inside_the_server_is_78_naming_it(raw, tmp_path):
+    run = run_main([*BASE, "--check-url", "lab", "--check-url", raw, "--termination-log", str(tmp_path / "term")], env=TOKEN_ENV)
+    assert run.exit_code == ExitCode.CONFIGURATION, run.output
+    assert "--check-url" in run.result["message"], run.result["message"]
+    if raw:
+        assert repr(raw) in run.result["message"], run.result["message"]
+
+
+def test_check_urls_repeat_keep_their_spelling_and_come_from_the_variable_split_on_white_space():
+    given = {"hub_url": "http://h/", "user": "u"}
+    assert build_run_config(given, TOKEN_ENV).check_urls == ()
+    config = build_run_config({**given, "check_url": ["rstudio/", "vscode?folder=/home"]}, TOKEN_ENV)
+    assert config.check_urls == ("rstudio/", "vscode?folder=/home")
+    env = {**TOKEN_ENV, "CANARY_CHECK_URL": " rstudio/\n desktop/ "}
+    assert build_run_config(given, env).check_urls == ("rstudio/", "desktop/")
+    assert build_run_config({**given, "check_url": ["lab"]}, env).check_urls == ("lab",), "the flag wins"
+    with pytest.raises(ConfigError, match="CANARY_CHECK_URL"):
+        build_run_config(given, {**TOKEN_ENV, "CANARY_CHECK_URL": "rstudio/ /hub/admin"})

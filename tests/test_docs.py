@@ -29,7 +29,7 @@ def test_every_run_flag_is_documented_with_its_variable_and_default():
         default = option.default
         if option.switch:
             assert row[2] == "off"
-        elif default in (None, ""):
+        elif default in (None, "", ()):
             assert row[2] == "—"
         else:
             shown = int(default) if isinstance(default, float) and default.is_integer() else default

@@ -16,6 +16,7 @@ Issue 21 — each run's Event on its Job (events.enabled, default on): the downw
 Job's name, uid and namespace, the Role's `create` on events, and in mount mode the ServiceAccount, its
 Role and mounted API token (and CANARY_KUBE_RELAXED_X509 wherever the API is used). The failing alert's
 description reads the run's message from jupyterhub_canary_last_result_info.
+Issue 20 — the exit-code meaning of 17 names the --check-url pages too.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A check is a subclass of `Check` in a module of this package. The cycle (app/cycle.py) asks
 `enabled_checks(config)` which of them the configuration turns on, and runs each as a phase of its
-own, in `order`: kernel, notebook, storage, JupyterLab. Adding a check is adding a module here; the
+own, in `order`: kernel, notebook, storage, JupyterLab, the --check-url pages. Adding a check is adding a module here; the
 cycle does not learn its name.
 
 Every check reaches the server the same way, through `Server`: the server's URL as the hub's model

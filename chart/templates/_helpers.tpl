@@ -163,7 +163,7 @@ probe label, no CANARY_PROBE), so today's values render as they always did.
 {{- $p = $p | default dict }}
 {{- $v := deepCopy $.Values }}
 {{- $_ := unset $v "probes" }}
-{{- range $key := list "user" "serverName" "userOptions" "checkKernel" "kernelName" "kernelTimeout" "checkStorage" "storagePath" "checkLab" "labPath" "notebook" "notebookConfigMap" "notebookTimeout" "spawnTimeout" "stopTimeout" "requestTimeout" "deadline" "attempts" }}
+{{- range $key := list "user" "serverName" "userOptions" "checkKernel" "kernelName" "kernelTimeout" "checkStorage" "storagePath" "checkLab" "labPath" "checkUrls" "notebook" "notebookConfigMap" "notebookTimeout" "spawnTimeout" "stopTimeout" "requestTimeout" "deadline" "attempts" }}
 {{- if hasKey $p $key }}{{ $_ := set $v.canary $key (index $p $key) }}{{ end }}
 {{- end }}
 {{- range $key := list "schedule" "suspend" }}
@@ -307,7 +307,7 @@ tests/test_chart.py and tests/test_alerts.py check it against the CLI's table.
   [14, "kernel failed: no kernel started, or it did not run the test code (--check-kernel)"],
   [15, "storage failed: a file could not be saved, read back or deleted in the home (--check-storage)"],
   [16, "notebook failed: a cell of --notebook raised or did not finish"],
-  [17, "JupyterLab failed: its page or a bundle it loads is not served (--check-lab)"],
+  [17, "JupyterLab failed: its page or a bundle it loads, or a --check-url page, is not served (--check-lab, --check-url)"],
   [18, "another live run of this probe holds its lease or its server (nothing was touched), or another token rotate wrote the Secret first"],
   [20, "hub unavailable (connection errors, 5xx, 429 after retries)"],
   [21, "Kubernetes API unreachable (the token Secret, the probe's Lease), or a write's outcome unknown"],

@@ -115,6 +115,10 @@ containers:
       - name: CANARY_LAB_PATH
         value: {{ $c.labPath | quote }}
       {{- end }}
+      {{- with $c.checkUrls }}
+      - name: CANARY_CHECK_URL
+        value: {{ join " " . | quote }}
+      {{- end }}
       {{- if $notebook }}
       - name: CANARY_NOTEBOOK
         value: {{ printf "/etc/jupyterhub-canary/notebook/%s" $notebook.key | quote }}
