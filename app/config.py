@@ -218,7 +218,11 @@ class Option:
 RUN_OPTIONS: tuple[Option, ...] = (
     Option("--hub-url", _hub_url, None, "the hub's public URL, with its base path if any", "URL"),
     Option("--user", _text, None, "the service-account user whose server is spawned", "NAME"),
-    Option("--server-name", str.strip, "", "a named server to spawn (default: the default server)", "NAME"),
+    Option(
+        "--server-name", str.strip, "",
+        "a named server to spawn (default: the default server); JupyterHub 6 takes 1-30 lowercase ASCII letters, digits "
+        "and single hyphens, from a letter to a letter or digit", "NAME",
+    ),
     Option("--probe", _text, "default", "the probe's name: a label of every metric, in the result and the log", "NAME"),
     Option("--user-options", _json_object, None, "spawner options: a JSON object sent as the spawn request body", "JSON"),
     Option("--user-options-file", _existing_file, None, "read the spawner options (a JSON object) from this file", "PATH"),

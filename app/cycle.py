@@ -28,6 +28,7 @@ from app.errors import (
     CanaryError,
     CheckFailed,
     ConcurrentRun,
+    ConfigError,
     HubUnavailable,
     Interrupted,
     PermissionDenied,
@@ -36,7 +37,16 @@ from app.errors import (
     SpawnTimeout,
     StopFailed,
 )
-from app.hub import TRANSPORT_ERRORS, HubClient, SpawnOutcome, SpawnRefused, StreamUnavailable, UserGone
+from app.hub import (
+    SERVER_NAME_RULE,
+    TRANSPORT_ERRORS,
+    HubClient,
+    SpawnOutcome,
+    SpawnRefused,
+    StreamUnavailable,
+    UserGone,
+    server_name_allowed,
+)
 from app.models import ApiStatus, ProgressEvent, ServerModel, TokenOwner, WrongShape, loads
 from app.signals import Shield, no_shield
 from app.spawn_progress import ProgressFollower
@@ -358,6 +368,25 @@ class Canary:
             log.warning("token_owner_differs", owner=owner.name, hint="the token of --user needs no extra scopes")
         self.check_scopes(owner)
         self.check_token_expiry(owner, budget)
+        self.check_server_name(budget)
+
+    def check_server_name(self, deadline: Deadline) -> None:
+        """ConfigError (78) for a server name the hub would refuse to create (JupyterHub 6's rule), before
+        anything starts. A server of that name the hub already has (made before 6) is the hub's to start
+        or refuse: with allow_existing_invalid_named_servers = "allow-start" it starts."""
+        if server_name_allowed(self.server_name, self.hub_version or ""):
+            return
+        servers = self.client.user_model(self.user, deadline, include_stopped=True).servers
+        if servers is not None and self.server_name in servers:
+            log.warning(
+                "server_name_invalid", server_name=self.server_name, hub_version=self.hub_version,
+                reason="made before JupyterHub 6: it starts only where the hub allows it (allow-start); rename it",
+            )
+            return
+        raise ConfigError(
+            f"--server-name {self.server_name!r}: JupyterHub {self.hub_version} refuses to create a server of this name; "
+            f"its rule for server names: {SERVER_NAME_RULE}"
+        )
 
     def check_scopes(self, owner: TokenOwner) -> None:
         """PermissionDenied (77) naming each scope the token lacks to see, start, stop and reach the

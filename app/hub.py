@@ -10,6 +10,7 @@ app.errors, never a status code or raw JSON.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -133,6 +134,37 @@ class HubClock:
         return timedelta(seconds=self.low), timedelta(seconds=self.high)
 
 
+# JupyterHub 6's rule for a server name (jupyterhub/slugs.py, is_valid_safe_slug): the hub refuses
+# to create a named server whose name breaks it. A server created before 6 keeps its name, and may
+# still start where the hub sets allow_existing_invalid_named_servers = "allow-start".
+SERVER_NAME_RULE = (
+    "1-30 characters; lowercase ASCII letters, digits and single hyphens; "
+    "starting with a letter and ending with a letter or digit"
+)
+SERVER_NAME_MAX = 30
+_SAFE_SLUG = re.compile(r"[a-z](?:-?[a-z0-9])*")
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """The release numbers of a version ("6.1.1" -> (6, 1, 1), "6.0.0b1" -> (6, 0, 0), "" -> ())."""
+    numbers = []
+    for part in version.strip().split("."):
+        digits = re.match(r"\d+", part)
+        if digits is None:
+            break
+        numbers.append(int(digits.group()))
+        if len(digits.group()) < len(part):  # a pre-release or local part ends the release numbers
+            break
+    return tuple(numbers)
+
+
+def server_name_allowed(name: str, hub_version: str) -> bool:
+    """Whether a hub of this version creates a named server of this name ("" is the default server)."""
+    if not name or version_tuple(hub_version) < (6,):
+        return True
+    return len(name) <= SERVER_NAME_MAX and _SAFE_SLUG.fullmatch(name) is not None
+
+
 def hub_message(response: requests.Response) -> str:
     """The hub's own explanation from an error answer ({"status", "message"}), else a short body."""
     try:
@@ -241,8 +273,12 @@ class HubClient(Transport):
             return f"{cls.user_path(user)}/servers/{quote(server_name, safe='')}"
         return f"{cls.user_path(user)}/server"
 
-    def user_model(self, user: str, deadline: Deadline, *, tries: int | None = MAX_TRIES) -> UserModel:
-        response = self.api("GET", self.user_path(user), deadline, tries=tries)
+    def user_model(
+        self, user: str, deadline: Deadline, *, tries: int | None = MAX_TRIES, include_stopped: bool = False
+    ) -> UserModel:
+        """The user's servers; with `include_stopped`, the stopped ones the hub keeps too (JupyterHub 3+)."""
+        params = {"include_stopped_servers": "1"} if include_stopped else None
+        response = self.api("GET", self.user_path(user), deadline, tries=tries, params=params)
         self.raise_for_auth(response, f"reading user {user!r}")
         if response.status_code == 404 and not hub_error(response):
             raise HubUnavailable(

@@ -135,6 +135,10 @@ class FakeHub:
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
         self.spawns = 0
+        # Named servers the hub keeps while they are stopped (user, name): in a user model only when asked
+        # for with ?include_stopped_servers, as JupyterHub shows them.
+        self.stopped_servers: set[tuple[str, str]] = set()
+        self.asked_stopped = 0  # user models asked for with include_stopped_servers
         self.url = ""
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -344,7 +348,7 @@ class _Handler(BaseHTTPRequestHandler):
             user, server_name = unquote(m.group(1)), unquote(m.group(3) or "")
             key = (user, server_name)
             if not m.group(2):
-                return self._json(200, self._user_model(user), fault)
+                return self._json(200, self._user_model(user, "include_stopped_servers=1" in self.path), fault)
             if m.group(4):
                 return self._progress(key, fault)
             if method == "POST":
@@ -394,8 +398,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- the hub's behaviour ---
 
-    def _user_model(self, user: str) -> dict[str, Any]:
-        servers = {}
+    def _user_model(self, user: str, include_stopped: bool = False) -> dict[str, Any]:
+        servers: dict[str, Any] = {}
+        if include_stopped:
+            self.owner.asked_stopped += 1
+            for owner, name in self.owner.stopped_servers:
+                if owner == user:
+                    servers[name] = {"name": name, "ready": False, "pending": None, "stopped": True, "started": None,
+                                     "url": self.owner.server_origin + _server_url(user, name)}
         for (owner, name), server in self.owner.servers.items():
             if owner == user:
                 servers[name] = {

@@ -835,3 +835,21 @@ def test_readme_has_install_example_and_hub_side_setup():
     assert "## Hub-side setup" in readme
     assert "access:servers!user=jupyterhub-canary" in readme
 
+
+# --- JupyterHub 6's server names (issue 20): the schema states the rule the canary checks ---
+
+
+@pytest.mark.parametrize("name", ["GPU", "my_server", "gpu-", "9gpu", "g--pu", "a" * 31, "probe~1"])
+@pytest.mark.parametrize("where", ["canary", "probes.gpu"])
+def test_the_schema_refuses_a_server_name_jupyterhub_6_refuses(helm, where, name):
+    error = render_error(helm, *HUB, *EXISTING, "--set-string", f"{where}.serverName={name}")
+    assert "don't meet the specifications of the schema" in error and "serverName" in error, error
+
+
+@pytest.mark.parametrize("name", ["", "gpu", "gpu-a100", "a", "a" * 30, "x9-y8"])
+def test_the_schema_takes_every_server_name_jupyterhub_6_takes_and_the_default_servers(helm, name):
+    from app.hub import server_name_allowed
+
+    assert server_name_allowed(name, "6.1.1")
+    render(helm, *HUB, *EXISTING, "--set-string", f"canary.serverName={name}")
+    render(helm, *HUB, *EXISTING, "--set-string", f"probes.gpu.serverName={name}", "--set-string", "probes.cpu.serverName=cpu-x")

@@ -192,6 +192,22 @@ def test_named_server(hub, hub_user, tmp_path):
     assert_nothing_running(hub, user)
 
 
+@pytest.mark.parametrize("name", ["Canary", "my_server"])
+def test_a_server_name_jupyterhub_6_refuses_is_78_before_anything_starts(hub, hub_user, tmp_path, name):
+    """The rule is the hub's: it answers a spawn of that name 400 itself; the canary says so first, with 78."""
+    user, token = new_account(hub, hub_user())
+    version = hub.api("GET", "").json()["version"]
+    assert int(version.split(".")[0]) >= 6, f"the test hub is JupyterHub {version}, before the rule"
+    refused = hub.api("POST", f"users/{user}/servers/{name}")
+    assert refused.status_code == 400, refused.text
+    run = canary(hub, user, token, tmp_path, "--server-name", name)
+    assert run.exit_code == ExitCode.CONFIGURATION, run.output
+    assert f"--server-name {name!r}" in run.result["message"] and "single hyphens" in run.result["message"]
+    assert run.result["attempts"] == 1
+    assert hub.spawn_records(user) == []
+    assert_nothing_running(hub, user)
+
+
 def test_user_options_reach_the_spawner(hub, hub_user, tmp_path):
     user, token = new_account(hub, hub_user())
     options = {"reservation": [""], "account": ["test-group"], "runtime": ["00:05:00"]}

@@ -431,11 +431,55 @@ def test_a_timeout_the_deadline_made_does_not_hide_the_cause_before_it(tmp_path)
 
 def test_the_servers_url_comes_from_the_hubs_model(tmp_path):
     user = "ok.svc@example.org"
-    with FakeHub(spawn="pending") as fake:
+    # A server name JupyterHub 5 accepts and 6 refuses (its `~`): a hub of 5.
+    with FakeHub(spawn="pending", version="5.5.4") as fake:
         args = ["--hub-url", fake.url, "--user", user, "--server-name", "probe~1", "--termination-log", str(tmp_path / "t")]
         run = run_main(args, env={"JUPYTERHUB_API_TOKEN": TOKEN})
         assert run.exit_code == ExitCode.OK, run.output
         assert fake.count("GET", r"^/user/ok\.svc@example\.org/probe~1/api/status$") == 1
+
+
+# --- JupyterHub 6's server names (issue 20) ---
+
+
+@pytest.mark.parametrize("name", ["GPU", "my_server", "probe~1", "gpu-", "9gpu", "g--pu", "a" * 31])
+def test_a_server_name_jupyterhub_6_refuses_is_78_naming_the_rule_before_any_spawn(tmp_path, name):
+    with FakeHub(version="6.1.1") as fake:
+        run, _ = canary(fake, tmp_path, "--server-name", name)
+        assert run.exit_code == ExitCode.CONFIGURATION, run.output
+        message = run.result["message"]
+        assert f"--server-name {name!r}" in message and "JupyterHub 6.1.1" in message, message
+        assert "lowercase ASCII letters, digits and single hyphens" in message, message
+        assert fake.spawns == 0
+        assert run.result["attempts"] == 1
+        assert fake.count("DELETE", r"/servers/") == 0
+
+
+def test_a_server_name_jupyterhub_5_accepts_is_not_refused_there(tmp_path):
+    with FakeHub(version="5.5.4", spawn="ready") as fake:
+        run, _ = canary(fake, tmp_path, "--server-name", "GPU_1")
+        assert run.exit_code == ExitCode.OK, run.output
+        assert fake.spawns == 1
+
+
+def test_a_valid_server_name_on_jupyterhub_6_reads_nothing_more(tmp_path):
+    with FakeHub(version="6.1.1", spawn="ready") as fake:
+        run, _ = canary(fake, tmp_path, "--server-name", "gpu-1")
+        assert run.exit_code == ExitCode.OK, run.output
+        assert fake.spawns == 1
+        assert fake.asked_stopped == 0, "a valid name needs no look at the user's stopped servers"
+
+
+def test_a_server_made_before_jupyterhub_6_with_an_invalid_name_is_the_hubs_to_start(tmp_path):
+    """JupyterHub 6 keeps such a server, and starts it where allow_existing_invalid_named_servers is
+    "allow-start": the canary does not refuse it, it warns."""
+    with FakeHub(version="6.1.1", spawn="ready") as fake:
+        fake.stopped_servers.add(("canary", "My_GPU"))
+        run, _ = canary(fake, tmp_path, "--server-name", "My_GPU")
+        assert run.exit_code == ExitCode.OK, run.output
+        assert fake.spawns == 1 and fake.asked_stopped == 1
+        (warning,) = run.named("server_name_invalid")
+        assert warning["server_name"] == "My_GPU"
 
 
 # --- 8. every wait bounded: connect, headers, name resolution (issue 14) ---
