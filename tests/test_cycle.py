@@ -195,9 +195,10 @@ def test_named_server(hub, hub_user, tmp_path):
 @pytest.mark.parametrize("name", ["Canary", "my_server"])
 def test_a_server_name_jupyterhub_6_refuses_is_78_before_anything_starts(hub, hub_user, tmp_path, name):
     """The rule is the hub's: it answers a spawn of that name 400 itself; the canary says so first, with 78."""
-    user, token = new_account(hub, hub_user())
     version = hub.api("GET", "").json()["version"]
-    assert int(version.split(".")[0]) >= 6, f"the test hub is JupyterHub {version}, before the rule"
+    if int(version.split(".")[0]) < 6:
+        pytest.skip(f"JupyterHub {version} has no such rule: the names are valid there (make test-compat)")
+    user, token = new_account(hub, hub_user())
     refused = hub.api("POST", f"users/{user}/servers/{name}")
     assert refused.status_code == 400, refused.text
     run = canary(hub, user, token, tmp_path, "--server-name", name)
