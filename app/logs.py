@@ -2,7 +2,8 @@
 
 Secrets are never passed to the logger; as a second line of defence every configured secret value
 is masked in each rendered line as a whole: values, keys, reprs of objects, nested structures and
-tracebacks alike, in its plain, JSON-escaped and repr-escaped spellings.
+tracebacks alike, in its plain, JSON-escaped and repr-escaped spellings, and URL-encoded as a URL or
+an error's text may quote it (a token with `+`, `/`, `=`: a Secret may hold any bytes).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import logging
 import sys
 from typing import Any, TextIO
+from urllib.parse import quote, quote_plus
 
 import structlog
 
@@ -32,8 +34,11 @@ def forget_secrets() -> None:
 
 def mask(text: str) -> str:
     for secret in _secrets:
-        # As written, and as the JSON renderer and repr() (the console renderer) escape it.
-        for spelling in {secret, json.dumps(secret)[1:-1], repr(secret)[1:-1]}:
+        # As written, as the JSON renderer and repr() (the console renderer) escape it, and as a URL's
+        # path or query (a hub URL, an error quoting one) encodes it.
+        spellings = {secret, json.dumps(secret)[1:-1], repr(secret)[1:-1], quote(secret), quote(secret, safe=""),
+                     quote_plus(secret)}
+        for spelling in sorted(spellings, key=len, reverse=True):
             text = text.replace(spelling, REDACTED)
     return text
 
