@@ -285,3 +285,23 @@ def test_the_message_label_is_masked_on_one_line_and_cut_short():
         logs.forget_secrets()
     assert "s3cr3t" not in label and logs.REDACTED in label and "\n" not in label, label
     assert len(label) == metrics.MESSAGE_LIMIT and label.endswith("…")
+
+
+def test_an_odd_message_is_pushed_as_one_printable_series_then_replaced(pushgateway):
+    """Control characters, newlines, a lone surrogate (a hub's JSON may carry "\\udcff") and a huge message:
+    the Pushgateway takes the push, the probe has one info series, printable and cut short; the next run's
+    message replaces it (no stale message)."""
+
+    group = metrics.Group("http://odd.example/", "canary", "odd")
+    odd = "the hub said\r\n\x00\x07\x1b[31mno\x7f\x9b \udcff " + "x" * 100_000
+    assert metrics.push(pushgateway.url, group, metrics.RunMetrics(False, 11, 1, 1.0, message=odd), timeout=5)
+    infos = [labels for (name, _), (_, labels) in pushgateway.samples(group.hub, group.user, group.probe).items()
+             if name == "jupyterhub_canary_last_result_info"]
+    (labels,) = infos
+    message = labels["message"]
+    assert message.startswith("the hub said [31mno \ufffd xxx") and message.endswith("…"), repr(message[:60])
+    assert len(message) == metrics.MESSAGE_LIMIT and message.isprintable(), repr(message[:60])
+    assert metrics.push(pushgateway.url, group, metrics.RunMetrics(True, 0, 1, 1.0, message="spawned"), timeout=5)
+    scraped = [line for line in pushgateway.scrape().splitlines()
+               if line.startswith("jupyterhub_canary_last_result_info{") and 'probe="odd"' in line]
+    assert len(scraped) == 1 and 'message="spawned"' in scraped[0], scraped
