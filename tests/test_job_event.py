@@ -6,6 +6,8 @@ chart's CronJob writes it on a real node in each token mode: tests/test_k8s_node
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -19,7 +21,7 @@ from app.deadline import LAST_LOOK
 from app.exit_codes import ExitCode
 from tests.fakehub import FakeHub
 from tests.runner import run_main
-from tests.tcprelay import SilentListener
+from tests.tcprelay import SilentListener, TrickleAnswer, TrickleRelay
 
 TOKEN = "f4k3t0k3n" * 4
 SA_TOKEN = "serviceaccount-bearer-token-0123456789"
@@ -201,3 +203,39 @@ def test_the_apiserver_takes_the_event_under_the_charts_role(control_plane, k8s_
                                       "--sort-by=.lastTimestamp", "-o", "json")
         assert shown.returncode == 0, shown.stderr
         assert [e["involvedObject"]["name"] for e in json.loads(shown.stdout)["items"]] == ["canary-job"], selector
+
+
+@pytest.mark.parametrize("passing", [False, True], ids=["failed", "passed"])
+def test_a_sigterm_during_the_event_write_keeps_the_code_the_result_states(stub_in_cluster, tmp_path, passing):
+    """README: a signal during the report changes nothing. The Event is written after the result line:
+    the signal is remembered, logged once, and the run ends with its result's code, without a traceback."""
+    stub_in_cluster.after_write("POST", "events", NS, None, then=lambda: os.kill(os.getpid(), signal.SIGTERM),
+                                answer=True)
+    with FakeHub() as fake:
+        hub = ["--hub-url", fake.url, "--user", "canary"] if passing else DEAD_HUB
+        run = run_main([*hub, "--termination-log", str(tmp_path / "t")], env=job_env())
+    expected = ExitCode.OK if passing else ExitCode.HUB_UNAVAILABLE
+    assert run.exit_code == expected and run.result["exit_code"] == expected, run.output
+    (received,) = run.named("signal_received")
+    assert received["signal"] == "SIGTERM" and received["during_report"] is True, received
+    assert run.named("event_recorded") and not run.named("event_not_recorded"), run.output
+    assert len(stub_in_cluster.objects_of("events", NS)) == 1
+    assert "Traceback" not in run.output
+
+
+def test_a_trickling_apiserver_and_pushgateway_hold_the_run_two_last_looks_at_most(stub_in_cluster, tmp_path,
+                                                                                    monkeypatch):
+    """Both writes after the result each get what is left of --deadline, at least LAST_LOOK (app/deadline.py):
+    a peer that sends a byte before every per-read timeout is cut by the watchdog all the same."""
+    with TrickleRelay(stub_in_cluster.port) as relay, TrickleAnswer() as pushgateway:
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(relay.port))
+        started = time.monotonic()
+        run = run_main([*DEAD_HUB, "--deadline", "4", "--stop-timeout", "2", "--request-timeout", "30",
+                        "--pushgateway-url", f"http://127.0.0.1:{pushgateway.port}",
+                        "--termination-log", str(tmp_path / "t")], env=job_env())
+        elapsed = time.monotonic() - started
+        assert relay.accepted >= 1
+    assert run.exit_code == ExitCode.HUB_UNAVAILABLE, run.output
+    assert len(run.named("metrics_push_failed")) == 1 and len(run.named("event_not_recorded")) == 1, run.output
+    assert elapsed < 4 + 2 * LAST_LOOK + SLACK, f"took {elapsed:.1f}s with --deadline 4"
+    assert "Traceback" not in run.output
