@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from typing import Any, TextIO
 from urllib.parse import quote, quote_plus
@@ -41,6 +42,24 @@ def mask(text: str) -> str:
         for spelling in sorted(spellings, key=len, reverse=True):
             text = text.replace(spelling, REDACTED)
     return text
+
+
+# Control characters (C0, DEL, C1) become spaces in a record meant for a terminal or a chat (an Event's
+# message, an alert's description): an ESC would drive the reader's terminal. A lone surrogate (a JSON
+# "\udcff" from the hub, a path decoded with surrogateescape) cannot be encoded as UTF-8 at all: it
+# would fail a whole push.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def one_line(text: str) -> str:
+    """`text` masked, on one line of printable UTF-8 (a lone surrogate becomes U+FFFD), white space collapsed."""
+    return " ".join(_CONTROL.sub(" ", _SURROGATE.sub("\ufffd", mask(text))).split())
+
+
+def cut(text: str, limit: int) -> str:
+    """`text`, at most `limit` characters, its end marked when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _redact_line(_logger: Any, _name: str, line: str) -> str:

@@ -19,7 +19,6 @@ bound. prometheus_client is imported only here, when a push happens (start-up ti
 from __future__ import annotations
 
 import math
-import re
 import threading
 import time
 from collections.abc import Mapping
@@ -65,18 +64,10 @@ class RunMetrics:
     message: str = ""
 
 
-# Control characters (C0, DEL, C1) become spaces: the Pushgateway takes them, but an alert's description
-# would carry them to a terminal or a chat. A lone surrogate (a JSON "\udcff" from the hub, a path
-# decoded with surrogateescape) cannot be encoded as UTF-8 at all: the whole push would fail.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
-
-
 def result_message(message: str) -> str:
-    """The message as a label value: masked as the log is, on one line of printable UTF-8 (a lone surrogate
-    becomes U+FFFD), at most MESSAGE_LIMIT characters."""
-    text = " ".join(_CONTROL.sub(" ", _SURROGATE.sub("\ufffd", logs.mask(message))).split())
-    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 1] + "…"
+    """The message as a label value: masked as the log is, on one printable line (logs.one_line), at most
+    MESSAGE_LIMIT characters."""
+    return logs.cut(logs.one_line(message), MESSAGE_LIMIT)
 
 
 def registry_for(metrics: RunMetrics):  # -> prometheus_client.CollectorRegistry

@@ -239,3 +239,12 @@ def test_a_trickling_apiserver_and_pushgateway_hold_the_run_two_last_looks_at_mo
     assert len(run.named("metrics_push_failed")) == 1 and len(run.named("event_not_recorded")) == 1, run.output
     assert elapsed < 4 + 2 * LAST_LOOK + SLACK, f"took {elapsed:.1f}s with --deadline 4"
     assert "Traceback" not in run.output
+
+
+def test_the_events_message_is_one_printable_line():
+    """`kubectl describe job` prints the message as it is: an ESC from a hub's message would drive the
+    reader's terminal, a newline would break `kubectl get events`' table."""
+    message = job_event.event_message({"exit_code": 11, "reason": "spawn_failed",
+                                       "message": "the hub said\r\n\x1b[2J\x1b]0;title\x07no\x00 \udcff\x9b"})
+    assert message == "exit code 11, reason spawn_failed: the hub said [2J ]0;title no \ufffd", repr(message)
+    assert message.isprintable()
