@@ -305,3 +305,21 @@ def test_an_odd_message_is_pushed_as_one_printable_series_then_replaced(pushgate
     scraped = [line for line in pushgateway.scrape().splitlines()
                if line.startswith("jupyterhub_canary_last_result_info{") and 'probe="odd"' in line]
     assert len(scraped) == 1 and 'message="spawned"' in scraped[0], scraped
+
+
+def test_a_push_the_pushgateway_refuses_keeps_the_runs_code(pushgateway, tmp_path):
+    """A real refusal, not a dead port: another pusher's counter of the same name makes the Pushgateway
+    answer 400 to the canary's gauge (inconsistent metrics). One warning; the run's code stands."""
+    conflicting = "# TYPE jupyterhub_canary_success counter\njupyterhub_canary_success 1\n"
+    url = pushgateway.url + "/metrics/job/another_pusher"
+    requests.put(url, data=conflicting, timeout=5).raise_for_status()
+    try:
+        run = run_main(["--hub-url", "http://127.0.0.1:9/", "--user", "canary", "--attempts", "1",
+                        "--pushgateway-url", pushgateway.url, "--termination-log", str(tmp_path / "t")],
+                       env={"JUPYTERHUB_API_TOKEN": "x" * 32})
+    finally:
+        requests.delete(url, timeout=5).raise_for_status()
+    assert run.exit_code == ExitCode.HUB_UNAVAILABLE and run.result["exit_code"] == ExitCode.HUB_UNAVAILABLE, run.output
+    (warning,) = run.named("metrics_push_failed")
+    assert "400" in warning["error"], warning
+    assert not run.named("metrics_pushed") and "Traceback" not in run.output
