@@ -248,3 +248,31 @@ def test_the_events_message_is_one_printable_line():
                                        "message": "the hub said\r\n\x1b[2J\x1b]0;title\x07no\x00 \udcff\x9b"})
     assert message == "exit code 11, reason spawn_failed: the hub said [2J ]0;title no \ufffd", repr(message)
     assert message.isprintable()
+
+
+@pytest.mark.k8s
+@pytest.mark.parametrize(("name", "namespace", "refused"), [
+    ("j" * 254, None, None), ("Bad_Name.", None, None), ("-", None, None),
+    (JOB, "Not/A Namespace", "403"), (JOB, "n" * 254, "403"),
+], ids=["name-too-long", "name-invalid-characters", "name-not-a-name", "namespace-invalid", "namespace-too-long"])
+def test_an_odd_job_name_or_namespace_changes_nothing(control_plane, k8s_namespace, helm, tmp_path, monkeypatch,
+                                                      name, namespace, refused):
+    """--job-name is taken as given (the chart's downward API gives the Job's real one): the apiserver
+    does not check a core/v1 Event's name nor its involvedObject, and records it. Another namespace than the
+    Role's (any invalid one) is RBAC's 403: one `event_not_recorded`. Either way the run's code stands, and nothing crashes."""
+    token = control_plane.service_account_with_role(
+        k8s_namespace, "canary", chart_event_rules(helm, k8s_namespace, "--set", "token.existingSecret=canary-token"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setattr(kube, "SERVICEACCOUNT_DIR", tmp_path / "not-in-a-pod")
+    monkeypatch.setenv("KUBECONFIG", str(control_plane.write_kubeconfig(tmp_path / "kubeconfig", token, k8s_namespace)))
+    run = run_main([*DEAD_HUB, "--termination-log", str(tmp_path / "t")],
+                   env=job_env(CANARY_JOB_NAME=name, CANARY_JOB_UID="not-a-uid",
+                               CANARY_JOB_NAMESPACE=namespace or k8s_namespace))
+    assert run.exit_code == ExitCode.HUB_UNAVAILABLE, run.output
+    assert "Traceback" not in run.output
+    if refused:
+        warnings = run.named("event_not_recorded")
+        assert len(warnings) == 1 and refused in warnings[0]["error"] and not run.named("event_recorded"), run.output
+    else:
+        (recorded,) = run.named("event_recorded")
+        assert recorded["event_name"].startswith(f"{name}.") and not run.named("event_not_recorded"), run.output
