@@ -307,18 +307,19 @@ def test_an_odd_message_is_pushed_as_one_printable_series_then_replaced(pushgate
     assert len(scraped) == 1 and 'message="spawned"' in scraped[0], scraped
 
 
-def test_a_push_the_pushgateway_refuses_keeps_the_runs_code(pushgateway, tmp_path):
+def test_a_push_the_pushgateway_refuses_keeps_the_runs_code(tmp_path):
     """A real refusal, not a dead port: another pusher's counter of the same name makes the Pushgateway
-    answer 400 to the canary's gauge (inconsistent metrics). One warning; the run's code stands."""
-    conflicting = "# TYPE jupyterhub_canary_success counter\njupyterhub_canary_success 1\n"
-    url = pushgateway.url + "/metrics/job/another_pusher"
-    requests.put(url, data=conflicting, timeout=5).raise_for_status()
+    answer 400 to the canary's gauge (inconsistent metrics). One warning; the run's code stands.
+    Its own Pushgateway: the module's holds the canary's gauges already, and would refuse the counter."""
+    gateway = Pushgateway(pushgateway_binary(), tmp_path)
     try:
+        conflicting = "# TYPE jupyterhub_canary_success counter\njupyterhub_canary_success 1\n"
+        requests.put(gateway.url + "/metrics/job/another_pusher", data=conflicting, timeout=5).raise_for_status()
         run = run_main(["--hub-url", "http://127.0.0.1:9/", "--user", "canary", "--attempts", "1",
-                        "--pushgateway-url", pushgateway.url, "--termination-log", str(tmp_path / "t")],
+                        "--pushgateway-url", gateway.url, "--termination-log", str(tmp_path / "t")],
                        env={"JUPYTERHUB_API_TOKEN": "x" * 32})
     finally:
-        requests.delete(url, timeout=5).raise_for_status()
+        gateway.stop()
     assert run.exit_code == ExitCode.HUB_UNAVAILABLE and run.result["exit_code"] == ExitCode.HUB_UNAVAILABLE, run.output
     (warning,) = run.named("metrics_push_failed")
     assert "400" in warning["error"], warning
