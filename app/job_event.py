@@ -6,7 +6,8 @@ the failed ones.
 
 - One core/v1 Event per run, written after the `canary_result` line and the metrics push (cli.py):
   `Normal CanaryPassed` for exit 0, else `Warning CanaryFailed`, its message the exit code, reason,
-  cause and message of the result, masked as the log is (app/logs.py) and cut to MESSAGE_LIMIT.
+  cause and message of the result, masked as the log is, on one printable line (app/logs.py `one_line`)
+  and cut to MESSAGE_LIMIT.
 - The Job is named by --job-name (the chart sets it from the Pod's `batch.kubernetes.io/job-name`
   label through the downward API, and --job-uid from `batch.kubernetes.io/controller-uid`): never
   guessed. Without a Job name (the `helm test` Pod, a run outside Kubernetes) no Event is written.
@@ -38,7 +39,8 @@ log = logs.get_logger()
 
 
 def event_message(result: dict[str, Any]) -> str:
-    """The Event's message: exit code, reason, cause, message; masked, cut to MESSAGE_LIMIT."""
+    """The Event's message: exit code, reason, cause, message; masked, on one printable line (an ESC in it
+    would reach the terminal of whoever runs `kubectl describe job`), cut to MESSAGE_LIMIT."""
     parts = [f"exit code {result['exit_code']}"]
     if result.get("probe"):
         parts.append(f"probe {result['probe']}")
@@ -46,8 +48,7 @@ def event_message(result: dict[str, Any]) -> str:
         parts.append(f"reason {result['reason']}")
     if result.get("cause"):
         parts.append(f"cause {result['cause']}")
-    text = logs.mask(", ".join(parts) + f": {result['message']}")
-    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 1] + "…"
+    return logs.cut(logs.one_line(", ".join(parts) + f": {result['message']}"), MESSAGE_LIMIT)
 
 
 def event_body(config: Config, result: dict[str, Any], now: datetime) -> dict[str, Any]:

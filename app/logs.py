@@ -2,15 +2,18 @@
 
 Secrets are never passed to the logger; as a second line of defence every configured secret value
 is masked in each rendered line as a whole: values, keys, reprs of objects, nested structures and
-tracebacks alike, in its plain, JSON-escaped and repr-escaped spellings.
+tracebacks alike, in its plain, JSON-escaped and repr-escaped spellings, and URL-encoded as a URL or
+an error's text may quote it (a token with `+`, `/`, `=`: a Secret may hold any bytes).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from typing import Any, TextIO
+from urllib.parse import quote, quote_plus
 
 import structlog
 
@@ -32,10 +35,31 @@ def forget_secrets() -> None:
 
 def mask(text: str) -> str:
     for secret in _secrets:
-        # As written, and as the JSON renderer and repr() (the console renderer) escape it.
-        for spelling in {secret, json.dumps(secret)[1:-1], repr(secret)[1:-1]}:
+        # As written, as the JSON renderer and repr() (the console renderer) escape it, and as a URL's
+        # path or query (a hub URL, an error quoting one) encodes it.
+        spellings = {secret, json.dumps(secret)[1:-1], repr(secret)[1:-1], quote(secret), quote(secret, safe=""),
+                     quote_plus(secret)}
+        for spelling in sorted(spellings, key=len, reverse=True):
             text = text.replace(spelling, REDACTED)
     return text
+
+
+# Control characters (C0, DEL, C1) become spaces in a record meant for a terminal or a chat (an Event's
+# message, an alert's description): an ESC would drive the reader's terminal. A lone surrogate (a JSON
+# "\udcff" from the hub, a path decoded with surrogateescape) cannot be encoded as UTF-8 at all: it
+# would fail a whole push.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def one_line(text: str) -> str:
+    """`text` masked, on one line of printable UTF-8 (a lone surrogate becomes U+FFFD), white space collapsed."""
+    return " ".join(_CONTROL.sub(" ", _SURROGATE.sub("\ufffd", mask(text))).split())
+
+
+def cut(text: str, limit: int) -> str:
+    """`text`, at most `limit` characters, its end marked when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _redact_line(_logger: Any, _name: str, line: str) -> str:

@@ -65,9 +65,9 @@ class RunMetrics:
 
 
 def result_message(message: str) -> str:
-    """The message as a label value: masked as the log is, on one line, at most MESSAGE_LIMIT characters."""
-    text = " ".join(logs.mask(message).split())
-    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 1] + "…"
+    """The message as a label value: masked as the log is, on one printable line (logs.one_line), at most
+    MESSAGE_LIMIT characters."""
+    return logs.cut(logs.one_line(message), MESSAGE_LIMIT)
 
 
 def registry_for(metrics: RunMetrics):  # -> prometheus_client.CollectorRegistry

@@ -17,6 +17,8 @@ Job's name, uid and namespace, the Role's `create` on events, and in mount mode 
 Role and mounted API token (and CANARY_KUBE_RELAXED_X509 wherever the API is used). The failing alert's
 description reads the run's message from jupyterhub_canary_last_result_info.
 Issue 20 — the exit-code meaning of 17 names the --check-url pages too.
+description reads the run's message from jupyterhub_canary_last_result_info; its queries are Go string
+literals (a selector may quote in backticks).
 """
 
 from __future__ import annotations

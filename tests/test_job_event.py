@@ -6,6 +6,8 @@ chart's CronJob writes it on a real node in each token mode: tests/test_k8s_node
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -19,7 +21,7 @@ from app.deadline import LAST_LOOK
 from app.exit_codes import ExitCode
 from tests.fakehub import FakeHub
 from tests.runner import run_main
-from tests.tcprelay import SilentListener
+from tests.tcprelay import SilentListener, TrickleAnswer, TrickleRelay
 
 TOKEN = "f4k3t0k3n" * 4
 SA_TOKEN = "serviceaccount-bearer-token-0123456789"
@@ -201,3 +203,76 @@ def test_the_apiserver_takes_the_event_under_the_charts_role(control_plane, k8s_
                                       "--sort-by=.lastTimestamp", "-o", "json")
         assert shown.returncode == 0, shown.stderr
         assert [e["involvedObject"]["name"] for e in json.loads(shown.stdout)["items"]] == ["canary-job"], selector
+
+
+@pytest.mark.parametrize("passing", [False, True], ids=["failed", "passed"])
+def test_a_sigterm_during_the_event_write_keeps_the_code_the_result_states(stub_in_cluster, tmp_path, passing):
+    """README: a signal during the report changes nothing. The Event is written after the result line:
+    the signal is remembered, logged once, and the run ends with its result's code, without a traceback."""
+    stub_in_cluster.after_write("POST", "events", NS, None, then=lambda: os.kill(os.getpid(), signal.SIGTERM),
+                                answer=True)
+    with FakeHub() as fake:
+        hub = ["--hub-url", fake.url, "--user", "canary"] if passing else DEAD_HUB
+        run = run_main([*hub, "--termination-log", str(tmp_path / "t")], env=job_env())
+    expected = ExitCode.OK if passing else ExitCode.HUB_UNAVAILABLE
+    assert run.exit_code == expected and run.result["exit_code"] == expected, run.output
+    (received,) = run.named("signal_received")
+    assert received["signal"] == "SIGTERM" and received["during_report"] is True, received
+    assert run.named("event_recorded") and not run.named("event_not_recorded"), run.output
+    assert len(stub_in_cluster.objects_of("events", NS)) == 1
+    assert "Traceback" not in run.output
+
+
+def test_a_trickling_apiserver_and_pushgateway_hold_the_run_two_last_looks_at_most(stub_in_cluster, tmp_path,
+                                                                                    monkeypatch):
+    """Both writes after the result each get what is left of --deadline, at least LAST_LOOK (app/deadline.py):
+    a peer that sends a byte before every per-read timeout is cut by the watchdog all the same."""
+    with TrickleRelay(stub_in_cluster.port) as relay, TrickleAnswer() as pushgateway:
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(relay.port))
+        started = time.monotonic()
+        run = run_main([*DEAD_HUB, "--deadline", "4", "--stop-timeout", "2", "--request-timeout", "30",
+                        "--pushgateway-url", f"http://127.0.0.1:{pushgateway.port}",
+                        "--termination-log", str(tmp_path / "t")], env=job_env())
+        elapsed = time.monotonic() - started
+        assert relay.accepted >= 1
+    assert run.exit_code == ExitCode.HUB_UNAVAILABLE, run.output
+    assert len(run.named("metrics_push_failed")) == 1 and len(run.named("event_not_recorded")) == 1, run.output
+    assert elapsed < 4 + 2 * LAST_LOOK + SLACK, f"took {elapsed:.1f}s with --deadline 4"
+    assert "Traceback" not in run.output
+
+
+def test_the_events_message_is_one_printable_line():
+    """`kubectl describe job` prints the message as it is: an ESC from a hub's message would drive the
+    reader's terminal, a newline would break `kubectl get events`' table."""
+    message = job_event.event_message({"exit_code": 11, "reason": "spawn_failed",
+                                       "message": "the hub said\r\n\x1b[2J\x1b]0;title\x07no\x00 \udcff\x9b"})
+    assert message == "exit code 11, reason spawn_failed: the hub said [2J ]0;title no \ufffd", repr(message)
+    assert message.isprintable()
+
+
+@pytest.mark.k8s
+@pytest.mark.parametrize(("name", "namespace", "refused"), [
+    ("j" * 254, None, None), ("Bad_Name.", None, None), ("-", None, None),
+    (JOB, "Not/A Namespace", "403"), (JOB, "n" * 254, "403"),
+], ids=["name-too-long", "name-invalid-characters", "name-not-a-name", "namespace-invalid", "namespace-too-long"])
+def test_an_odd_job_name_or_namespace_changes_nothing(control_plane, k8s_namespace, helm, tmp_path, monkeypatch,
+                                                      name, namespace, refused):
+    """--job-name is taken as given (the chart's downward API gives the Job's real one): the apiserver
+    does not check a core/v1 Event's name nor its involvedObject, and records it. Another namespace than the
+    Role's (any invalid one) is RBAC's 403: one `event_not_recorded`. Either way the run's code stands, and nothing crashes."""
+    token = control_plane.service_account_with_role(
+        k8s_namespace, "canary", chart_event_rules(helm, k8s_namespace, "--set", "token.existingSecret=canary-token"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setattr(kube, "SERVICEACCOUNT_DIR", tmp_path / "not-in-a-pod")
+    monkeypatch.setenv("KUBECONFIG", str(control_plane.write_kubeconfig(tmp_path / "kubeconfig", token, k8s_namespace)))
+    run = run_main([*DEAD_HUB, "--termination-log", str(tmp_path / "t")],
+                   env=job_env(CANARY_JOB_NAME=name, CANARY_JOB_UID="not-a-uid",
+                               CANARY_JOB_NAMESPACE=namespace or k8s_namespace))
+    assert run.exit_code == ExitCode.HUB_UNAVAILABLE, run.output
+    assert "Traceback" not in run.output
+    if refused:
+        warnings = run.named("event_not_recorded")
+        assert len(warnings) == 1 and refused in warnings[0]["error"] and not run.named("event_recorded"), run.output
+    else:
+        (recorded,) = run.named("event_recorded")
+        assert recorded["event_name"].startswith(f"{name}.") and not run.named("event_not_recorded"), run.output

@@ -285,3 +285,42 @@ def test_the_message_label_is_masked_on_one_line_and_cut_short():
         logs.forget_secrets()
     assert "s3cr3t" not in label and logs.REDACTED in label and "\n" not in label, label
     assert len(label) == metrics.MESSAGE_LIMIT and label.endswith("…")
+
+
+def test_an_odd_message_is_pushed_as_one_printable_series_then_replaced(pushgateway):
+    """Control characters, newlines, a lone surrogate (a hub's JSON may carry "\\udcff") and a huge message:
+    the Pushgateway takes the push, the probe has one info series, printable and cut short; the next run's
+    message replaces it (no stale message)."""
+
+    group = metrics.Group("http://odd.example/", "canary", "odd")
+    odd = "the hub said\r\n\x00\x07\x1b[31mno\x7f\x9b \udcff " + "x" * 100_000
+    assert metrics.push(pushgateway.url, group, metrics.RunMetrics(False, 11, 1, 1.0, message=odd), timeout=5)
+    infos = [labels for (name, _), (_, labels) in pushgateway.samples(group.hub, group.user, group.probe).items()
+             if name == "jupyterhub_canary_last_result_info"]
+    (labels,) = infos
+    message = labels["message"]
+    assert message.startswith("the hub said [31mno \ufffd xxx") and message.endswith("…"), repr(message[:60])
+    assert len(message) == metrics.MESSAGE_LIMIT and message.isprintable(), repr(message[:60])
+    assert metrics.push(pushgateway.url, group, metrics.RunMetrics(True, 0, 1, 1.0, message="spawned"), timeout=5)
+    scraped = [line for line in pushgateway.scrape().splitlines()
+               if line.startswith("jupyterhub_canary_last_result_info{") and 'probe="odd"' in line]
+    assert len(scraped) == 1 and 'message="spawned"' in scraped[0], scraped
+
+
+def test_a_push_the_pushgateway_refuses_keeps_the_runs_code(tmp_path):
+    """A real refusal, not a dead port: another pusher's counter of the same name makes the Pushgateway
+    answer 400 to the canary's gauge (inconsistent metrics). One warning; the run's code stands.
+    Its own Pushgateway: the module's holds the canary's gauges already, and would refuse the counter."""
+    gateway = Pushgateway(pushgateway_binary(), tmp_path)
+    try:
+        conflicting = "# TYPE jupyterhub_canary_success counter\njupyterhub_canary_success 1\n"
+        requests.put(gateway.url + "/metrics/job/another_pusher", data=conflicting, timeout=5).raise_for_status()
+        run = run_main(["--hub-url", "http://127.0.0.1:9/", "--user", "canary", "--attempts", "1",
+                        "--pushgateway-url", gateway.url, "--termination-log", str(tmp_path / "t")],
+                       env={"JUPYTERHUB_API_TOKEN": "x" * 32})
+    finally:
+        gateway.stop()
+    assert run.exit_code == ExitCode.HUB_UNAVAILABLE and run.result["exit_code"] == ExitCode.HUB_UNAVAILABLE, run.output
+    (warning,) = run.named("metrics_push_failed")
+    assert "400" in warning["error"], warning
+    assert not run.named("metrics_pushed") and "Traceback" not in run.output

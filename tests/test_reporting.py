@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -122,3 +123,25 @@ def test_retry_after_http_date():
     response = requests.Response()
     response.headers["Retry-After"] = email.utils.formatdate(time.time() + 20, usegmt=True)
     assert 15 <= retry_after_seconds(response) <= 20
+
+
+@pytest.mark.parametrize("encode", [quote, lambda s: quote(s, safe=""), quote_plus], ids=["path", "component", "query"])
+def test_a_url_encoded_token_is_masked_in_the_log_the_event_and_the_pushed_message(encode):
+    """A Secret may hold any token: one with `+`, `/`, `=` reads differently in a URL or an error quoting one."""
+    from app import job_event, metrics
+
+    token = "b64+t0k/en=value 0123456789"
+    out = io.StringIO()
+    logs.forget_secrets()
+    logs.configure("json", "debug", stream=out)
+    logs.add_secret(token)
+    try:
+        said = f"GET http://hub/hub/api/users?token={encode(token)} failed"
+        logs.get_logger().error("failed", message=said)
+        outputs = [out.getvalue(), job_event.event_message({"exit_code": 11, "message": said}),
+                   metrics.result_message(said)]
+    finally:
+        logs.forget_secrets()
+    assert encode(token) != token
+    for text in outputs:
+        assert encode(token) not in text and logs.REDACTED in text, text
