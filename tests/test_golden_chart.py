@@ -15,10 +15,9 @@ Issue 21 — JupyterHubCanaryJobFailed leaves out the manual Jobs NOTES.txt name
 Issue 21 — each run's Event on its Job (events.enabled, default on): the downward-API variables of the
 Job's name, uid and namespace, the Role's `create` on events, and in mount mode the ServiceAccount, its
 Role and mounted API token (and CANARY_KUBE_RELAXED_X509 wherever the API is used). The failing alert's
-description reads the run's message from jupyterhub_canary_last_result_info.
-Issue 20 — the exit-code meaning of 17 names the --check-url pages too.
 description reads the run's message from jupyterhub_canary_last_result_info; its queries are Go string
 literals (a selector may quote in backticks).
+Issue 20 — the exit-code meaning of 17 names the --check-url pages too.
 """
 
 from __future__ import annotations
