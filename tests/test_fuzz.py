@@ -329,7 +329,9 @@ ENDPOINTS: dict[str, tuple[str, Callable[[FakeHub, typing.Any], None], frozenset
     "storage-file-model": ("file_model", lambda fake, body: fake.fault(
         "GET", r"/api/contents/", "body", body=body, status=200, count=-1), frozenset({15}), ("--check-storage",)),
     "spawn-refused": ("error_answer", lambda fake, answer: fake.fault(
-        "POST", r"/server$", "body", body=answer[1], status=answer[0], count=-1), frozenset({10, 77}), ()),
+        # 18: a first send answered 400 "already running" is another run's server (issue 19, item 5); 20: a
+        # 404 that is not the hub's own JSON is a proxy without the hub's route (a restart), not the hub's word.
+        "POST", r"/server$", "body", body=answer[1], status=answer[0], count=-1), frozenset({10, 18, 20, 77}), ()),
 }
 
 
