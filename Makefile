@@ -34,8 +34,11 @@ node_modules/.installed: package.json package-lock.json
 demo: install
 	$(BIN)/python -m tests.demo
 
+# One pytest session, fastest tier first (tests/conftest.py: in-process fakes and helm, then the real
+# hubs, then the control plane, then the node); it ends with each tier's time and the 25 slowest steps.
+DURATIONS := --durations=25
 test: install tools
-	$(BIN)/pytest
+	$(BIN)/pytest $(DURATIONS)
 
 test-compat: $(addprefix test-compat-,$(COMPAT_LINES))
 
@@ -51,7 +54,7 @@ test-compat-%: node_modules/.installed
 	# single-user server's token auth) is tested on each line by tests/test_kernel.py. Keeps CI in budget.
 	# Nor the alert chain (tests/test_alert_chain.py): it tests the chart's rules, Prometheus and
 	# Alertmanager, the same on every line; the canary's runs are those of tests/test_cycle.py.
-	.venv-compat-$*/bin/pytest -m hub --ignore=tests/test_checks.py --ignore=tests/test_alert_chain.py
+	.venv-compat-$*/bin/pytest -m hub --ignore=tests/test_checks.py --ignore=tests/test_alert_chain.py $(DURATIONS)
 
 # Python style and likely bugs (ruff: pycodestyle, pyflakes, isort, bugbear, pyupgrade; pyproject.toml).
 lint: install
@@ -274,7 +277,7 @@ $(KUBECTL):
 # it installs Debian's containerd, runc, CNI plugins, iptables and conntrack when missing, and builds the
 # product image in a private dockerd for its Pods).
 test-k8s: install tools
-	$(BIN)/pytest -m k8s
+	$(BIN)/pytest -m k8s $(DURATIONS)
 
 # test-compat runs the token command's tests, which write Secrets through a real apiserver.
 $(addprefix test-compat-,$(COMPAT_LINES)): control-plane $(HELM)

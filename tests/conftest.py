@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -204,13 +205,67 @@ def node_image(product_image_archive, node) -> str:
     return tag
 
 
+# --- the order of a run: the fast tier first, so that a failure shows in minutes ---
+
 NODE_LIFECYCLE_TEST = "test_a_node_leaves_nothing_behind_and_starts_again"
+# Session fixtures that start no process worth a tier of its own.
+_CHEAP_SHARED_FIXTURES = {"helm", "promtool", "tmp_path_factory"}
+FAST, HUB, CONTROL_PLANE, NODE = range(4)
+TIER_NAMES = ("fast", "hub", "control plane", "node")
+_TIER = pytest.StashKey[int]()
+
+
+def tier(item: pytest.Item) -> int:
+    """Where a test runs in the session: FAST (in-process fakes and stubs, helm, promtool), then HUB (a
+    real JupyterHub, or another process that a module or the session shares), then CONTROL_PLANE (the
+    k8s tier without a node), then NODE (the node's tests; first the one that starts nodes of its own:
+    one node per machine, and the session's `node`, once started, runs until the end)."""
+    fixtures = set(item.fixturenames)
+    if "node" in fixtures or item.originalname == NODE_LIFECYCLE_TEST:
+        return NODE
+    if item.get_closest_marker("k8s") or "control_plane" in fixtures:
+        return CONTROL_PLANE
+    definitions = getattr(item, "_fixtureinfo", None)
+    shared = {name for name, defs in (definitions.name2fixturedefs.items() if definitions else ())
+              if defs and defs[-1].scope != "function"}
+    if item.get_closest_marker("hub") or shared - _CHEAP_SHARED_FIXTURES:
+        return HUB
+    return FAST
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """The test that starts and stops nodes of its own (tests/test_k8s_node.py) runs first: one node per
-    machine, and the session's `node`, once started, runs until the end."""
-    items.sort(key=lambda item: item.originalname != NODE_LIFECYCLE_TEST)
+    """Tiers in order (see `tier`); within a tier, the collection's order (a stable sort), so that each
+    module's tests of one tier stay together and a module's fixture starts once."""
+    for item in items:
+        item.stash[_TIER] = tier(item)
+    items.sort(key=lambda item: (item.stash[_TIER], item.originalname != NODE_LIFECYCLE_TEST))
+
+
+_TIER_TIMES = pytest.StashKey[dict]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Each tier's wall-clock time, from its first test's setup to its last one's teardown."""
+    began = time.monotonic()
+    try:
+        return (yield)
+    finally:
+        times = item.config.stash.setdefault(_TIER_TIMES, {})
+        first, _, count = times.get(item.stash.get(_TIER, FAST), (began, 0, 0))
+        times[item.stash.get(_TIER, FAST)] = (first, time.monotonic(), count + 1)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    times = config.stash.get(_TIER_TIMES, {})
+    if times and not config.option.setupplan:
+        spent = ", ".join(f"{TIER_NAMES[t]} {_minutes(end - first)} ({count} tests)"
+                          for t, (first, end, count) in sorted(times.items()))
+        terminalreporter.write_line(f"tiers: {spent}")
 
 
 # --- reporting ---
