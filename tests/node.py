@@ -399,8 +399,15 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
   max_conf_num = 1
 """)
         self._spawn_system("containerd", ["containerd", f"--config={d / 'config.toml'}"])
-        self._wait("containerd's socket", lambda: _run("ctr", f"--address={self.containerd_socket}", "version",
-                                                       timeout=10).returncode == 0, timeout)
+        self._wait("containerd's socket", self._containerd_answers, timeout)
+
+    def _containerd_answers(self) -> bool:
+        """`ctr version` succeeds. Before the socket exists ctr may wait out its timeout (a loaded machine
+        took 10 s to start containerd): not an answer yet, not an error."""
+        try:
+            return _run("ctr", f"--address={self.containerd_socket}", "version", timeout=10).returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
 
     def _kubelet(self) -> None:
         d = self.kubelet_dir
