@@ -320,24 +320,28 @@ class ProgressEvent:
     """One event of a spawn's progress stream (or a line the canary adds to the timeline itself).
 
     `reason` is the Kubernetes event's, when the spawner relays the event itself (KubeSpawner's
-    `raw_event`)."""
+    `raw_event`); `field_path` its `involvedObject.fieldPath`, the container it is about
+    ("spec.initContainers{<name>}", "spec.containers{notebook}")."""
 
     message: str | None = None
     progress: int | float | None = None
     ready: bool = False
     failed: bool = False
     reason: str | None = None
+    field_path: str | None = None
 
     @classmethod
     def parse(cls, raw: Any, what: str) -> ProgressEvent:
         fields = Fields(raw, what)
         raw_event = fields.object("raw_event")
+        involved = raw_event.object("involvedObject") if raw_event is not None else None
         return cls(
             message=fields.text("message"),
             progress=fields.number("progress"),
             ready=fields.flag("ready"),
             failed=fields.flag("failed"),
             reason=raw_event.text("reason") if raw_event is not None else None,
+            field_path=involved.text("fieldPath") if involved is not None else None,
         )
 
 

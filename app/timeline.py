@@ -2,8 +2,9 @@
 the events mark.
 
 `Timeline` starts at the spawn request and records every event of the hub's progress stream as
-{t_ms, progress, message} (and `reason`, the Kubernetes event's, when the spawner relays the event
-itself, as KubeSpawner does in `raw_event`). `phases_ms()` derives durations from those events:
+{t_ms, progress, message} (and `reason` and `field_path`, the Kubernetes event's reason and
+involvedObject.fieldPath, when the spawner relays the event itself, as KubeSpawner does in
+`raw_event`). `phases_ms()` derives durations from those events:
 
 =================  ==============================================  =====================================
 phase              from                                            to
@@ -56,11 +57,15 @@ class Event:
     ready: bool = False
     # The Kubernetes event's reason, when the spawner relays the event itself (KubeSpawner's `raw_event`).
     reason: str | None = None
+    # Its involvedObject.fieldPath: the container it is about ("spec.initContainers{<name>}").
+    field_path: str | None = None
 
     def as_result(self) -> dict[str, Any]:
         result = {"t_ms": self.t_ms, "progress": self.progress, "message": self.message}
         if self.reason is not None:
             result["reason"] = self.reason
+        if self.field_path is not None:
+            result["field_path"] = self.field_path
         return result
 
 
@@ -73,7 +78,8 @@ class Timeline:
         self.events: list[Event] = []
 
     def record(self, event: ProgressEvent) -> Event:
-        recorded = Event(elapsed_ms(self._started, self._clock), event.progress, event.message, event.ready, event.reason)
+        recorded = Event(elapsed_ms(self._started, self._clock), event.progress, event.message, event.ready, event.reason,
+                         event.field_path)
         self.events.append(recorded)
         return recorded
 

@@ -65,6 +65,10 @@ def test_real_answers_parse_into_typed_values():
         {"progress": 42, "message": "2026-12-01T07:00:00Z [Normal] Pulling image", "raw_event": {"reason": "Pulling"}}, "e"
     )
     assert (event.progress, event.reason, event.ready, event.failed) == (42, "Pulling", False, False)
+    assert event.field_path is None
+    event = ProgressEvent.parse({"message": "m", "raw_event": {"reason": "BackOff", "involvedObject": {
+        "kind": "Pod", "name": "jupyter-x", "fieldPath": "spec.initContainers{seed-home}"}}}, "e")
+    assert (event.reason, event.field_path) == ("BackOff", "spec.initContainers{seed-home}")
     status = ApiStatus.parse({"started": "2026-12-01T07:00:02.5Z", "last_activity": "x", "connections": 0, "kernels": 1}, "s")
     assert (status.connections, status.kernels) == (0, 1)
     tokens = ApiToken.parse_list({"api_tokens": [{"id": "a1", "note": "n"}, {"id": "a2", "note": None}]}, "l")
@@ -93,6 +97,8 @@ def test_real_answers_parse_into_typed_values():
         (ProgressEvent.parse, {"progress": True}, "`progress` of type bool, not a number"),
         (ProgressEvent.parse, {"message": {"text": "x"}}, "`message` of type dict"),
         (ProgressEvent.parse, {"raw_event": "Pulling"}, "`raw_event` of type str, not an object"),
+        (ProgressEvent.parse, {"raw_event": {"involvedObject": {"fieldPath": 3}}},
+         "`raw_event.involvedObject.fieldPath` of type int"),
         (ApiStatus.parse, {"kernels": "1"}, "`kernels` of type str, not a whole number"),
         (ApiStatus.parse, {"connections": -1}, "`connections` is -1, not a count"),
         (LabPageConfig.parse, {"federated_extensions": 1}, "`federated_extensions` of type int, not a list"),

@@ -75,6 +75,67 @@ REAL_EVENTS = [
 ]
 
 
+# An init container that fails on a new home (tests/test_kubespawner.py, the real node with the 1.37
+# kubelet): the kubelet's events about it, with involvedObject.fieldPath, oldest first. Its Created and
+# Started are the init container's; only a container of spec.containers created means the init is done.
+INIT_CONTAINER_EVENTS = [
+    ("Scheduled", None, "Successfully assigned canary-k8s-1/jupyter-jupyterhub-canary-fresh-init to canary-node"),
+    ("Pulled", "spec.initContainers{seed-home}",
+     'Container image "jupyterhub-canary-user:4ab68b5b071c" already present on machine and can be accessed by the pod'),
+    ("Created", "spec.initContainers{seed-home}", "Container created"),
+    ("Started", "spec.initContainers{seed-home}", "Container started"),
+    ("BackOff", "spec.initContainers{seed-home}",
+     "Back-off restarting failed container seed-home in pod "
+     "jupyter-jupyterhub-canary-fresh-init_canary-k8s-1(ed7fc2f3-2e1c-489b-b43f-75644ba9d7ee)"),
+]
+# The apiserver's ResourceQuota admission refuses the user's claim (KubeSpawner's storage_pvc_ensure), as
+# the hub ends the spawn (the real node; the 403's headers left out).
+QUOTA_ON_THE_CLAIM = (
+    'Spawn failed: (403)\nReason: error\nHTTP response body: {"kind":"Status","apiVersion":"v1","metadata":{},'
+    '"status":"Failure","message":"persistentvolumeclaims \\"claim-jupyterhub-canary-fresh-quota\\" is forbidden: '
+    'exceeded quota: no-claims, requested: persistentvolumeclaims=1, used: persistentvolumeclaims=0, limited: '
+    'persistentvolumeclaims=0","reason":"Forbidden","details":{"name":"claim-jupyterhub-canary-fresh-quota",'
+    '"kind":"persistentvolumeclaims"},"code":403}'
+)
+
+
+def _told(events):
+    return [(relayed("Normal", message), reason, path) for reason, path, message in events]
+
+
+def test_a_crash_of_an_init_container_is_init_container():
+    events = _told(INIT_CONTAINER_EVENTS)
+    assert classify(events, "Spawn failed: ", timed_out=False) == "init_container"
+    assert classify(events, "the server was not ready within 30s", timed_out=True) == "init_container"
+    message, reason, path = events[-1]
+    assert cause_of_event(message, reason, path) == "init_container"
+    # Its words and reason alone (a spawner that does not relay the event itself) are a crash.
+    assert cause_of_event(message, reason) == "crash"
+    assert classify([(m, r) for m, r, _ in events], "Spawn failed: ", timed_out=False) == "crash"
+    # The main container's crash is a crash.
+    assert cause_of_event(message, reason, "spec.containers{notebook}") == "crash"
+    # The init container's OOM kill too is its own.
+    assert cause_of_event("Container seed-home was OOMKilled", None, "spec.initContainers{seed-home}") == "init_container"
+
+
+def test_an_init_container_that_failed_then_passed_is_not_the_cause():
+    """Started again after its back-off (its own Started is not past the init step), then the main
+    container created and started: every init container succeeded."""
+    again = _told([*INIT_CONTAINER_EVENTS, ("Started", "spec.initContainers{seed-home}", "Container started")])
+    assert classify(again, "Spawn failed: ", timed_out=False) == "init_container"
+    passed = _told([*INIT_CONTAINER_EVENTS, ("Created", "spec.containers{notebook}", "Container created"),
+                    ("Started", "spec.containers{notebook}", "Container started")])
+    assert classify(passed, "the server was not ready within 30s", timed_out=True) == "timeout"
+    # ... and a crash of the main container after that is a crash.
+    crashed = [*passed, (relayed("Warning", "Back-off restarting failed container notebook in pod p_ns(u)"), "BackOff",
+                         "spec.containers{notebook}")]
+    assert classify(crashed, "Spawn failed: ", timed_out=False) == "crash"
+
+
+def test_a_quota_on_the_users_claim_is_quota():
+    assert classify([], QUOTA_ON_THE_CLAIM, timed_out=False) == "quota"
+
+
 @pytest.mark.parametrize(("cause", "reason", "message"), REAL_EVENTS)
 def test_each_real_event_tells_its_cause(cause, reason, message):
     kind = "Normal" if reason == "NotTriggerScaleUp" else "Warning"
@@ -87,7 +148,8 @@ def test_each_real_event_tells_its_cause(cause, reason, message):
 
 def test_every_rule_is_exercised_by_a_real_text():
     assert {rule.cause for rule in RULES} == {cause for cause, _, _ in REAL_EVENTS}
-    assert set(CAUSES) == {rule.cause for rule in RULES} | {"timeout", "unknown"}
+    # init_container is a crash's rule on an init container's event (its own real events above).
+    assert set(CAUSES) == {rule.cause for rule in RULES} | {"init_container", "timeout", "unknown"}
 
 
 @pytest.mark.parametrize("reason", ["FailedScheduling", "ErrImageNeverPull", "FailedMount", "FailedAttachVolume"])

@@ -93,6 +93,14 @@ def test_the_timeline_times_events_from_its_creation():
     assert set(timeline.phases_ms()) <= set(PHASES)
 
 
+def test_a_relayed_kubernetes_event_keeps_its_reason_and_field_path():
+    timeline = Timeline(clock=lambda: 0.0)
+    timeline.record(ProgressEvent(K8S + "Back-off restarting failed container seed-home in pod p_ns(u)", progress=82,
+                                  reason="BackOff", field_path="spec.initContainers{seed-home}"))
+    (event,) = timeline.as_result()
+    assert (event["reason"], event["field_path"]) == ("BackOff", "spec.initContainers{seed-home}")
+
+
 # --- a real hub: a spawner whose progress() reports scripted events at known times ---
 
 # The spawner subclass goes into the test hub's config (LocalHub's extra_config). Its progress()
