@@ -18,6 +18,7 @@ Role and mounted API token (and CANARY_KUBE_RELAXED_X509 wherever the API is use
 description reads the run's message from jupyterhub_canary_last_result_info; its queries are Go string
 literals (a selector may quote in backticks).
 Issue 20 — the exit-code meaning of 17 names the --check-url pages too.
+Issue 20 — the failing alert's list of causes names init_container.
 """
 
 from __future__ import annotations
