@@ -245,7 +245,8 @@ def assert_nothing_left(hub: KubeSpawnerHub, user: str, run=None) -> None:
         assert run.result["user_deleted"] is True, run.result
     wait_for(f"the pods of {user} deleted", lambda: not [p for p in hub.user_pods() if user in p["metadata"]["name"]], 30)
     # The claim is deleted with the user (delete_pvc); it goes once no pod uses it (pvc-protection).
-    wait_for(f"{user}'s claim deleted", lambda: not hub.claims(), 30)
+    claim = hub.claim_name(user)
+    wait_for(f"{user}'s claim deleted", lambda: claim not in [c["metadata"]["name"] for c in hub.claims()], 30)
 
 
 def released(hub: KubeSpawnerHub, volume: str) -> dict:
