@@ -223,6 +223,9 @@ def fresh_run(hub: KubeSpawnerHub, user: str, tmp_path, options: dict, *args: st
     if FRESH_USER_LANDED:
         run = run_main([*argv, "--fresh-user"], env={"JUPYTERHUB_API_TOKEN": hub.fresh_token})
         assert run.result["fresh_user"] is True, run.output
+        # Created by this run, deleted by it at the end (nothing stale before it: each test's name is its own).
+        assert [e["event"] for e in run.events if e["event"].startswith("fresh_user_")] == [
+            "fresh_user_created", "fresh_user_deleted"], run.output
     else:  # the admin does the canary's part (see FRESH_USER_LANDED)
         hub.create_user(user)
         token = hub.new_token(user)
