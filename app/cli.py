@@ -360,6 +360,9 @@ def _finish(
     if canary is not None:
         # What the checks against the server reported, each under its name (e.g. `notebook`).
         result.update(canary.check_reports)
+        if canary.fresh is not None:
+            # --fresh-user: whether the last attempt's user was deleted at its end (null: not reached).
+            result.update(fresh_user=True, user_deleted=canary.fresh.deleted)
     if outcome != "ok":
         result["reason"] = reason
         # Why, where the failure can tell (a spawn's: app/spawn_causes.py), else null.
