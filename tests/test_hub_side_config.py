@@ -452,3 +452,28 @@ def test_a_name_outside_the_rule_stops_the_hub_at_start(tmp_path):
 @contextmanager
 def running_with_env(workdir: Path, extra_config: str, env: dict[str, str]) -> Iterator[LocalHub]:
     yield from until_stopped(LocalHub(workdir, extra_config=extra_config, env=env).start(), "the hub")
+
+
+def test_a_new_token_leaves_the_old_one_valid_until_the_service_is_renamed(tmp_path):
+    """What chart/README.md says about rotating the service's token, measured: JupyterHub adds a
+    configured token at start but keeps one that left the configuration; a service that left it is
+    deleted at start with its tokens."""
+    old, new = secrets.token_hex(32), secrets.token_hex(32)
+    hub = LocalHub(tmp_path / "hub", extra_config=LOAD_CANARY_CONFIG, env=fresh_env(FRESH_USER, old))
+
+    def owner(token: str) -> tuple[int, str | None]:
+        r = requests.get(hub.api_url + "user", headers={"Authorization": f"token {token}"}, timeout=10)
+        return r.status_code, r.json().get("name") if r.status_code == 200 else None
+
+    with contextmanager(until_stopped)(hub.start(), "the hub"):
+        assert owner(old) == (200, FRESH_SERVICE)
+        hub.stop_hub_process()
+        hub.env.update(fresh_env(FRESH_USER, new))
+        hub.start()
+        assert owner(new) == (200, FRESH_SERVICE)
+        assert owner(old) == (200, FRESH_SERVICE), "the old token still works"
+        hub.stop_hub_process()
+        hub.env["JUPYTERHUB_CANARY_SERVICE_NAME"] = "jupyterhub-canary-service-2"
+        hub.start()
+        assert owner(new) == (200, "jupyterhub-canary-service-2")
+        assert owner(old) == (403, None), "gone with the service it belonged to"
