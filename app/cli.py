@@ -108,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
             "mint (the default): create the user if asked, mint a token with the least scopes the canary "
             "needs, store it in a Kubernetes Secret (or print it). rotate: mint a new token, update the "
             "Secret, then revoke the old token. The admin token comes from --admin-token-secret, else "
-            f"--admin-token-file, else ${ADMIN_TOKEN_ENV} - never from the command line. Logs go to stderr."
+            f"--admin-token-file, else ${ADMIN_TOKEN_ENV} - never from the command line. Logs go to stderr. "
+            "A JupyterHub service's token (a fresh-user probe's) is set by the hub's configuration, not "
+            "minted: --user naming a service ends with 78 (chart/README.md, \"Fresh-user probes\")."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"exit codes:\n{exit_codes}",
