@@ -108,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
             "mint (the default): create the user if asked, mint a token with the least scopes the canary "
             "needs, store it in a Kubernetes Secret (or print it). rotate: mint a new token, update the "
             "Secret, then revoke the old token. The admin token comes from --admin-token-secret, else "
-            f"--admin-token-file, else ${ADMIN_TOKEN_ENV} - never from the command line. Logs go to stderr."
+            f"--admin-token-file, else ${ADMIN_TOKEN_ENV} - never from the command line. Logs go to stderr. "
+            "A JupyterHub service's token (a fresh-user probe's) is set by the hub's configuration, not "
+            "minted: --user naming a service ends with 78 (chart/README.md, \"Fresh-user probes\")."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"exit codes:\n{exit_codes}",
@@ -360,6 +362,9 @@ def _finish(
     if canary is not None:
         # What the checks against the server reported, each under its name (e.g. `notebook`).
         result.update(canary.check_reports)
+        if canary.fresh is not None:
+            # --fresh-user: whether the last attempt's user was deleted at its end (null: not reached).
+            result.update(fresh_user=True, user_deleted=canary.fresh.deleted)
     if outcome != "ok":
         result["reason"] = reason
         # Why, where the failure can tell (a spawn's: app/spawn_causes.py), else null.

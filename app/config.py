@@ -223,6 +223,12 @@ RUN_OPTIONS: tuple[Option, ...] = (
         "a named server to spawn (default: the default server); JupyterHub 6 takes 1-30 lowercase ASCII letters, digits "
         "and single hyphens, from a letter to a letter or digit", "NAME",
     ),
+    Option(
+        "--fresh-user", _switch, False,
+        "each attempt creates --user anew, spawns, checks, stops and deletes it: the path of a first-time user "
+        "(its volume, its new home); the token is a service's, the name starts with jupyterhub-canary-fresh-",
+        switch=True,
+    ),
     Option("--probe", _text, "default", "the probe's name: a label of every metric, in the result and the log", "NAME"),
     Option("--user-options", _json_object, None, "spawner options: a JSON object sent as the spawn request body", "JSON"),
     Option("--user-options-file", _existing_file, None, "read the spawner options (a JSON object) from this file", "PATH"),
@@ -393,6 +399,7 @@ class Config:
     log_format: str
     log_level: str
     termination_log: Path | None
+    fresh_user: bool = False  # --fresh-user: each attempt creates the user and deletes it (app/fresh_user.py)
 
     @property
     def tls_verify(self) -> bool | str:
@@ -537,9 +544,18 @@ def build_run_config(given: Mapping[str, str | None], env: Mapping[str, str]) ->
             f"--deadline ({value('deadline'):g}s) must exceed --stop-timeout ({value('stop_timeout'):g}s): "
             "the deadline has to leave time to stop the server"
         )
+    if value("fresh_user"):
+        from app.fresh_user import NAME_RULE, name_allowed  # here: app.fresh_user's types come from this module
+
+        if not name_allowed(value("user")):
+            raise ConfigError(
+                f"--fresh-user deletes the user every run: {values['user'][1]} {value('user')!r} is refused ({NAME_RULE}), "
+                "so that no person's account can ever be a fresh user"
+            )
     return Config(
         hub_url=value("hub_url"),
         user=value("user"),
+        fresh_user=value("fresh_user"),
         probe=value("probe"),
         server_name=value("server_name"),
         user_options=_user_options(values),

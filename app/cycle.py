@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import tenacity
@@ -37,6 +36,7 @@ from app.errors import (
     SpawnTimeout,
     StopFailed,
 )
+from app.fresh_user import FreshUser
 from app.hub import (
     SERVER_NAME_RULE,
     TRANSPORT_ERRORS,
@@ -48,11 +48,13 @@ from app.hub import (
     server_name_allowed,
 )
 from app.models import ApiStatus, ProgressEvent, ServerModel, TokenOwner, WrongShape, loads
+from app.provenance import WriteRequest, skew_note
 from app.signals import Shield, no_shield
 from app.spawn_progress import ProgressFollower
 from app.timeline import Event
 
 PHASES = ("spawn_request", "ready_wait", "verify", "stop")  # the enabled checks' phases come before the stop
+FRESH_PHASES = ("create_user", "delete_user")  # --fresh-user: before the spawn request, after the stop
 POLL_INTERVAL = 1.0  # polling the user model when the progress stream is not available
 # After a 201 (ready within the hub's slow_spawn_timeout) the stream, open since the request went
 # out, ends with the spawn: this long at most to take in its last events.
@@ -60,59 +62,8 @@ READY_STREAM_GRACE = 2.0
 # Another attempt is started only with at least this share of --spawn-timeout left to spawn in: one
 # with less would most likely time out (11) and hide the cause of the attempts before it.
 MIN_SPAWN_SHARE = 0.5
-# How far the hub's clock may be from this run's when a server is recognised as started by a spawn
-# request the hub answered 201/202: only where the hub's own `started` could not be read right after.
-CLOCK_SLACK = timedelta(seconds=1)
 
 log = logs.get_logger()
-
-
-@dataclass
-class SpawnRequest:
-    """A spawn request of this run that may have started a server, and what proves a server its.
-
-    `sent_at` and `settled_at` are this run's clock (UTC): when the request left, and when its answer (or,
-    the answer lost, the server model that decided it) came. `answered`: the hub answered it 201/202, so
-    the server it held then was this request's; `started` is that server's `started` as the hub showed
-    it right after (its identity: equal to the microsecond, whatever the clocks say). Without it, a
-    server is this request's when the hub started it between the send and the answer: by the hub's
-    clock against this run's, within CLOCK_SLACK for an answered request; never before the send for a
-    request whose answer was lost (a server the hub dates before the request was there already: another
-    run's).
-    """
-
-    sent_at: datetime
-    settled_at: datetime
-    answered: bool
-    started: datetime | None = None
-    # The hub showed no server right after its 201/202: this request's spawn has ended (failed at once,
-    # or stopped), and no server found later is its (one in its time window is a later request's).
-    ended: bool = False
-
-    def started_it(self, started: datetime, hub_ahead: tuple[timedelta, timedelta] = (timedelta(0), timedelta(0))) -> bool:
-        """`hub_ahead`: how far the hub's clock is ahead of this run's, at least and at most (HubClock):
-        on this run's clock the server started between `started` minus the most and minus the least.
-        A request whose answer was lost claims a server only when it provably started after the send."""
-        if self.started is not None:
-            return started == self.started
-        if self.ended:
-            return False
-        least, most = hub_ahead
-        try:
-            earliest_start, latest_start = started - most, started - least  # on this run's clock
-        except OverflowError:  # a `started` at an end of the calendar: no request of this run's
-            return False
-        if not self.answered:
-            return self.sent_at <= earliest_start <= self.settled_at + CLOCK_SLACK
-        return self.sent_at - CLOCK_SLACK <= latest_start and earliest_start <= self.settled_at + CLOCK_SLACK
-
-
-def skew_note(hub_ahead: tuple[timedelta, timedelta]) -> str:
-    """What a message says of a hub clock that its answers prove off (HubClock.ahead)."""
-    least, most = (round(bound.total_seconds(), 1) for bound in hub_ahead)
-    if least == most == 0:
-        return ""
-    return f" (the hub's clock is {least:g} to {most:g} s ahead of this run's, as its answers' Date tells: a second's precision)"
 
 
 class Canary:
@@ -159,8 +110,10 @@ class Canary:
         self._spawn_cut_short = False  # this attempt's spawn budget was cut by the deadline
         self._progress: ProgressFollower | None = None  # this attempt's progress stream (app/spawn_progress.py)
         # Every spawn request of this run, of any attempt, that may have started a server: a server one of
-        # them started is this run's, to stop, never another run's (see SpawnRequest).
-        self.spawn_requests: list[SpawnRequest] = []
+        # them started is this run's, to stop, never another run's (see WriteRequest).
+        self.spawn_requests: list[WriteRequest] = []
+        # --fresh-user: the user each attempt creates and deletes (app/fresh_user.py).
+        self.fresh = FreshUser(config, client, utcnow=utcnow) if config.fresh_user else None
 
     # --- the run: attempts with retries ---
 
@@ -240,7 +193,10 @@ class Canary:
         with logs.bound(attempt=number):
             self.preflight()
             with self._shield():
-                self.clear_stale_server()
+                if self.fresh is not None:
+                    self.make_fresh_user()
+                else:
+                    self.clear_stale_server()
             spawn_budget = self.deadline.remaining() - self.config.stop_timeout
             if spawn_budget <= 0:
                 raise SpawnTimeout("no time left within --deadline to spawn and still stop the server")
@@ -267,6 +223,18 @@ class Canary:
                 self.cleanup(after_outage=isinstance(failure, HubUnavailable))
             log.info("attempt_passed", phases_ms=self.phases_ms)
 
+    def make_fresh_user(self) -> None:
+        """--fresh-user: the user of an earlier run (or attempt) gone, this attempt's created (app/fresh_user.py).
+        A leftover user's server is stopped first, under the stale rules; its deletion and the creation are
+        within the run's deadline, the stop's budget set aside."""
+        assert self.fresh is not None
+        deadline = self.budget_before_stop()
+        leftover = self.fresh.leftover(deadline)
+        if leftover is not None:
+            self.clear_stale_server()
+            self.timed("delete_user", self.fresh.delete, deadline, stale=not self.fresh.made(leftover))
+        self.timed("create_user", self.fresh.create, self.budget_before_stop())
+
     def spawn(self, deadline: Deadline) -> None:
         """Request the server and wait until it is ready, following its progress stream all along."""
         assert self.timeline is not None
@@ -291,24 +259,33 @@ class Canary:
         return spawn_causes.classify(told, failure.message, timed_out=isinstance(failure, SpawnTimeout))
 
     def cleanup(self, *, after_outage: bool = False) -> None:
-        """Stop the server this attempt may have started, with signals held off. Idempotent.
+        """Stop the server this attempt may have started, and with --fresh-user delete the user it created,
+        with signals held off, both within --stop-timeout. Idempotent.
 
         cli.py calls it once more if a signal slipped in before the `finally:` above took over.
         """
-        if not self.server_may_be_running:
+        fresh = self.fresh if self.fresh is not None and self.fresh.to_delete else None
+        if not self.server_may_be_running and fresh is None:
             return
         with self._shield():
-            self.timed(
-                "stop", self.stop_server, Deadline(self.config.stop_timeout, self._clock), stale=False,
-                after_outage=after_outage,
-            )
-            self.server_may_be_running = False
+            budget = Deadline(self.config.stop_timeout, self._clock)
+            if self.server_may_be_running:
+                try:
+                    self.timed("stop", self.stop_server, budget, stale=False, after_outage=after_outage)
+                except StopFailed:
+                    if fresh is not None:  # deleting the user would only meet the server again
+                        fresh.to_delete = False
+                        fresh.left_behind("its server could not be stopped")
+                    raise
+                self.server_may_be_running = False
+            if fresh is not None:
+                self.timed("delete_user", fresh.delete, budget)
 
     def owns(self, model: ServerModel) -> bool:
-        """Whether a spawn request of this run (any attempt) started this server (see SpawnRequest)."""
+        """Whether a spawn request of this run (any attempt) started this server (see WriteRequest)."""
         started = model.started
         hub_ahead = self.client.hub_clock.ahead()
-        return started is not None and any(request.started_it(started, hub_ahead) for request in self.spawn_requests)
+        return started is not None and any(request.made_it(started, hub_ahead) for request in self.spawn_requests)
 
     def ensure_own_server_gone(self) -> None:
         """Before the run ends: no server this run started is running. A stop that read "no server" from a
@@ -364,7 +341,12 @@ class Canary:
             "token_valid", owner=owner.name, owner_kind=owner.kind,
             scopes=list(owner.scopes) if owner.scopes is not None else None,
         )
-        if owner.is_user and owner.name != self.user:
+        if self.fresh is not None and owner.is_user and owner.name == self.user:
+            raise ConfigError(
+                f"--fresh-user: the token is {self.user!r}'s own, and that user is deleted every run: give the token of "
+                "a JupyterHub service with admin:users on that name (hub-config/jupyterhub_canary_config.py)"
+            )
+        if owner.is_user and owner.name != self.user and self.fresh is None:
             log.warning("token_owner_differs", owner=owner.name, hint="the token of --user needs no extra scopes")
         self.check_scopes(owner)
         self.check_token_expiry(owner, budget)
@@ -376,7 +358,8 @@ class Canary:
         or refuse: with allow_existing_invalid_named_servers = "allow-start" it starts."""
         if server_name_allowed(self.server_name, self.hub_version or ""):
             return
-        servers = self.client.user_model(self.user, deadline, include_stopped=True).servers
+        record = self.client.user_record(self.user, deadline)  # a fresh user may not exist yet
+        servers = record.servers if record is not None else None
         if servers is not None and self.server_name in servers:
             log.warning(
                 "server_name_invalid", server_name=self.server_name, hub_version=self.hub_version,
@@ -397,7 +380,7 @@ class Canary:
             return
         lacking, uncertain = scopes.missing(
             granted,
-            scopes.needed(self.hub_version or ""),
+            scopes.needed(self.hub_version or "", fresh_user=self.fresh is not None),
             owner=owner.name if owner.is_user else None,
             user=self.user,
             server_name=self.server_name,
@@ -508,14 +491,14 @@ class Canary:
             raise SpawnFailed(refused.message) from None
         finally:
             self._progress.request_answered()
-        request = SpawnRequest(sent_at, self._utcnow(), answered=outcome.accepted)
+        request = WriteRequest(sent_at, self._utcnow(), answered=outcome.accepted)
         if outcome.accepted:
             self.spawn_requests.append(request)
             self._note_identity(request, deadline)
             return outcome.ready
         return self._adopt(request, outcome)
 
-    def _note_identity(self, request: SpawnRequest, deadline: Deadline) -> None:
+    def _note_identity(self, request: WriteRequest, deadline: Deadline) -> None:
         """The hub's `started` of the server it has just accepted: the server's identity for this run."""
         try:
             model = self.client.server_model(self.user, self.server_name, deadline)
@@ -531,14 +514,14 @@ class Canary:
         if model.url:
             self.server_url = self.client.server_url(self.user, self.server_name, model)
 
-    def _adopt(self, request: SpawnRequest, outcome: SpawnOutcome) -> bool:
+    def _adopt(self, request: WriteRequest, outcome: SpawnOutcome) -> bool:
         """A server found after the request's answer was lost: followed only when this request started it."""
         found = outcome.found
         if found is None:
             raise SpawnFailed("the server that met the resent spawn request stopped before it could be followed")
         started = found.started
         hub_ahead = self.client.hub_clock.ahead()
-        if started is None or not request.started_it(started, hub_ahead):
+        if started is None or not request.made_it(started, hub_ahead):
             self.server_may_be_running = False  # the server there is another's: this request started none
             log.warning(
                 "concurrent_run_found", **found.log_fields(),
@@ -673,7 +656,11 @@ class Canary:
     @property
     def phases(self) -> tuple[str, ...]:
         """The phases this configuration runs, in order (the result lists each, null when not reached)."""
-        return (*PHASES[:-1], *(check.name for check in self.checks), PHASES[-1])
+        fresh = self.fresh is not None
+        return (
+            *FRESH_PHASES[:1] * fresh, *PHASES[:-1], *(check.name for check in self.checks), PHASES[-1],
+            *FRESH_PHASES[1:] * fresh,
+        )
 
     def run_checks(self) -> None:
         """Each enabled check in order, as a phase and a line of the timeline; the first failure ends the attempt."""

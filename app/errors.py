@@ -47,6 +47,13 @@ class SpawnFailed(CanaryError):
     retryable = True
 
 
+class UserNotCreated(SpawnFailed):
+    """--fresh-user: the hub refused to create the user (not with 403): no first-time user can get a server."""
+
+    reason = "user_not_created"
+    retryable = False
+
+
 class SpawnTimeout(CanaryError):
     exit_code = ExitCode.SPAWN_TIMEOUT
     reason = "spawn_timeout"
@@ -121,6 +128,12 @@ class ConcurrentRun(CanaryError):
 class StopFailed(CanaryError):
     exit_code = ExitCode.STOP_FAILED
     reason = "stop_failed"
+
+
+class UserLeftBehind(StopFailed):
+    """--fresh-user: the user this run created could not be deleted (logged `user_left_behind`)."""
+
+    reason = "user_left_behind"
 
 
 class Interrupted(BaseException):

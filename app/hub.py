@@ -23,7 +23,15 @@ import requests
 
 from app import __version__, logs
 from app.deadline import Deadline
-from app.errors import ConcurrentRun, ConfigError, HubUnavailable, PermissionDenied, SpawnFailed, StopFailed
+from app.errors import (
+    ConcurrentRun,
+    ConfigError,
+    HubUnavailable,
+    PermissionDenied,
+    SpawnFailed,
+    StopFailed,
+    UserNotCreated,
+)
 from app.models import (  # noqa: F401 - WrongShape and hub_time re-exported: the hub's dialect
     ApiToken,
     HubInfo,
@@ -302,6 +310,77 @@ class HubClient(Transport):
             return response.status_code == 201
         raise ConfigError(f"creating user {user!r}: the hub answered {response.status_code} {hub_message(response)}")
 
+    # --- fresh users (--fresh-user, app/fresh_user.py) ---
+
+    def user_record(self, user: str, deadline: Deadline) -> UserModel | None:
+        """The user as the hub has it, stopped servers included; None when the hub has no such user."""
+        try:
+            return self.user_model(user, deadline, include_stopped=True)
+        except UserGone:
+            return None
+
+    def create_fresh_user(
+        self, user: str, deadline: Deadline, find_outcome: Callable[[], UserModel | None]
+    ) -> UserModel:
+        """POST /hub/api/users/<user>: the new user's model (the hub's `created` is its identity).
+
+        Not resent blindly: a POST whose answer was lost is decided by `find_outcome` (the caller reads
+        the user and proves it its own, or raises). 403 is PermissionDenied; 409 (another run made the
+        user since this run looked) is ConcurrentRun; any other refusal is UserNotCreated, with the
+        hub's words: first-time users cannot be created.
+        """
+        answer = self.post_once(self.api_url + self.user_path(user), deadline, find_outcome=find_outcome)
+        if isinstance(answer, UserModel):
+            return answer
+        status = answer.status_code
+        what = f"creating the fresh user {user!r}"
+        if status in (401, 403):
+            raise PermissionDenied(
+                f"{what}: the hub answered {status} {hub_message(answer)}: the token needs the scope admin:users!user={user}"
+            )
+        if status == 404 and not hub_error(answer):
+            raise HubUnavailable(f"{what} answered 404 {hub_message(answer)!r}, not the hub's own answer")
+        if status == 404:
+            # JupyterHub's word for a scope whose filter does not name the user: "No access to resources or
+            # resources not found" (a user that does not exist yet cannot be "not found" to a create).
+            raise PermissionDenied(
+                f"{what}: the hub answered 404 {hub_message(answer)}: the token's role does not name this user; "
+                f"it needs admin:users!user={user}"
+            )
+        if status == 409:
+            raise ConcurrentRun(
+                f"{what}: the hub answered 409 {hub_message(answer)!r}: another run of this probe created it since "
+                "this run looked, and it is left alone"
+            )
+        if status != 201:
+            raise UserNotCreated(f"{what}: the hub answered {status} {hub_message(answer)}")
+        return self.parsed(answer, f"{what} (answered 201)", UserModel.parse)
+
+    def delete_user(self, user: str, deadline: Deadline) -> bool:
+        """DELETE /hub/api/users/<user>, trying for the whole budget: True when this call deleted it, False
+        when there was no such user. The hub stops a running server first and calls the spawner's
+        delete_forever (KubeSpawner deletes the user's PVC there); while a stop is pending it answers 400
+        and is asked again. A resend is safe: a user already deleted is 404. Raises StopFailed with the
+        hub's last word when the user is still there at the deadline, PermissionDenied on 403."""
+        path = self.user_path(user)
+        last = "no answer"
+        while True:
+            try:
+                response = self.api("DELETE", path, deadline, tries=None)
+                status = response.status_code
+                self.raise_for_auth(response, f"deleting the fresh user {user!r}")
+                if status == 204:
+                    return True
+                if status == 404 and hub_error(response):
+                    return False
+                last = f"DELETE /hub/api/{path} answered {status} {hub_message(response)}"
+            except HubUnavailable as exc:
+                last = str(exc)
+            if deadline.expired():
+                raise StopFailed(f"the fresh user {user!r} was not deleted within {deadline.seconds:g}s: {last}")
+            log.warning("user_delete_retry", message=last)
+            self._sleep(min(STOP_POLL_INTERVAL * 2, deadline.remaining()))
+
     # --- tokens ---
 
     def token_expiry(self, user: str, token_id: str, deadline: Deadline) -> datetime | None | bool:
@@ -311,14 +390,21 @@ class HubClient(Transport):
             return False
         return self.parsed(response, "reading the token", TokenModel.parse).expires_at
 
-    def token_ids(self, user: str, note: str, deadline: Deadline) -> set[str]:
-        """The ids of the user's API tokens with this note."""
+    def tokens(self, user: str, deadline: Deadline) -> tuple[ApiToken, ...]:
+        """The user's API tokens (their ids and notes; never their values)."""
         response = self.api("GET", f"{self.user_path(user)}/tokens", deadline)
-        self.raise_for_auth(response, f"listing the tokens of {user!r}")
+        if response.status_code in (401, 403):
+            raise PermissionDenied(
+                f"listing the tokens of {user!r}: the hub answered {response.status_code} {hub_message(response)}: "
+                f"the token needs the scope read:tokens!user={user}"
+            )
         if response.status_code != 200:
             raise HubUnavailable(f"listing the tokens of {user!r} answered {response.status_code} {hub_message(response)}")
-        tokens = ApiToken.parse_list(self.json(response), f"listing the tokens of {user!r} (answered 200)")
-        return {token.id for token in tokens if token.note == note}
+        return ApiToken.parse_list(self.json(response), f"listing the tokens of {user!r} (answered 200)")
+
+    def token_ids(self, user: str, note: str, deadline: Deadline) -> set[str]:
+        """The ids of the user's API tokens with this note."""
+        return {token.id for token in self.tokens(user, deadline) if token.note == note}
 
     def mint_token(self, user: str, body: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
         """Mint one token for `user`; a POST lost in flight never leaves a second, orphaned token behind.

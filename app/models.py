@@ -231,16 +231,28 @@ class ServerModel:
 
 @dataclass(frozen=True)
 class UserModel:
-    """GET /hub/api/users/<user>: its servers, by name ("" is the default server)."""
+    """GET /hub/api/users/<user> (and POST's answer): its servers, by name ("" is the default server), and
+    what --fresh-user's guard reads (app/fresh_user.py): admin, roles, groups, when the hub created it."""
 
     # None: the hub left `servers` out, as it does for a token without read:servers.
     servers: Mapping[str, ServerModel] | None = None
+    admin: bool = False
+    # None: the hub left them out (a token without read:users / read:roles:users).
+    roles: tuple[str, ...] | None = None
+    groups: tuple[str, ...] | None = None
+    created: datetime | None = None
 
     @classmethod
     def parse(cls, raw: Any, what: str) -> UserModel:
         fields = Fields(raw, what)
+        described = {
+            "admin": fields.flag("admin"),
+            "roles": fields.texts("roles"),
+            "groups": fields.texts("groups"),
+            "created": fields.time("created"),
+        }
         if "servers" not in fields.raw:
-            return cls(None)
+            return cls(None, **described)
         servers = fields.raw["servers"]
         if not isinstance(servers, dict):
             raise fields.wrong_type("servers", servers, "an object")
@@ -249,7 +261,7 @@ class UserModel:
             for name, entry in servers.items()
             if entry is not None
         }
-        return cls(parsed)
+        return cls(parsed, **described)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,11 @@ rotate: mint a new token, update the Secret (only if nobody wrote it since this 
         token: else 18, and the new token is revoked), then revoke the previous one — in that order,
         so the canary is never left without a valid token, and signals wait until all three are done.
 
+A JupyterHub *service* (a fresh-user probe's token owner) cannot get a token this way: the hub mints
+through its API for users only, and a service's token is the one the hub's configuration gives it.
+When --user names a service (GET /hub/api/services/<name> answers 200 to the admin token), the
+command ends with 78 before it creates or mints anything, and says where the token comes from.
+
 Neither the admin token nor the minted one is ever logged; logs go to stderr, stdout carries only
 what was asked for (the token with --print, the manifest with --dry-run).
 """
@@ -33,6 +38,22 @@ log = logs.get_logger()
 
 LABELS = {"app.kubernetes.io/managed-by": "jupyterhub-canary", "app.kubernetes.io/component": "api-token"}
 ANNOTATION = "jupyterhub-canary.jupyter.org/"  # prefix of what the Secret records about its token
+
+
+class ServiceTokenNotMintable(ConfigError):
+    """--user names a JupyterHub service: its token is set by the hub's configuration, not minted."""
+
+    reason = "service_token_not_mintable"
+
+
+SERVICE_TOKEN_WAY = (
+    "JupyterHub mints tokens through its API for users only; a service's token is the one the hub's "
+    "configuration gives it. Make a random token into a Secret of your own (kubectl create secret generic "
+    "jupyterhub-canary-service-token --from-literal=token=\"$(openssl rand -hex 32)\"), let the hub read it "
+    "(hub-config/jupyterhub_canary_config.py reads JUPYTERHUB_CANARY_SERVICE_TOKEN; zero-to-jupyterhub: "
+    "hub.extraEnv in hub-config/z2jh-values.yaml) and give the canary's probe the same Secret: "
+    "chart/README.md, \"Fresh-user probes\""
+)
 
 
 def least_scopes(hub_version: str, user: str) -> list[str]:
@@ -78,6 +99,7 @@ class TokenCommand:
             version = self.client.version(self.deadline)
             admin = self.client.whoami(self.deadline)
             log.info("admin_token_valid", hub_version=version, owner=admin.name, owner_kind=admin.kind)
+            self.refuse_service()  # before anything is created, minted or read from Kubernetes
             self.ensure_user()
             scopes = self.scopes(version)
             if self.config.action == "rotate":
@@ -157,6 +179,24 @@ class TokenCommand:
             raise
 
     # --- steps ---
+
+    def refuse_service(self) -> None:
+        """78 (ServiceTokenNotMintable) when --user names a JupyterHub service.
+
+        The admin token needs `read:services` to tell (an admin has it); without it the hub answers 403,
+        and the command goes on as for a user, which it logs.
+        """
+        assert self.client is not None
+        response = self.client.api("GET", f"services/{quote(self.user, safe='')}", self.deadline)
+        if response.status_code == 200:
+            raise ServiceTokenNotMintable(f"--user {self.user!r} is a JupyterHub service, not a user: {SERVICE_TOKEN_WAY}")
+        if response.status_code in (401, 403):
+            log.info("service_lookup_forbidden",
+                     hint="the admin token lacks read:services: whether --user names a JupyterHub service is unknown")
+        elif response.status_code != 404:
+            raise HubUnavailable(
+                f"GET /hub/api/services/{self.user} answered {response.status_code} {hub_message(response)}"
+            )
 
     def ensure_user(self) -> None:
         assert self.client is not None

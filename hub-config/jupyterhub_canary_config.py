@@ -1,9 +1,10 @@
-"""JupyterHub configuration for the jupyterhub-canary service account(s): load it into your hub.
+"""JupyterHub configuration for the jupyterhub-canary service account(s) and fresh-user probes: load it into your hub.
 
 The canary logs in as a *service-account user*: a hub user that an admin created (never through
 a browser login) and for whom `jupyterhub-canary token` minted an API token with the least scopes
 the canary's spawn -> verify -> stop cycle needs. This file gives the hub the two things such a
-user needs:
+user needs (1 and 2), and what a fresh-user probe, which deletes and recreates its user every run,
+needs instead (3):
 
 1. A role, `jupyterhub-canary-service-account`, assigned to the service accounts, holding exactly
    those scopes for the user's *own* server (the `!user` owner filter), so a least-privilege token
@@ -33,6 +34,26 @@ zero-to-jupyterhub that is an `hub.extraConfig` entry that sorts before this one
 `00-canary-accounts: JUPYTERHUB_CANARY_SERVICE_ACCOUNTS = ["canary-a", "canary-b"]`. An empty
 list configures nothing.
 
+3. Fresh-user probes (`jupyterhub-canary --fresh-user`, chart/README.md "Fresh-user probes"), only
+   when the operator sets JUPYTERHUB_CANARY_SERVICE_TOKEN (from a Secret the operator makes, never
+   the hub's own): a JupyterHub *service*, `jupyterhub-canary-service` (JUPYTERHUB_CANARY_SERVICE_NAME
+   renames it), with that token, and a role, `jupyterhub-canary-fresh-users`, that gives the service
+   the least scopes a fresh-user run needs, each filtered `!user=<name>` for each fresh user:
+   `admin:users` (create and delete the user; there is no `create:users`), `read:tokens` (the
+   canary's ownership guard), `access:servers`, and the server scopes of the hub's version (as in 1).
+   A `!user=` filter matches by name, so the role works for a user who does not exist yet. The
+   fresh users' names come from JUPYTERHUB_CANARY_FRESH_USERS, comma-separated (default: none),
+   or a Python variable of the same name, which wins as in 1. Every name must start with
+   `jupyterhub-canary-fresh-` and have at least one more character, the name rule the canary
+   checks too: any other name (a real person's, a service account of 1) makes the hub refuse to
+   start with a ValueError that names it, because the service may delete that user. Each name is
+   also added to `Authenticator.blocked_users` (to what is there, on every authenticator section
+   that sets it), so nobody can log in as a fresh user; the API can still create, spawn and
+   delete it. JupyterHub 5.2+ strips a blocked user's roles at start-up, so a fresh user left
+   over across a hub restart has no roles. A token read from the variable is stripped of white
+   space at its ends (a Secret made from a file often ends with a newline), as the canary strips
+   the token it reads.
+
 How to load it:
 
 - zero-to-jupyterhub: as an `hub.extraConfig` entry (hub-config/z2jh-values.yaml shows it; the
@@ -48,10 +69,12 @@ How to load it:
   chained, and only the environment variable names the accounts. It can also be the whole config
   (`jupyterhub -f`), though that is rarely what you want.
 
-Safe to load into any hub: it only appends a role (to a list or to traitlets' lazy value) and sets
-one hook of OAuthenticator, which other authenticators never read; loading it twice changes nothing
-more. One exception: with `Authenticator.manage_roles = True` the hub refuses roles in `load_roles`
-that assign users, so the role is then defined without users and your authenticator must assign it.
+Safe to load into any hub: it only appends roles (to a list or to traitlets' lazy value), appends
+the fresh-user service (when its token is set) and adds names to `blocked_users`, and sets one hook
+of OAuthenticator, which other authenticators never read; loading it twice changes nothing more.
+One exception: with `Authenticator.manage_roles = True` the hub refuses roles in `load_roles`
+that assign users, so the role of 1 is then defined without users and your authenticator must
+assign it (the role of 3 is assigned to a service, which manage_roles allows).
 
 This file cannot import the canary (`app`): the hub does not have it installed. It only imports
 what a hub has. Without a `c` in its namespace (imported by tests) it only defines its functions.
@@ -64,6 +87,13 @@ CANARY_ROLE_NAME = "jupyterhub-canary-service-account"
 CANARY_ACCOUNTS_VARIABLE = "JUPYTERHUB_CANARY_SERVICE_ACCOUNTS"
 CANARY_DEFAULT_ACCOUNTS = "jupyterhub-canary"
 CANARY_HOOK_MIN_OAUTHENTICATOR = (17, 3)
+# Fresh-user probes (3 in the docstring).
+CANARY_FRESH_USERS_VARIABLE = "JUPYTERHUB_CANARY_FRESH_USERS"
+CANARY_FRESH_USER_PREFIX = "jupyterhub-canary-fresh-"  # the canary's name rule (app/fresh_user.py)
+CANARY_SERVICE_TOKEN_VARIABLE = "JUPYTERHUB_CANARY_SERVICE_TOKEN"
+CANARY_SERVICE_NAME_VARIABLE = "JUPYTERHUB_CANARY_SERVICE_NAME"
+CANARY_DEFAULT_SERVICE_NAME = "jupyterhub-canary-service"
+CANARY_FRESH_ROLE_NAME = "jupyterhub-canary-fresh-users"
 _CANARY_HOOK_MARK = "_jupyterhub_canary_previous_hook"  # set on our hook; holds the hook it chains to
 
 canary_log = logging.getLogger("JupyterHub")
@@ -97,10 +127,21 @@ def canary_role_scopes(hub_version):
 
 def canary_service_accounts(namespace=None, environ=None):
     """The service-account names: a Python variable in `namespace` wins over the environment variable."""
+    return _canary_names(CANARY_ACCOUNTS_VARIABLE, CANARY_DEFAULT_ACCOUNTS, namespace, environ)
+
+
+def canary_fresh_users(namespace=None, environ=None):
+    """The fresh users' names (none by default): a Python variable in `namespace` wins over the environment
+    variable. Not checked here: canary_configure_fresh_users refuses a name that breaks the rule."""
+    return _canary_names(CANARY_FRESH_USERS_VARIABLE, "", namespace, environ)
+
+
+def _canary_names(variable, default, namespace, environ):
+    """A list of names from a Python variable (a list or a comma-separated string), else the environment."""
     environ = os.environ if environ is None else environ
-    value = (namespace or {}).get(CANARY_ACCOUNTS_VARIABLE)
+    value = (namespace or {}).get(variable)
     if value is None:
-        value = environ.get(CANARY_ACCOUNTS_VARIABLE, CANARY_DEFAULT_ACCOUNTS)
+        value = environ.get(variable, default)
     if isinstance(value, str):
         value = value.split(",")
     names = []
@@ -109,6 +150,54 @@ def canary_service_accounts(namespace=None, environ=None):
         if name and name not in names:
             names.append(name)
     return names
+
+
+def canary_service_name(namespace=None, environ=None):
+    """The fresh-user service's name: a Python variable in `namespace`, else the environment, else the default."""
+    environ = os.environ if environ is None else environ
+    value = (namespace or {}).get(CANARY_SERVICE_NAME_VARIABLE) or environ.get(CANARY_SERVICE_NAME_VARIABLE, "")
+    return str(value).strip() or CANARY_DEFAULT_SERVICE_NAME
+
+
+def canary_service_token(environ=None):
+    """The fresh-user service's token from the environment, white space at its ends stripped; "" when unset.
+
+    Never from a Python variable: a token written into a config file ends up in a ConfigMap or in git.
+    """
+    environ = os.environ if environ is None else environ
+    return environ.get(CANARY_SERVICE_TOKEN_VARIABLE, "").strip()
+
+
+def canary_fresh_user_name_problem(name):
+    """Why `name` may not be a fresh user (the canary's name rule), or None when it may."""
+    if not name.startswith(CANARY_FRESH_USER_PREFIX) or len(name) <= len(CANARY_FRESH_USER_PREFIX):
+        return f"it must start with {CANARY_FRESH_USER_PREFIX!r} and have at least one more character"
+    return None
+
+
+def canary_fresh_user_scopes(hub_version, fresh_users):
+    """The fresh-user service's scopes: each scope a fresh-user run needs, for each fresh user by name.
+
+    admin:users creates the user (there is no create:users) and holds read:users and delete:users;
+    read:tokens lets the canary prove a leftover user is its own; access:servers reaches the server;
+    the server scopes follow the hub's version as canary_role_scopes does.
+    """
+    if canary_version_tuple(hub_version)[0] >= 6:
+        server_scopes = ["start:servers", "delete:servers", "read:servers"]
+    else:
+        server_scopes = ["servers"]
+    per_user = ["admin:users", "read:tokens", "access:servers", *server_scopes]
+    return [f"{scope}!user={name}" for name in fresh_users for scope in per_user]
+
+
+def canary_fresh_users_role(hub_version, service_name, fresh_users):
+    """The fresh-user service's role spec for `c.JupyterHub.load_roles`."""
+    return {
+        "name": CANARY_FRESH_ROLE_NAME,
+        "description": "jupyterhub-canary fresh-user probes: create, spawn, reach, stop and delete these users only",
+        "scopes": canary_fresh_user_scopes(hub_version, fresh_users),
+        "services": [service_name],
+    }
 
 
 def canary_role(hub_version, service_accounts, assign_users=True):
@@ -145,17 +234,21 @@ def canary_refresh_user_hook(service_accounts, previous=None):
     return refresh_user_hook
 
 
-def _canary_role_names(roles):
-    """Names of the roles already in `load_roles`, a list or traitlets' LazyConfigValue."""
-    if isinstance(roles, (list, tuple)):
-        return {r.get("name") for r in roles if isinstance(r, dict)}
-    to_dict = getattr(roles, "to_dict", None)
+def _canary_specs(value):
+    """The roles (or services) already in `load_roles` (`services`), a list or traitlets' LazyConfigValue."""
+    if isinstance(value, (list, tuple)):
+        return [r for r in value if isinstance(r, dict)]
+    to_dict = getattr(value, "to_dict", None)
     if to_dict is None:
-        return set()
+        return []
     # LazyConfigValue: what it will add. Not get_value(), which would freeze it to what it holds now.
     pending = to_dict()
     specs = pending.get("extend", []) + pending.get("prepend", []) + [r for _, r in pending.get("inserts", [])]
-    return {r.get("name") for r in specs if isinstance(r, dict)}
+    return [r for r in specs if isinstance(r, dict)]
+
+
+def _canary_spec_names(value):
+    return {spec.get("name") for spec in _canary_specs(value)}
 
 
 def _canary_manages_roles(config):
@@ -190,7 +283,7 @@ def canary_configure(config, service_accounts, hub_version=None, oauthenticator_
     roles = config.JupyterHub.load_roles
     if isinstance(roles, tuple):
         roles = config.JupyterHub.load_roles = list(roles)
-    if CANARY_ROLE_NAME not in _canary_role_names(roles):
+    if CANARY_ROLE_NAME not in _canary_spec_names(roles):
         assign_users = not _canary_manages_roles(config)
         if not assign_users:
             canary_log.warning(
@@ -239,5 +332,91 @@ def canary_configure(config, service_accounts, hub_version=None, oauthenticator_
         )
 
 
+def _canary_add_blocked_users(config, names):
+    """Add `names` to Authenticator.blocked_users, and to each authenticator section that sets its own
+    (c.GenericOAuthenticator.blocked_users wins over c.Authenticator's for that class). Never replaces."""
+    sections = {
+        name
+        for name, section in config.items()
+        if name.endswith("Authenticator") and hasattr(section, "get") and "blocked_users" in section
+    }
+    for section in sorted(sections | {"Authenticator"}):
+        blocked = config[section].blocked_users  # a set or list someone set, or traitlets' lazy value
+        if isinstance(blocked, (list, tuple)):
+            blocked = config[section].blocked_users = set(blocked)
+        for name in names:
+            blocked.add(name)  # a set, or traitlets' LazyConfigValue: added to whatever the hub ends up with
+
+
+def canary_configure_fresh_users(config, fresh_users, service_token, service_name=CANARY_DEFAULT_SERVICE_NAME,
+                                 hub_version=None, service_accounts=()):
+    """Refuse bad fresh-user names, block their logins, and (with a token) add the service and its role. Idempotent.
+
+    Raises ValueError for a name that breaks the name rule or is also a service account (1): the
+    service would hold admin:users on that user, so the hub must not start.
+    """
+    for name in fresh_users:
+        problem = canary_fresh_user_name_problem(name)
+        if problem is None and name in service_accounts:
+            problem = f"it is also one of the service accounts in {CANARY_ACCOUNTS_VARIABLE}, whose user must last"
+        if problem is not None:
+            raise ValueError(
+                f"jupyterhub-canary: {CANARY_FRESH_USERS_VARIABLE} names {name!r}, which cannot be a fresh user: "
+                f"{problem}. The service {service_name!r} would get admin:users (create and delete) on that "
+                f"user, so the hub refuses to start: fix {CANARY_FRESH_USERS_VARIABLE}."
+            )
+    if not fresh_users:
+        if service_token:
+            canary_log.warning(
+                "jupyterhub-canary: %s is set but %s names no fresh users: no service %s defined",
+                CANARY_SERVICE_TOKEN_VARIABLE, CANARY_FRESH_USERS_VARIABLE, service_name,
+            )
+        return
+    _canary_add_blocked_users(config, fresh_users)
+    canary_log.info("jupyterhub-canary: blocked logins of fresh users %s", ", ".join(fresh_users))
+    if not service_token:
+        canary_log.warning(
+            "jupyterhub-canary: %s is unset: no service %s for fresh users %s",
+            CANARY_SERVICE_TOKEN_VARIABLE, service_name, ", ".join(fresh_users),
+        )
+        return
+    if hub_version is None:
+        import jupyterhub
+
+        hub_version = jupyterhub.__version__
+
+    services = config.JupyterHub.services
+    if isinstance(services, tuple):
+        services = config.JupyterHub.services = list(services)
+    existing = [spec for spec in _canary_specs(services) if spec.get("name") == service_name]
+    if not existing:
+        services.append({"name": service_name, "api_token": service_token})
+    elif existing[0].get("api_token") != service_token:  # not ours from loading this file before
+        canary_log.warning(
+            "jupyterhub-canary: a service %s is defined already: its own token is kept, %s is not used",
+            service_name, CANARY_SERVICE_TOKEN_VARIABLE,
+        )
+
+    roles = config.JupyterHub.load_roles
+    if isinstance(roles, tuple):
+        roles = config.JupyterHub.load_roles = list(roles)
+    if CANARY_FRESH_ROLE_NAME not in _canary_spec_names(roles):
+        role = canary_fresh_users_role(hub_version, service_name, fresh_users)
+        roles.append(role)
+        canary_log.info(
+            "jupyterhub-canary: service %s with role %s: %s",
+            service_name, CANARY_FRESH_ROLE_NAME, ", ".join(role["scopes"]),
+        )
+
+
 if "c" in globals():
-    canary_configure(c, canary_service_accounts(globals()))  # noqa: F821 - `c` is the hub's config
+    _canary_accounts = canary_service_accounts(globals())
+    # The fresh users first: a name that breaks the rule stops the hub before anything is configured.
+    canary_configure_fresh_users(
+        c,  # noqa: F821 - `c` is the hub's config
+        canary_fresh_users(globals()),
+        canary_service_token(),
+        canary_service_name(globals()),
+        service_accounts=_canary_accounts,
+    )
+    canary_configure(c, _canary_accounts)  # noqa: F821

@@ -125,8 +125,8 @@ c.JupyterHub.load_roles = [
     {
         "name": "localhub-admin",
         "services": ["localhub-admin"],
-        # What LocalHub's helpers need: users, their servers and tokens, and reaching servers.
-        "scopes": ["admin:users", "admin:servers", "tokens", "access:servers", "read:users", "list:users"],
+        # What LocalHub's helpers need: users, their servers and tokens, groups, and reaching servers.
+        "scopes": ["admin:users", "admin:servers", "tokens", "access:servers", "read:users", "list:users", "admin:groups"],
     }
 ]
 
@@ -192,6 +192,9 @@ def pre_spawn_hook(spawner) -> None:
         "behaviour": behaviour,
         "delay": delay,
         "time": time.time(),
+        # When the hub created the user: two spawns of one name with different ones were two users
+        # (tests/test_fresh_user.py: each --fresh-user run is a first-time user).
+        "user_created": str(spawner.user.created),
     }
     with spawn_log.open("a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")

@@ -205,7 +205,7 @@ class LocalHub:
             )
         try:
             r = requests.get(self.api_url, timeout=2)
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # a (re)starting hub on a loaded machine may be slow
             return None
         return r.json()["version"] if r.status_code == 200 else None
 

@@ -293,6 +293,13 @@ FAILS = {
         (*DEFAULTS, *_set("canary.caBundle.configMap=a", "canary.insecureSkipTlsVerify=true")),
         "canary.insecureSkipTlsVerify and canary.caBundle contradict each other",
     ),
+    # The schema sees only the probe's own user: the one it inherits is checked here (issue 20).
+    "fresh-user probe with the top-level user": (
+        (*DEFAULTS, *_set("probes.fresh.freshUser=true")),
+        'probes.fresh: freshUser=true needs a user named jupyterhub-canary-fresh-<something> (the canary deletes '
+        'and recreates that user every run, and the hub\'s fresh-user role covers only such names), but user is '
+        '"jupyterhub-canary"',
+    ),
 }
 
 
@@ -661,6 +668,10 @@ def test_the_chart_covers_every_cli_option(helm):
         seen |= set(canary_env(render(helm, *args), name))
     seen |= set(canary_env(render(helm, *DEFAULTS, "--set", "token.mount=true")))
     seen |= set(canary_env(render(helm, *DEFAULTS, "--set", "token.kubeRelaxedX509=true")))  # only when on
+    if "CANARY_FRESH_USER" in {option.env for option in RUN_OPTIONS}:
+        # probes.<name>.freshUser (issue 20), only when on. The condition holds once the canary's
+        # --fresh-user (app/config.py) and the chart's value are on one branch: then drop it.
+        seen |= set(canary_env(render(helm, *HUB, *EXISTING, *FRESH_PROBES)))
     assert seen | set(NOT_SET_BY_CHART) == {option.env for option in RUN_OPTIONS}
 
 
@@ -853,3 +864,75 @@ def test_the_schema_takes_every_server_name_jupyterhub_6_takes_and_the_default_s
     assert server_name_allowed(name, "6.1.1")
     render(helm, *HUB, *EXISTING, "--set-string", f"canary.serverName={name}")
     render(helm, *HUB, *EXISTING, "--set-string", f"probes.gpu.serverName={name}", "--set-string", "probes.cpu.serverName=cpu-x")
+
+
+# --- fresh-user probes (issue 20): probes.<name>.freshUser ---
+
+FRESH_USER_ENV = "CANARY_FRESH_USER"
+FRESH_PROBES = _set(
+    "probes.fresh.freshUser=true", "probes.fresh.user=jupyterhub-canary-fresh-default",
+    "probes.fresh.token.existingSecret=jupyterhub-canary-service-token", "probes.fresh.token.namespace=jhub",
+    "probes.plain.user=jupyterhub-canary",
+)
+
+
+def probe_env(docs: list[dict], probe: str) -> dict[str, str]:
+    [cronjob] = [c for c in by_kind(docs)["CronJob"] if c["metadata"]["name"] == f"{FULLNAME}-{probe}"]
+    (only,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    return {item["name"]: item.get("value") for item in only["env"]}
+
+
+def test_a_fresh_user_probe_runs_with_fresh_user_and_the_others_do_not(helm):
+    docs = render(helm, *HUB, *EXISTING, *FRESH_PROBES)
+    fresh, plain = probe_env(docs, "fresh"), probe_env(docs, "plain")
+    assert fresh[FRESH_USER_ENV] == "true" and fresh["CANARY_USER"] == "jupyterhub-canary-fresh-default"
+    assert fresh["CANARY_TOKEN_SECRET"] == "jupyterhub-canary-service-token"
+    assert fresh["CANARY_TOKEN_SECRET_NAMESPACE"] == "jhub"
+    assert FRESH_USER_ENV not in plain
+    # The canary reads the service's Secret in the hub's namespace, by name, and no other there.
+    [hub_role] = [r for r in by_kind(docs)["Role"] if r["metadata"]["namespace"] == "jhub"]
+    assert hub_role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["jupyterhub-canary-service-token"], "verbs": ["get"]}
+    ]
+    # The helm test Pod runs the first probe by name, `fresh`: as a fresh-user probe too.
+    test_pod = next(d for d in docs if d["kind"] == "Pod")
+    assert {e["name"]: e.get("value") for e in test_pod["spec"]["containers"][0]["env"]}[FRESH_USER_ENV] == "true"
+    if FRESH_USER_ENV in {option.env for option in RUN_OPTIONS}:  # the canary's --fresh-user (app/config.py)
+        options = {option.env: option for option in RUN_OPTIONS}
+        assert options[FRESH_USER_ENV].parse(fresh[FRESH_USER_ENV]) is True
+
+
+@pytest.mark.parametrize("args", [(), _set("probes.fresh.freshUser=false", "probes.fresh.user=alice")],
+                         ids=["defaults", "freshUser-false"])
+def test_without_fresh_user_no_probe_has_the_variable(helm, args):
+    docs = render(helm, *HUB, *EXISTING, *args)
+    assert FRESH_USER_ENV not in canary_env(docs)
+
+
+@pytest.mark.parametrize("name", ["alice", "jupyterhub-canary", "jupyterhub-canary-fresh-", "x-jupyterhub-canary-fresh-a"])
+def test_the_schema_refuses_a_fresh_user_probe_whose_user_breaks_the_name_rule(helm, name):
+    """A fresh-user probe deletes its user every run: the schema refuses, naming the value and the rule."""
+    error = render_error(helm, *HUB, *EXISTING, *_set("probes.fresh.freshUser=true"), "--set-string", f"probes.fresh.user={name}")
+    assert "don't meet the specifications of the schema" in error, error
+    assert f"at '/probes/fresh/user': '{name}' does not match pattern '^jupyterhub-canary-fresh-.+'" in error, error
+
+
+@pytest.mark.parametrize("name", ["jupyterhub-canary-fresh-default", "jupyterhub-canary-fresh-gpu", "jupyterhub-canary-fresh-x"])
+def test_the_schema_takes_every_fresh_user_name_of_the_rule(helm, name):
+    render(helm, *HUB, *EXISTING, *_set("probes.fresh.freshUser=true"), "--set-string", f"probes.fresh.user={name}")
+
+
+def test_the_schema_refuses_a_fresh_user_that_is_not_a_boolean(helm):
+    error = render_error(helm, *HUB, *EXISTING, "--set-string", "probes.fresh.freshUser=yes",
+                         *_set("probes.fresh.user=jupyterhub-canary-fresh-a"))
+    assert "don't meet the specifications of the schema" in error and "freshUser" in error, error
+
+
+def test_the_readme_explains_fresh_user_probes():
+    readme = (CHART / "README.md").read_text()
+    section = readme.partition("## Fresh-user probes")[2].partition("\n## ")[0]
+    assert section, "chart/README.md has a Fresh-user probes section"
+    for needed in ("jupyterhub-canary-service", "JUPYTERHUB_CANARY_SERVICE_TOKEN", "JUPYTERHUB_CANARY_FRESH_USERS",
+                   "admin:users!user=", "read:tokens!user=", "access:servers!user=", "blocked_users",
+                   "kubectl", "consecutive_failure_limit", "delete_pvc", "freshUser"):
+        assert needed in section, needed

@@ -1,4 +1,5 @@
-"""hub-config/jupyterhub_canary_config.py without a hub: its scopes, and what loading it does to a config.
+"""hub-config/jupyterhub_canary_config.py without a hub: its scopes, and what loading it does to a config
+(the service accounts' role and refresh hook; the fresh-user service, its role and the blocked names).
 
 The file is loaded the ways deployers load it (exec in the config's namespace as z2jh's extraConfig
 does, traitlets' load_subconfig), into configs that already hold roles and refresh hooks, because it
@@ -276,15 +277,246 @@ def test_the_z2jh_example_embeds_exactly_the_config_file():
     assert embedded == CONFIG_FILE.read_text(encoding="utf-8"), "run python scripts/hub_config_values.py --write"
     assert hub_config_values.main(["--check"]) == 0
     assert values["hub"]["extraEnv"][VARIABLE] == "jupyterhub-canary"
+    assert values["hub"]["extraEnv"][FRESH_VARIABLE] == "jupyterhub-canary-fresh-default"
+
+
+def z2jh_environment(monkeypatch, values: dict, secrets: dict[tuple[str, str], str]) -> None:
+    """hub.extraEnv as the hub pod gets it: plain values as they are, a secretKeyRef resolved from
+    `secrets` ((name, key) -> value), an optional one that is missing left unset."""
+    for name, value in values["hub"]["extraEnv"].items():
+        monkeypatch.delenv(name, raising=False)
+        if isinstance(value, str):
+            monkeypatch.setenv(name, value)
+            continue
+        ref = value["valueFrom"]["secretKeyRef"]
+        if (ref["name"], ref["key"]) in secrets:
+            monkeypatch.setenv(name, secrets[ref["name"], ref["key"]])
+        else:
+            assert ref.get("optional") is True, f"{name}: the hub would not start without Secret {ref['name']}"
 
 
 def test_the_z2jh_entry_runs_as_z2jh_runs_it(monkeypatch):
     """z2jh: hub.extraEnv in the environment, then `exec(config_py)` at the top level of its
-    jupyterhub_config.py, after hub.config and hub.loadRoles are applied (load_roles is a list)."""
+    jupyterhub_config.py, after hub.config and hub.loadRoles are applied (load_roles is a list,
+    services a list). Without the service's Secret: no service, but the fresh user is blocked."""
     values = yaml.safe_load(hub_config_values.VALUES_FILE.read_text(encoding="utf-8"))
-    for name, value in values["hub"]["extraEnv"].items():
-        monkeypatch.setenv(name, value)
+    z2jh_environment(monkeypatch, values, {})
     c = Config()
     c.JupyterHub.load_roles = []
+    c.JupyterHub.services = []
     exec(values["hub"]["extraConfig"][hub_config_values.KEY], {"c": c})
     assert canary_role(c)["users"] == ["jupyterhub-canary"]
+    assert c.JupyterHub.services == [] and FRESH_ROLE_NAME not in {r["name"] for r in roles_of(c)}
+    assert blocked_of(c) == {"jupyterhub-canary-fresh-default"}
+
+
+def test_the_z2jh_entry_with_the_operators_secret_defines_the_service(monkeypatch):
+    """The token comes from the Secret the operator made (hub.extraEnv's secretKeyRef), not from
+    z2jh's hub.services, whose apiToken lives in the hub's own Secret."""
+    values = yaml.safe_load(hub_config_values.VALUES_FILE.read_text(encoding="utf-8"))
+    assert "services" not in values["hub"] and "loadRoles" not in values["hub"]
+    ref = values["hub"]["extraEnv"][TOKEN_VARIABLE]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == "jupyterhub-canary-service-token" and ref["key"] == "token"
+    z2jh_environment(monkeypatch, values, {(ref["name"], ref["key"]): SERVICE_TOKEN + "\n"})
+    c = Config()
+    c.JupyterHub.load_roles = []
+    c.JupyterHub.services = []
+    exec(values["hub"]["extraConfig"][hub_config_values.KEY], {"c": c})
+    assert c.JupyterHub.services == [{"name": SERVICE_NAME, "api_token": SERVICE_TOKEN}]
+    assert fresh_role(c)["services"] == [SERVICE_NAME]
+    assert set(fresh_role(c)["scopes"]) == set(expected_fresh_scopes(jupyterhub_version(), "jupyterhub-canary-fresh-default"))
+
+
+# --- fresh-user probes: the service, its role, the blocked names (issue 20, notes/FRESH.md) ---
+
+FRESH_VARIABLE = "JUPYTERHUB_CANARY_FRESH_USERS"
+TOKEN_VARIABLE = "JUPYTERHUB_CANARY_SERVICE_TOKEN"
+NAME_VARIABLE = "JUPYTERHUB_CANARY_SERVICE_NAME"
+FRESH_ROLE_NAME = "jupyterhub-canary-fresh-users"
+SERVICE_NAME = "jupyterhub-canary-service"
+SERVICE_TOKEN = "c0ffee" * 8
+FRESH_A, FRESH_B = "jupyterhub-canary-fresh-default", "jupyterhub-canary-fresh-gpu"
+
+
+def jupyterhub_version() -> str:
+    import jupyterhub
+
+    return jupyterhub.__version__
+
+
+def expected_fresh_scopes(hub_version: str, name: str) -> list[str]:
+    """notes/FRESH.md's least scopes, written out here (not derived from the file under test)."""
+    servers = ["servers"] if int(hub_version.split(".")[0]) < 6 else ["read:servers", "start:servers", "delete:servers"]
+    return [f"{scope}!user={name}" for scope in ["admin:users", "read:tokens", "access:servers", *servers]]
+
+
+def fresh_role(c: Config) -> dict:
+    [role] = [r for r in roles_of(c) if r["name"] == FRESH_ROLE_NAME]
+    return role
+
+
+def services_of(c: Config) -> list[dict]:
+    services = c.JupyterHub.services
+    return services if isinstance(services, list) else copy.deepcopy(services).get_value([])
+
+
+def blocked_of(c: Config, section: str = "Authenticator") -> set[str]:
+    blocked = c[section].blocked_users
+    return set(blocked) if isinstance(blocked, (set, list)) else copy.deepcopy(blocked).get_value(set())
+
+
+@pytest.fixture
+def fresh_env(monkeypatch):
+    """The operator's variables for two fresh users and the service's token (LocalHub-free: only this process)."""
+    for variable in (FRESH_VARIABLE, TOKEN_VARIABLE, NAME_VARIABLE):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv(FRESH_VARIABLE, f"{FRESH_A}, {FRESH_B}")
+    monkeypatch.setenv(TOKEN_VARIABLE, SERVICE_TOKEN)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("hub_version", ["5.0.0", "5.5.4", "6.0.0", "6.1.1"])
+def test_the_fresh_user_role_has_the_least_scopes_for_each_fresh_user_by_name(module, hub_version):
+    scopes = module["canary_fresh_user_scopes"](hub_version, [FRESH_A, FRESH_B])
+    assert sorted(scopes) == sorted(expected_fresh_scopes(hub_version, FRESH_A) + expected_fresh_scopes(hub_version, FRESH_B))
+    assert all("!user=" in scope for scope in scopes), "every scope filtered to one fresh user"
+
+
+def test_fresh_users_none_by_default_then_variable_then_python_variable(module):
+    names = module["canary_fresh_users"]
+    assert names({}, {}) == []
+    assert names({}, {FRESH_VARIABLE: f" {FRESH_A},,{FRESH_B},{FRESH_A} "}) == [FRESH_A, FRESH_B]
+    assert names({FRESH_VARIABLE: [FRESH_B]}, {FRESH_VARIABLE: FRESH_A}) == [FRESH_B], "Python wins"
+    assert names({FRESH_VARIABLE: FRESH_B}, {}) == [FRESH_B]
+
+
+def test_the_service_token_only_from_the_environment_and_stripped(module):
+    token = module["canary_service_token"]
+    assert token({}) == ""
+    assert token({TOKEN_VARIABLE: f"  {SERVICE_TOKEN}\n"}) == SERVICE_TOKEN
+    name = module["canary_service_name"]
+    assert name({}, {}) == SERVICE_NAME
+    assert name({}, {NAME_VARIABLE: "probe-svc"}) == "probe-svc"
+    assert name({NAME_VARIABLE: "py-svc"}, {NAME_VARIABLE: "probe-svc"}) == "py-svc"
+
+
+def test_with_a_token_the_service_and_its_role_are_added_and_the_names_blocked(fresh_env):
+    c = Config()
+    c.JupyterHub.services = [{"name": "localhub-admin", "api_token": "x" * 32}]
+    c.JupyterHub.load_roles = [{"name": "teacher", "scopes": ["read:users"]}]
+    c.Authenticator.blocked_users = {"mallory"}
+    fresh_env.setenv(TOKEN_VARIABLE, SERVICE_TOKEN + "\n")  # a Secret made from a file
+    load(c)
+    assert c.JupyterHub.services == [
+        {"name": "localhub-admin", "api_token": "x" * 32},
+        {"name": SERVICE_NAME, "api_token": SERVICE_TOKEN},
+    ]
+    assert [r["name"] for r in c.JupyterHub.load_roles][:2] == ["teacher", FRESH_ROLE_NAME]
+    role = fresh_role(c)
+    assert role["services"] == [SERVICE_NAME] and "users" not in role and "groups" not in role
+    version = jupyterhub_version()
+    assert sorted(role["scopes"]) == sorted(expected_fresh_scopes(version, FRESH_A) + expected_fresh_scopes(version, FRESH_B))
+    assert blocked_of(c) == {"mallory", FRESH_A, FRESH_B}, "added to, never replacing"
+
+
+def test_the_service_name_can_be_changed(fresh_env):
+    fresh_env.setenv(NAME_VARIABLE, "probe-svc")
+    c = Config()
+    load(c)
+    assert [s["name"] for s in services_of(c)] == ["probe-svc"]
+    assert fresh_role(c)["services"] == ["probe-svc"]
+
+
+def test_the_hub_application_and_the_authenticators_see_service_role_and_blocked_names(fresh_env):
+    """Loaded first (everything lazy), with a deployer's own block list on a subclass section, which
+    wins over c.Authenticator's for that class: the names are added there too."""
+    from jupyterhub.app import JupyterHub
+    from jupyterhub.auth import DummyAuthenticator
+    from oauthenticator.generic import GenericOAuthenticator
+
+    c = Config()
+    c.GenericOAuthenticator.blocked_users = ["mallory"]
+    load(c)
+    c.JupyterHub.services.append({"name": "later", "api_token": "y" * 32})  # a later file
+    hub = JupyterHub(config=c)
+    assert [s["name"] for s in hub.services] == [SERVICE_NAME, "later"]
+    assert FRESH_ROLE_NAME in [r["name"] for r in hub.load_roles]
+    assert DummyAuthenticator(config=c).blocked_users == {FRESH_A, FRESH_B}
+    assert GenericOAuthenticator(config=c).blocked_users == {"mallory", FRESH_A, FRESH_B}
+
+
+def test_loading_twice_adds_one_service_one_role_and_says_nothing_about_its_own_service(fresh_env, caplog):
+    c = Config()
+    c.Authenticator.blocked_users = {"mallory"}
+    load(c)
+    load(c)
+    assert [s["name"] for s in services_of(c)] == [SERVICE_NAME]
+    assert [r["name"] for r in roles_of(c)].count(FRESH_ROLE_NAME) == 1
+    assert blocked_of(c) == {"mallory", FRESH_A, FRESH_B}
+    assert "defined already" not in caplog.text
+
+
+def test_a_service_of_that_name_defined_by_the_deployer_keeps_its_token_and_says_so(fresh_env, caplog):
+    c = Config()
+    c.JupyterHub.services = [{"name": SERVICE_NAME, "api_token": "d" * 32}]
+    load(c)
+    assert c.JupyterHub.services == [{"name": SERVICE_NAME, "api_token": "d" * 32}]
+    assert "defined already" in caplog.text and SERVICE_TOKEN not in caplog.text
+
+
+def test_without_the_token_no_service_and_no_role_but_the_names_are_blocked(fresh_env, caplog):
+    fresh_env.delenv(TOKEN_VARIABLE)
+    c = Config()
+    load(c)
+    assert services_of(c) == [] and FRESH_ROLE_NAME not in {r["name"] for r in roles_of(c)}
+    assert blocked_of(c) == {FRESH_A, FRESH_B}
+    assert f"{TOKEN_VARIABLE} is unset" in caplog.text
+
+
+def test_a_token_without_fresh_users_defines_nothing_and_says_so(fresh_env, caplog):
+    fresh_env.delenv(FRESH_VARIABLE)
+    c = Config()
+    load(c)
+    assert services_of(c) == [] and FRESH_ROLE_NAME not in {r["name"] for r in roles_of(c)}
+    assert "blocked_users" not in c.Authenticator
+    assert "names no fresh users" in caplog.text and SERVICE_TOKEN not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "bad", ["alice", "jupyterhub-canary", "jupyterhub-canary-fresh-", "jupyterhub-canary-fresh", "x-jupyterhub-canary-fresh-a"]
+)
+@pytest.mark.parametrize("with_token", [True, False], ids=["with-token", "without-token"])
+def test_a_name_that_breaks_the_rule_stops_the_hub_with_a_clear_message(fresh_env, bad, with_token):
+    """admin:users!user=alice would let the canary's service delete a real person: the hub must not start."""
+    if not with_token:
+        fresh_env.delenv(TOKEN_VARIABLE)
+    fresh_env.setenv(FRESH_VARIABLE, f"{FRESH_A},{bad}")
+    c = Config()
+    with pytest.raises(ValueError) as refused:
+        load(c)
+    message = str(refused.value)
+    assert repr(bad) in message and "jupyterhub-canary-fresh-" in message and FRESH_VARIABLE in message
+    assert SERVICE_TOKEN not in message
+    # Nothing was configured before the refusal.
+    assert services_of(c) == [] and roles_of(c) == [] and "blocked_users" not in c.Authenticator
+
+
+def test_a_bad_name_from_the_python_variable_is_refused_too(fresh_env):
+    c = Config()
+    with pytest.raises(ValueError, match="'alice'"):
+        load(c, **{FRESH_VARIABLE: ["alice"]})
+
+
+def test_a_fresh_user_that_is_also_a_service_account_is_refused(fresh_env):
+    """A service account's user must last; a fresh user is deleted every run."""
+    c = Config()
+    with pytest.raises(ValueError, match="service accounts"):
+        load(c, **{VARIABLE: [FRESH_A]})
+
+
+def test_a_fresh_user_role_works_with_manage_roles(fresh_env):
+    """manage_roles forbids roles that assign users, not services: the role keeps its service."""
+    c = Config()
+    c.GenericOAuthenticator.manage_roles = True
+    load(c)
+    assert fresh_role(c)["services"] == [SERVICE_NAME]

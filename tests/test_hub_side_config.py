@@ -20,6 +20,7 @@ The provider is tests/oauth_provider.py; the hubs are tests/localhub.py with `ex
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
@@ -274,3 +275,205 @@ def test_a_user_who_logged_in_through_oauth_is_still_refreshed(canary_hub, provi
     assert hook_calls(canary_hub, "deployer", NORMAL_USER), "our hook passed the user on to the deployer's"
     assert {c["result"] for c in hook_calls(canary_hub, "canary", NORMAL_USER)} == {None}
     assert provider.token_calls(NORMAL_USER, "refresh_token") == 0, "the access token still worked"
+
+
+# --- fresh-user probes: the service and its role on a real hub (issue 20, notes/FRESH.md) ---
+
+FRESH_USER = "jupyterhub-canary-fresh-default"
+OTHER_FRESH_USER = "jupyterhub-canary-fresh-gpu"  # configured too: the role names each by name
+FRESH_SERVICE = "jupyterhub-canary-service"
+FRESH_ROLE = "jupyterhub-canary-fresh-users"
+
+
+def fresh_env(fresh_users: str, token: str | None) -> dict[str, str]:
+    """The hub's variables as hub-config/z2jh-values.yaml's hub.extraEnv gives them (LocalHub clears
+    the test process's own JUPYTERHUB_* variables)."""
+    env = {"JUPYTERHUB_CANARY_FRESH_USERS": fresh_users}
+    if token is not None:
+        env["JUPYTERHUB_CANARY_SERVICE_TOKEN"] = token
+    return env
+
+
+LOAD_CANARY_CONFIG = f"""
+path = {str(CANARY_CONFIG)!r}
+exec(compile(open(path).read(), path, "exec"))
+"""
+# The test hub's admin service may also read services (a z2jh admin has it): to see which exist.
+ADMIN_READS_SERVICES = 'c.JupyterHub.load_roles[0]["scopes"] += ["read:services", "list:services"]\n'
+
+
+@pytest.fixture(scope="module")
+def fresh_hub(tmp_path_factory) -> Iterator[LocalHub]:
+    """tests/hub_config.py's hub (dummy authenticator, anyone may log in) loading our file as z2jh
+    does, with two fresh users and the service's token from the environment, as from a Secret made
+    from a file (a trailing newline). The hub's own `user` role is trimmed, so the service's scopes
+    can only come from our role."""
+    workdir = tmp_path_factory.mktemp("fresh_hub")
+    token = secrets.token_hex(32)
+    extra = 'c.JupyterHub.load_roles.append({"name": "user", "scopes": ["read:users:name!user"]})\n' + LOAD_CANARY_CONFIG
+    hub = LocalHub(workdir, extra_config=extra, env=fresh_env(f"{FRESH_USER},{OTHER_FRESH_USER}", token + "\n"))
+    hub.service_token = token
+    yield from until_stopped(hub.start(), "the hub")
+
+
+def as_service(hub: LocalHub, method: str, path: str, **kw) -> requests.Response:
+    headers = {"Authorization": f"token {hub.service_token}"}
+    return requests.request(method, hub.api_url + path, headers=headers, timeout=30, **kw)
+
+
+def test_the_services_token_is_the_service_with_only_the_fresh_users_scopes(fresh_hub):
+    me = as_service(fresh_hub, "GET", "user")
+    assert me.status_code == 200, me.text
+    model = me.json()
+    assert model["kind"] == "service" and model["name"] == FRESH_SERVICE
+    servers = ["servers"] if _major_minor(fresh_hub.version)[0] < 6 else ["read:servers", "start:servers", "delete:servers"]
+    for name in (FRESH_USER, OTHER_FRESH_USER):
+        for scope in ["admin:users", "read:tokens", "access:servers", *servers]:
+            assert f"{scope}!user={name}" in model["scopes"], (scope, model["scopes"])
+    # Everything else the hub lists is implied by those, for those users (or about the service itself).
+    for scope in model["scopes"]:
+        assert scope.endswith((f"!user={FRESH_USER}", f"!user={OTHER_FRESH_USER}", f"!service={FRESH_SERVICE}")), scope
+
+
+def test_the_service_creates_spawns_reaches_stops_and_deletes_the_fresh_user(fresh_hub):
+    """The fresh-user cycle, step by step, with the service's token alone: the user does not exist
+    before (a `!user=` filter needs no user), is created (201), spawned, reached through the proxy,
+    stopped, its tokens read (the canary's guard), and deleted (204)."""
+    assert as_service(fresh_hub, "GET", f"users/{FRESH_USER}").status_code == 404
+    created = as_service(fresh_hub, "POST", f"users/{FRESH_USER}")
+    assert created.status_code == 201, created.text
+    assert created.json()["name"] == FRESH_USER and created.json()["admin"] is False
+    try:
+        spawned = as_service(fresh_hub, "POST", f"users/{FRESH_USER}/server")
+        assert spawned.status_code in (201, 202), spawned.text
+
+        def ready() -> bool:
+            model = as_service(fresh_hub, "GET", f"users/{FRESH_USER}")
+            assert model.status_code == 200, model.text
+            server = model.json()["servers"].get("")
+            assert server is not None, f"the spawn failed: {fresh_hub.log_tail(20)}"
+            return bool(server["ready"])
+
+        wait_for(ready, timeout=60, what="the fresh user's server")
+        status = requests.get(
+            fresh_hub.url + f"user/{FRESH_USER}/api/status",
+            headers={"Authorization": f"token {fresh_hub.service_token}"}, timeout=30,
+        )
+        assert status.status_code == 200, status.text
+        tokens = as_service(fresh_hub, "GET", f"users/{FRESH_USER}/tokens")
+        assert tokens.status_code == 200, tokens.text
+
+        stopped = as_service(fresh_hub, "DELETE", f"users/{FRESH_USER}/server")
+        assert stopped.status_code in (202, 204), stopped.text
+        wait_for(lambda: as_service(fresh_hub, "GET", f"users/{FRESH_USER}").json()["servers"] == {}, timeout=60,
+                 what="the fresh user's server to stop")
+    finally:
+        deleted = as_service(fresh_hub, "DELETE", f"users/{FRESH_USER}")
+    assert deleted.status_code == 204, deleted.text
+    assert fresh_hub.api("GET", f"users/{FRESH_USER}").status_code == 404
+
+
+# What a scope filtered to other users answers (6.1.1 and 5.5.4 alike): 404 with this message, not
+# 403; a token without the scope at all gets 403 "Action is not authorized with current scopes".
+# A user that does not exist, asked for with the scope, is a 404 without it (6: null, 5: "Not Found").
+FILTERED_OUT = "No access to resources or resources not found"
+
+
+@pytest.mark.parametrize("name", ["alice", "jupyterhub-canary-fresh-unlisted", "jupyterhub-canary"])
+def test_the_service_cannot_create_or_delete_any_other_user(fresh_hub, name):
+    """The role is the first guard: a name outside JUPYTERHUB_CANARY_FRESH_USERS, even one that
+    follows the name rule, cannot be created; an existing user cannot be deleted, read or spawned.
+    The hub refuses with 404 "No access to resources or resources not found" (measured; not 403)."""
+    existed = fresh_hub.api("GET", f"users/{name}").status_code == 200  # the service account (1) exists
+    created = as_service(fresh_hub, "POST", f"users/{name}")
+    assert (created.status_code, created.json()["message"]) == (404, FILTERED_OUT), created.text
+    assert (fresh_hub.api("GET", f"users/{name}").status_code == 200) == existed, "not created"
+
+    fresh_hub.create_user(name)  # a real person's account, made by the admin
+    try:
+        for method, path in (("DELETE", f"users/{name}"), ("POST", f"users/{name}/server"), ("GET", f"users/{name}")):
+            refused = as_service(fresh_hub, method, path)
+            assert (refused.status_code, refused.json()["message"]) == (404, FILTERED_OUT), (method, refused.text)
+        assert fresh_hub.user_model(name)["servers"] == {}, "still there, nothing started"
+    finally:
+        if not existed:
+            assert fresh_hub.api("DELETE", f"users/{name}").status_code == 204
+
+
+def test_the_service_cannot_make_the_fresh_user_an_admin(fresh_hub):
+    refused = as_service(fresh_hub, "POST", f"users/{OTHER_FRESH_USER}", json={"admin": True})
+    assert refused.status_code == 403, refused.text
+    assert fresh_hub.api("GET", f"users/{OTHER_FRESH_USER}").status_code == 404
+
+
+def login(hub: LocalHub, name: str) -> requests.Response:
+    """The dummy authenticator's login form, as a browser sends it (with the form's _xsrf)."""
+    session = requests.Session()
+    form = session.get(hub.url + "hub/login", timeout=10)
+    assert form.status_code == 200, form.text[:300]
+    xsrf = session.cookies.get("_xsrf")
+    assert xsrf, "the login form sets its _xsrf cookie"
+    return session.post(
+        hub.url + "hub/login", data={"username": name, "password": "anything", "_xsrf": xsrf},
+        allow_redirects=False, timeout=30,
+    )
+
+
+def test_nobody_can_log_in_as_a_fresh_user(fresh_hub):
+    """Authenticator.blocked_users: the login form refuses the fresh users' names (and makes no user),
+    while any other name logs in, as this hub lets anyone."""
+    for name in (FRESH_USER, OTHER_FRESH_USER):
+        refused = login(fresh_hub, name)
+        assert refused.status_code == 403, (name, refused.status_code, refused.text[:300])
+        assert fresh_hub.api("GET", f"users/{name}").status_code == 404
+    walk_in = login(fresh_hub, "walk-in")
+    assert walk_in.status_code == 302, walk_in.text[:300]
+    assert fresh_hub.api("DELETE", "users/walk-in").status_code == 204
+
+
+def test_without_the_token_the_hub_has_no_service_but_blocks_the_name(tmp_path):
+    with running_with_env(tmp_path / "hub", ADMIN_READS_SERVICES + LOAD_CANARY_CONFIG, fresh_env(FRESH_USER, None)) as hub:
+        assert hub.api("GET", "services").json().keys() == {"localhub-admin"}
+        assert hub.api("GET", f"services/{FRESH_SERVICE}").status_code == 404
+        assert login(hub, FRESH_USER).status_code == 403
+
+
+def test_a_name_outside_the_rule_stops_the_hub_at_start(tmp_path):
+    """`alice` would give the service admin:users on a real person: the hub must not start."""
+    hub = LocalHub(tmp_path / "hub", extra_config=LOAD_CANARY_CONFIG,
+                   env=fresh_env(f"{FRESH_USER},alice", secrets.token_hex(32)))
+    with pytest.raises(RuntimeError) as refused:
+        hub.start()
+    hub.stop()
+    assert not hub.leftover_processes()
+    assert "JUPYTERHUB_CANARY_FRESH_USERS names 'alice', which cannot be a fresh user" in str(refused.value)
+
+
+@contextmanager
+def running_with_env(workdir: Path, extra_config: str, env: dict[str, str]) -> Iterator[LocalHub]:
+    yield from until_stopped(LocalHub(workdir, extra_config=extra_config, env=env).start(), "the hub")
+
+
+def test_a_new_token_leaves_the_old_one_valid_until_the_service_is_renamed(tmp_path):
+    """What chart/README.md says about rotating the service's token, measured: JupyterHub adds a
+    configured token at start but keeps one that left the configuration; a service that left it is
+    deleted at start with its tokens."""
+    old, new = secrets.token_hex(32), secrets.token_hex(32)
+    hub = LocalHub(tmp_path / "hub", extra_config=LOAD_CANARY_CONFIG, env=fresh_env(FRESH_USER, old))
+
+    def owner(token: str) -> tuple[int, str | None]:
+        r = requests.get(hub.api_url + "user", headers={"Authorization": f"token {token}"}, timeout=10)
+        return r.status_code, r.json().get("name") if r.status_code == 200 else None
+
+    with contextmanager(until_stopped)(hub.start(), "the hub"):
+        assert owner(old) == (200, FRESH_SERVICE)
+        hub.stop_hub_process()
+        hub.env.update(fresh_env(FRESH_USER, new))
+        hub.start()
+        assert owner(new) == (200, FRESH_SERVICE)
+        assert owner(old) == (200, FRESH_SERVICE), "the old token still works"
+        hub.stop_hub_process()
+        hub.env["JUPYTERHUB_CANARY_SERVICE_NAME"] = "jupyterhub-canary-service-2"
+        hub.start()
+        assert owner(new) == (200, "jupyterhub-canary-service-2")
+        assert owner(old) == (403, None), "gone with the service it belonged to"

@@ -547,3 +547,76 @@ def test_a_rotation_revokes_the_token_it_read_never_the_one_a_stale_annotation_n
         assert revoked == [] and run.named("old_token_not_revoked"), run.log
     assert annotated_id in live_token_ids(hub, user)
     assert_clean(run, annotated, by_hand, new, hub.admin_token, stub_kube.token)
+
+
+# --- a JupyterHub service's token is the hub's configuration, not minted (issue 20, fresh-user probes) ---
+
+SERVICE = "jupyterhub-canary-service"
+
+
+@pytest.fixture(scope="module")
+def service_hub(tmp_path_factory):
+    """A hub with hub-config/jupyterhub_canary_config.py's fresh-user service, whose admin may read
+    services (a z2jh admin may)."""
+    from tests.localhub import LocalHub, until_stopped
+    from tests.test_hub_side_config import ADMIN_READS_SERVICES, LOAD_CANARY_CONFIG, fresh_env
+
+    # A second admin, as the test hub's own was before ADMIN_READS_SERVICES: it may not read services.
+    blind_admin = f"""
+c.JupyterHub.services.append({{"name": "blind-admin", "api_token": {BLIND_ADMIN_TOKEN!r}}})
+c.JupyterHub.load_roles.append({{"name": "blind-admin", "services": ["blind-admin"],
+                                "scopes": list(c.JupyterHub.load_roles[0]["scopes"])}})
+"""
+    hub = LocalHub(tmp_path_factory.mktemp("service_hub"),
+                   extra_config=blind_admin + ADMIN_READS_SERVICES + LOAD_CANARY_CONFIG,
+                   env=fresh_env("jupyterhub-canary-fresh-default", "f" * 64))
+    yield from until_stopped(hub.start(), "the hub")
+
+
+BLIND_ADMIN_TOKEN = "b1" * 32
+
+
+def test_a_service_named_as_the_user_ends_78_showing_the_way_and_creates_nothing(service_hub):
+    """Without the check, --create-user made a *user* of the service's name and minted it a token."""
+    run = run_token(["--hub-url", service_hub.url, "--user", SERVICE, "--create-user", "--print"],
+                    env=admin_env(service_hub))
+    assert run.exit_code == ExitCode.CONFIGURATION, run.log
+    assert run.result["reason"] == "service_token_not_mintable"
+    message = run.result["message"]
+    assert f"--user '{SERVICE}' is a JupyterHub service, not a user" in message
+    for way in ("mints tokens through its API for users only", "openssl rand -hex 32", "JUPYTERHUB_CANARY_SERVICE_TOKEN",
+                "hub-config/z2jh-values.yaml", 'chart/README.md, "Fresh-user probes"'):
+        assert way in message, way
+    assert run.stdout == "" and not run.named("token_minted") and not run.named("user_created")
+    assert service_hub.api("GET", f"users/{SERVICE}").status_code == 404, "no user of the service's name"
+    assert_clean(run, service_hub.admin_token, "f" * 64)
+
+
+def test_a_service_is_refused_before_kubernetes_is_touched(service_hub, stub_kube):
+    run = run_token(["rotate", "--hub-url", service_hub.url, "--user", SERVICE, "--secret", SECRET,
+                     "--namespace", stub_kube.namespace], env=admin_env(service_hub))
+    assert run.exit_code == ExitCode.CONFIGURATION and run.result["reason"] == "service_token_not_mintable", run.log
+    assert stub_kube.stub.requests_seen == [], "the Secret was not read"
+
+
+def test_a_user_beside_the_service_still_mints(service_hub):
+    run = run_token(["--hub-url", service_hub.url, "--user", "canary-beside-a-service", "--create-user", "--print"],
+                    env=admin_env(service_hub))
+    assert run.exit_code == ExitCode.OK, run.log
+    assert token_works(service_hub, run.stdout.strip())
+    assert not run.named("service_lookup_forbidden")
+
+
+def test_an_admin_token_that_cannot_read_services_goes_on_as_for_a_user_and_says_so(service_hub):
+    """Without read:services the command cannot tell: the service's name is taken for a user's, as the
+    README's fault table says, with --create-user too."""
+    env = {"JUPYTERHUB_ADMIN_TOKEN": BLIND_ADMIN_TOKEN}
+    run = run_token(["--hub-url", service_hub.url, "--user", SERVICE, "--print"], env=env)
+    assert run.named("service_lookup_forbidden"), run.log
+    assert run.exit_code == ExitCode.CONFIGURATION and "--create-user" in run.result["message"]
+    created = run_token(["--hub-url", service_hub.url, "--user", SERVICE, "--create-user", "--print"], env=env)
+    try:
+        assert created.exit_code == ExitCode.OK and created.named("user_created"), created.log
+        assert token_works(service_hub, created.stdout.strip()), "a user's token, not the service's"
+    finally:
+        assert service_hub.api("DELETE", f"users/{SERVICE}").status_code == 204

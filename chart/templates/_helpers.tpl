@@ -137,6 +137,8 @@ to 65535, a path; no `?` or `#` even empty, no white space or control character 
 {{- printf "canary.deadline (%v) must exceed canary.stopTimeout (%v): the deadline has to leave time to stop the server" $c.deadline $c.stopTimeout }}
 {{- else if and (not (kindIs "invalid" .Values.job.activeDeadlineSeconds)) (lt (int .Values.job.activeDeadlineSeconds) (include "canary.minActiveDeadlineSeconds" . | int)) }}
 {{- printf "job.activeDeadlineSeconds (%v) must be at least canary.deadline + job.deadlineGraceSeconds (%d): otherwise Kubernetes kills the canary before its own deadline, before it can stop its server; leave it empty to derive it" .Values.job.activeDeadlineSeconds (include "canary.minActiveDeadlineSeconds" . | int) }}
+{{- else if and $c.freshUser (not (regexMatch "^jupyterhub-canary-fresh-.+" $c.user)) }}
+{{- printf "freshUser=true needs a user named jupyterhub-canary-fresh-<something> (the canary deletes and recreates that user every run, and the hub's fresh-user role covers only such names), but user is %q: set this probe's user, e.g. jupyterhub-canary-fresh-default" $c.user }}
 {{- else if and $c.notebook $c.notebookConfigMap.name }}
 {{- printf "canary.notebook and canary.notebookConfigMap.name are both set (to a notebook and to ConfigMap %q): give the notebook inline or name the ConfigMap that holds it, not both" $c.notebookConfigMap.name }}
 {{- else if and (not (kindIs "invalid" .Values.job.terminationGracePeriodSeconds)) (lt (float64 .Values.job.terminationGracePeriodSeconds) (float64 $c.stopTimeout)) }}
@@ -163,7 +165,7 @@ probe label, no CANARY_PROBE), so today's values render as they always did.
 {{- $p = $p | default dict }}
 {{- $v := deepCopy $.Values }}
 {{- $_ := unset $v "probes" }}
-{{- range $key := list "user" "serverName" "userOptions" "checkKernel" "kernelName" "kernelTimeout" "checkStorage" "storagePath" "checkLab" "labPath" "checkUrls" "notebook" "notebookConfigMap" "notebookTimeout" "spawnTimeout" "stopTimeout" "requestTimeout" "deadline" "attempts" }}
+{{- range $key := list "user" "freshUser" "serverName" "userOptions" "checkKernel" "kernelName" "kernelTimeout" "checkStorage" "storagePath" "checkLab" "labPath" "checkUrls" "notebook" "notebookConfigMap" "notebookTimeout" "spawnTimeout" "stopTimeout" "requestTimeout" "deadline" "attempts" }}
 {{- if hasKey $p $key }}{{ $_ := set $v.canary $key (index $p $key) }}{{ end }}
 {{- end }}
 {{- range $key := list "schedule" "suspend" }}

@@ -35,6 +35,11 @@ containers:
         value: {{ include "canary.hubUrl" . | quote }}
       - name: CANARY_USER
         value: {{ $c.user | quote }}
+      {{- if $c.freshUser }}
+      # A new user every run (probes.<name>.freshUser): deleted, created, spawned, checked, stopped, deleted.
+      - name: CANARY_FRESH_USER
+        value: "true"
+      {{- end }}
       {{- if not $probe.legacy }}
       - name: CANARY_PROBE
         value: {{ $probe.name | quote }}
