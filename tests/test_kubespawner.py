@@ -15,7 +15,6 @@ claim, no pod.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 import os
@@ -27,7 +26,6 @@ from pathlib import Path
 
 import pytest
 
-from app.config import Config
 from app.cycle import Canary
 from app.exit_codes import ExitCode
 from app.token_command import least_scopes
@@ -204,36 +202,25 @@ def test_a_server_that_runs_then_exits_is_no_crash_to_kubespawners_stream(kubesp
 # --- fresh users (issue 20): a new user every run, with a home on a claim of its own ---
 
 ROOT = Path(__file__).resolve().parent.parent
-# The canary's --fresh-user (the lead's, /work/notes/FRESH.md). Until it is on this branch, the hub's admin
-# creates the user before a plain run and deletes it after (`fresh_run`): what the hub, KubeSpawner and
-# the volumes do is proven, what the canary itself must do (delete the user, also on SIGTERM) is not.
-FRESH_USER_LANDED = "fresh_user" in {field.name for field in dataclasses.fields(Config)}
 # The init container's cause needs the events' field paths in the classification (app/cycle.py's
 # Canary.spawn_cause passes event.field_path to spawn_causes.classify).
 CAUSE_SEES_FIELD_PATHS = "field_path" in inspect.getsource(Canary.spawn_cause)
-needs_fresh_user = pytest.mark.xfail(not FRESH_USER_LANDED, strict=True,
-                                     reason="the canary's --fresh-user is not on this branch yet")
 HOME = {"behaviour": "home"}
 
 
-def fresh_run(hub: KubeSpawnerHub, user: str, tmp_path, options: dict, *args: str):
-    """One fresh-user run of the canary on `user` (a name of FRESH_USERS) with the service's token."""
-    argv = ["--hub-url", hub.url, "--user", user, "--attempts", "1", "--user-options", json.dumps(options),
+def fresh_args(hub: KubeSpawnerHub, user: str, tmp_path, options: dict, *args: str) -> list[str]:
+    return ["--hub-url", hub.url, "--user", user, "--fresh-user", "--attempts", "1", "--user-options", json.dumps(options),
             "--termination-log", str(tmp_path / "termination-log"), *args]
-    if FRESH_USER_LANDED:
-        run = run_main([*argv, "--fresh-user"], env={"JUPYTERHUB_API_TOKEN": hub.fresh_token})
-        assert run.result["fresh_user"] is True, run.output
-        # Created by this run, deleted by it at the end (nothing stale before it: each test's name is its own).
-        assert [e["event"] for e in run.events if e["event"].startswith("fresh_user_")] == [
-            "fresh_user_created", "fresh_user_deleted"], run.output
-    else:  # the admin does the canary's part (see FRESH_USER_LANDED)
-        hub.create_user(user)
-        token = hub.new_token(user)
-        run = run_main(argv, env={"JUPYTERHUB_API_TOKEN": token})
-        run.assert_no_secret(token)
-        deleted = hub.api("DELETE", f"users/{user}")
-        assert deleted.status_code == 204, deleted.text
+
+
+def fresh_run(hub: KubeSpawnerHub, user: str, tmp_path, options: dict, *args: str):
+    """One --fresh-user run of the canary on `user` (a name of FRESH_USERS) with the service's token."""
+    run = run_main(fresh_args(hub, user, tmp_path, options, *args), env={"JUPYTERHUB_API_TOKEN": hub.fresh_token})
     run.assert_no_secret(hub.fresh_token, hub.admin_token)
+    assert run.result["fresh_user"] is True, run.output
+    # Created by this run, deleted by it at the end (nothing stale before it: each test's name is its own).
+    assert [e["event"] for e in run.events if e["event"].startswith("fresh_user_")] == [
+        "fresh_user_created", "fresh_user_deleted"], run.output
     return run
 
 
@@ -244,7 +231,7 @@ def termination(tmp_path) -> dict:
 def assert_nothing_left(hub: KubeSpawnerHub, user: str, run=None) -> None:
     """No user, no claim, no pod of the user's: what every fresh run leaves, on every path."""
     assert not hub.user_exists(user), "the fresh user was left behind"
-    if run is not None and FRESH_USER_LANDED:
+    if run is not None:
         assert run.result["user_deleted"] is True, run.result
     wait_for(f"the pods of {user} deleted", lambda: not [p for p in hub.user_pods() if user in p["metadata"]["name"]], 30)
     # The claim is deleted with the user (delete_pvc); it goes once no pod uses it (pvc-protection).
@@ -361,17 +348,13 @@ def test_a_page_the_server_does_not_serve_is_17_naming_it(kubespawner_hub, home_
     assert_nothing_left(hub, user, run)
 
 
-@needs_fresh_user
 def test_sigterm_mid_spawn_of_a_fresh_user_is_143_and_leaves_nothing(kubespawner_hub, home_volumes, tmp_path):
     """The console script, SIGTERM once the pod is scheduled (its claim bound): it stops the server,
     deletes the user (and so the claim) and ends 143."""
     hub, user = kubespawner_hub, f"{FRESH_PREFIX}sigterm"
     volume = new_home(hub, home_volumes, user)
-    process = start_process(
-        ["--hub-url", hub.url, "--user", user, "--fresh-user", "--attempts", "1", "--user-options", json.dumps(HOME),
-         "--termination-log", str(tmp_path / "termination-log")],
-        env={"JUPYTERHUB_API_TOKEN": hub.fresh_token, "PYTHONPATH": str(ROOT)},
-    )
+    process = start_process(fresh_args(hub, user, tmp_path, HOME),
+                            env={"JUPYTERHUB_API_TOKEN": hub.fresh_token, "PYTHONPATH": str(ROOT)})
     seen = []
     try:
         for line in process.stdout:
@@ -388,6 +371,7 @@ def test_sigterm_mid_spawn_of_a_fresh_user_is_143_and_leaves_nothing(kubespawner
     print(f"SIGTERM to exit: {time.monotonic() - sent:.1f} s")
     assert run.exit_code == ExitCode.SIGTERM == 143, run.output
     assert run.result["outcome"] == "interrupted", run.result
+    assert termination(tmp_path)["exit_code"] == 143
     run.assert_no_secret(hub.fresh_token, hub.admin_token)
     assert_nothing_left(hub, user, run)
     assert hub.volume(volume) is None or released(hub, volume)
