@@ -25,15 +25,15 @@ exits          a command that runs 2 s, then exits 3                    Started,
                                                                         KubeSpawner saw it running
 volume         a volume from a PersistentVolumeClaim that does not      FailedScheduling naming the
                exist                                                    missing claim
-home           the user's own PersistentVolumeClaim (storage_pvc_       Scheduled once the claim is
-               ensure: KubeSpawner creates it, class "manual"), as      bound; with no volume to
-               the home ($HOME, the server's root), and the stand-in    bind: FailedScheduling
-               proxied app (tests/proxy_standin.py, from the            ("unbound immediate
-               ConfigMap STANDIN_CONFIGMAP) at <server>/standin-app/    PersistentVolumeClaims")
+home           the user's own PersistentVolumeClaim (KubeSpawner's      Scheduled once the claim is
+               storage_pvc_ensure, class "manual") as the home ($HOME,  bound; with no volume to
+               the server's root), and the stand-in proxied app         bind: FailedScheduling
+               (tests/proxy_standin.py, from the ConfigMap              ("unbound immediate
+               STANDIN_CONFIGMAP) at <server>/standin-app/              PersistentVolumeClaims")
 home_init      home, and an init container on the home that fails       BackOff ("Back-off restarting
                unless the home holds SEEDED_MARKER (a new home does     failed container seed-home"),
-               not: it stands for the chown or gitpuller init           field path spec.init
-               container that meets a new home first)                   Containers{seed-home}
+               not: it stands for the chown or gitpuller init           its field path spec.
+               container that meets a new home first)                   initContainers{seed-home}
 =============  =======================================================  ============================
 
 The claims are statically provisioned: class "manual" has no StorageClass and no provisioner, so a

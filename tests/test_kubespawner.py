@@ -264,6 +264,7 @@ def test_a_fresh_user_gets_a_home_on_a_claim_of_its_own_twice_and_leaves_nothing
     """A claim that binds (to this run's volume), a home on it (--check-storage writes there), a page of
     a proxied app (--check-url); then no user, no claim, no pod; and the same probe again."""
     hub, user = kubespawner_hub, f"{FRESH_PREFIX}home"
+    claims = []
     for round_ in ("first", "second"):
         volume = new_home(hub, home_volumes, user)
         run = fresh_run(hub, user, tmp_path, HOME, "--check-storage", "--check-url", "standin-app")
@@ -271,16 +272,20 @@ def test_a_fresh_user_gets_a_home_on_a_claim_of_its_own_twice_and_leaves_nothing
         (served,) = run.named("url_served")
         assert (served["path"], served["status"], served["redirects"]) == (f"/user/{user}/standin-app", 200, 1)
         assert run.named("storage_saved") and run.named("storage_deleted"), run.output
-        # The pod waited for the claim to bind (the scheduler's word), then ran on it.
+        # The pod was scheduled once its claim was bound.
         told = [e["message"] or "" for e in run.result["timeline"]]
         assert any("Successfully assigned" in m for m in told), told
         assert_nothing_left(hub, user, run)
         pv = released(hub, volume)
         assert pv["spec"]["claimRef"]["name"] == hub.claim_name(user) and pv["spec"]["claimRef"].get("uid"), pv["spec"]
+        claims.append(pv["spec"]["claimRef"]["uid"])
         # The server ran in that home: the volume's directory holds what the server wrote in $HOME.
         home = hub.workdir / "homes" / volume
         assert (home / ".local" / "share" / "jupyter" / "runtime").is_dir(), sorted(p.name for p in home.iterdir())
-        # A released volume is never bound again: the next run gets its own (static provisioning, Retain).
+    # A released volume is never bound again: the second run's claim (a new one) bound to its own volume
+    # (static provisioning, Retain), the first one's stayed Released.
+    assert len(set(claims)) == 2, claims
+    assert [hub.volume(v)["status"]["phase"] for v in home_volumes] == ["Released", "Released"]
 
 
 def test_a_claim_with_no_volume_to_bind_is_a_volume_failure_and_leaves_nothing(kubespawner_hub, tmp_path):
