@@ -322,7 +322,8 @@ def _run(config: Config, started: float, clock: Clock) -> int:
         finally:
             if canary is not None:
                 canary.client.close()
-        return report(ExitCode.OK, "ok", message="spawned, verified and stopped")
+        done = "created the fresh user, spawned, verified, stopped and deleted it" if config.fresh_user else "spawned, verified and stopped"
+        return report(ExitCode.OK, "ok", message=done)
 
 
 def _finish(
