@@ -322,7 +322,9 @@ def _run(config: Config, started: float, clock: Clock) -> int:
         finally:
             if canary is not None:
                 canary.client.close()
-        done = "created the fresh user, spawned, verified, stopped and deleted it" if config.fresh_user else "spawned, verified and stopped"
+        done = "spawned, verified and stopped"
+        if config.fresh_user:
+            done = "created the fresh user, spawned, verified, stopped and deleted it"
         return report(ExitCode.OK, "ok", message=done)
 
 
