@@ -309,7 +309,9 @@ def test_check_urls_repeat_keep_their_spelling_and_come_from_the_variable_split_
         build_run_config(given, {**TOKEN_ENV, "CANARY_CHECK_URL": "rstudio/ /hub/admin"})
 
 
-@pytest.mark.parametrize("name", ["alice", "jupyterhub-canary-fresh-", "jupyterhub-canary", "canary-fresh-x", "x-jupyterhub-canary-fresh-1"])
+@pytest.mark.parametrize(
+    "name", ["alice", "jupyterhub-canary-fresh-", "jupyterhub-canary", "canary-fresh-x", "x-jupyterhub-canary-fresh-1"]
+)
 def test_fresh_user_refuses_a_name_outside_the_rule_naming_it(name):
     with pytest.raises(ConfigError, match=f"--user {name!r} is refused .*jupyterhub-canary-fresh-"):
         build_run_config({"hub_url": "http://hub/", "user": name, "fresh_user": "true"}, TOKEN_ENV)
