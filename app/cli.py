@@ -322,7 +322,10 @@ def _run(config: Config, started: float, clock: Clock) -> int:
         finally:
             if canary is not None:
                 canary.client.close()
-        return report(ExitCode.OK, "ok", message="spawned, verified and stopped")
+        done = "spawned, verified and stopped"
+        if config.fresh_user:
+            done = "created the fresh user, spawned, verified, stopped and deleted it"
+        return report(ExitCode.OK, "ok", message=done)
 
 
 def _finish(

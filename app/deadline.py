@@ -1,8 +1,9 @@
 """Time budgets on an injectable monotonic clock, and the one statement of what may outlive them.
 
 What may outlive the run's --deadline, and by how much (every other bound is derived from this):
-- the stop of the canary's own server, by at most its --stop-timeout: a server left running costs
-  more than a late result (app/cycle.py, `Canary.cleanup`);
+- the stop of the canary's own server, and with --fresh-user the deletion of the user it created, by
+  at most --stop-timeout for both: a server or a user left behind costs more than a late result
+  (app/cycle.py, `Canary.cleanup`);
 - LAST_LOOK: a wait that begins with its budget spent still gets this long for one answer (the
   stop's last look at the user model, the metrics push after the result is written, then the run's
   Event on its Job: at most two LAST_LOOKs after the result). No other

@@ -29,7 +29,7 @@ MEANING = {
     ExitCode.SPAWN_FAILED: "spawn failed (the hub or spawner reported failure)",
     ExitCode.SPAWN_TIMEOUT: "spawn timed out",
     ExitCode.SERVER_UNREACHABLE: "server unreachable (ready per the hub, but api/status failed)",
-    ExitCode.STOP_FAILED: "stop failed: server left running",
+    ExitCode.STOP_FAILED: "stop failed: server left running (or --fresh-user's user not deleted)",
     ExitCode.KERNEL_FAILED: "kernel failed: no kernel started, or it did not run the test code (--check-kernel)",
     ExitCode.STORAGE_FAILED: "storage failed: a file could not be saved, read back or deleted in the home (--check-storage)",
     ExitCode.NOTEBOOK_FAILED: "notebook failed: a cell of --notebook raised or did not finish",

@@ -668,10 +668,7 @@ def test_the_chart_covers_every_cli_option(helm):
         seen |= set(canary_env(render(helm, *args), name))
     seen |= set(canary_env(render(helm, *DEFAULTS, "--set", "token.mount=true")))
     seen |= set(canary_env(render(helm, *DEFAULTS, "--set", "token.kubeRelaxedX509=true")))  # only when on
-    if "CANARY_FRESH_USER" in {option.env for option in RUN_OPTIONS}:
-        # probes.<name>.freshUser (issue 20), only when on. The condition holds once the canary's
-        # --fresh-user (app/config.py) and the chart's value are on one branch: then drop it.
-        seen |= set(canary_env(render(helm, *HUB, *EXISTING, *FRESH_PROBES)))
+    seen |= set(canary_env(render(helm, *HUB, *EXISTING, *FRESH_PROBES)))  # probes.<name>.freshUser, only when on
     assert seen | set(NOT_SET_BY_CHART) == {option.env for option in RUN_OPTIONS}
 
 
@@ -897,9 +894,8 @@ def test_a_fresh_user_probe_runs_with_fresh_user_and_the_others_do_not(helm):
     # The helm test Pod runs the first probe by name, `fresh`: as a fresh-user probe too.
     test_pod = next(d for d in docs if d["kind"] == "Pod")
     assert {e["name"]: e.get("value") for e in test_pod["spec"]["containers"][0]["env"]}[FRESH_USER_ENV] == "true"
-    if FRESH_USER_ENV in {option.env for option in RUN_OPTIONS}:  # the canary's --fresh-user (app/config.py)
-        options = {option.env: option for option in RUN_OPTIONS}
-        assert options[FRESH_USER_ENV].parse(fresh[FRESH_USER_ENV]) is True
+    options = {option.env: option for option in RUN_OPTIONS}  # the canary's --fresh-user (app/config.py)
+    assert options[FRESH_USER_ENV].parse(fresh[FRESH_USER_ENV]) is True
 
 
 @pytest.mark.parametrize("args", [(), _set("probes.fresh.freshUser=false", "probes.fresh.user=alice")],

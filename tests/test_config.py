@@ -307,3 +307,19 @@ def test_check_urls_repeat_keep_their_spelling_and_come_from_the_variable_split_
     assert build_run_config({**given, "check_url": ["lab"]}, env).check_urls == ("lab",), "the flag wins"
     with pytest.raises(ConfigError, match="CANARY_CHECK_URL"):
         build_run_config(given, {**TOKEN_ENV, "CANARY_CHECK_URL": "rstudio/ /hub/admin"})
+
+
+@pytest.mark.parametrize(
+    "name", ["alice", "jupyterhub-canary-fresh-", "jupyterhub-canary", "canary-fresh-x", "x-jupyterhub-canary-fresh-1"]
+)
+def test_fresh_user_refuses_a_name_outside_the_rule_naming_it(name):
+    with pytest.raises(ConfigError, match=f"--user {name!r} is refused .*jupyterhub-canary-fresh-"):
+        build_run_config({"hub_url": "http://hub/", "user": name, "fresh_user": "true"}, TOKEN_ENV)
+
+
+def test_fresh_user_takes_a_name_of_the_rule_from_its_variable_too():
+    env = {**TOKEN_ENV, "CANARY_FRESH_USER": "true", "CANARY_USER": "jupyterhub-canary-fresh-gpu"}
+    config = build_run_config({"hub_url": "http://hub/"}, env)
+    assert config.fresh_user is True and config.user == "jupyterhub-canary-fresh-gpu"
+    with pytest.raises(ConfigError, match="CANARY_USER 'bob'"):
+        build_run_config({"hub_url": "http://hub/"}, {**env, "CANARY_USER": "bob"})

@@ -122,6 +122,7 @@ def test_a_fresh_run_creates_spawns_checks_stops_and_deletes_the_user_each_time(
     for run in runs:
         assert run.exit_code == ExitCode.OK, run.output
         assert run.result["fresh_user"] is True and run.result["user_deleted"] is True
+        assert run.result["message"] == "created the fresh user, spawned, verified, stopped and deleted it"
         order = [e["event"] for e in run.events if e["event"] in (
             "fresh_user_created", "spawn_requested", "server_verified", "storage_read_back", "server_stopped",
             "fresh_user_deleted")]

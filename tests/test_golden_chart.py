@@ -17,7 +17,7 @@ Job's name, uid and namespace, the Role's `create` on events, and in mount mode 
 Role and mounted API token (and CANARY_KUBE_RELAXED_X509 wherever the API is used). The failing alert's
 description reads the run's message from jupyterhub_canary_last_result_info; its queries are Go string
 literals (a selector may quote in backticks).
-Issue 20 — the exit-code meaning of 17 names the --check-url pages too.
+Issue 20 — the exit-code meaning of 17 names the --check-url pages too, that of 13 a fresh user not deleted.
 Issue 20 — the failing alert's list of causes names init_container.
 """
 

@@ -68,3 +68,32 @@ def test_the_least_scopes_grant_every_needed_one_and_none_twice(version):
     for scope in fewest:  # none is implied by the others: leaving any out loses something needed or wanted
         rest = [other for other in fewest if other != scope]
         assert missing(rest, (*needed(version), *WANTED), owner="u", user="u", server_name="")[0], scope
+
+
+# --- --fresh-user: the service's token (app/fresh_user.py) ---
+
+FRESH = "jupyterhub-canary-fresh-x"
+
+
+def fresh_check(*granted: str, version: str = "6.1.1") -> tuple[list[str], list[str]]:
+    return missing(granted, needed(version, fresh_user=True), owner=None, user=FRESH, server_name="")
+
+
+def test_a_fresh_user_needs_admin_users_and_read_tokens_first():
+    assert needed("6.1.1", fresh_user=True)[:2] == ("admin:users", "read:tokens")
+
+
+@pytest.mark.parametrize("version", ["6.1.1", "5.5.4"])
+def test_the_services_least_scopes_filtered_to_the_name_are_enough(version):
+    servers = ("read:servers", "start:servers", "delete:servers") if version.startswith("6") else ("servers",)
+    scopes = ("admin:users", "read:tokens", "access:servers", *servers)
+    assert fresh_check(*(f"{scope}!user={FRESH}" for scope in scopes), version=version) == ([], [])
+
+
+def test_scopes_on_another_name_or_a_server_filter_do_not_make_or_delete_the_user():
+    other = ("admin:users!user=alice", "read:tokens!user=alice")
+    server_only = (f"admin:users!server={FRESH}/", f"read:tokens!server={FRESH}/")
+    rest = (f"servers!user={FRESH}", f"access:servers!user={FRESH}")
+    assert fresh_check(*other, *rest) == (["admin:users", "read:tokens"], [])
+    assert fresh_check(*server_only, *rest) == (["admin:users", "read:tokens"], [])
+    assert fresh_check("admin:users!group=canaries", "tokens!group=canaries", *rest) == ([], ["admin:users", "read:tokens"])

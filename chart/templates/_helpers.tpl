@@ -305,7 +305,7 @@ tests/test_chart.py and tests/test_alerts.py check it against the CLI's table.
   [10, "spawn failed (the hub or spawner reported failure)"],
   [11, "spawn timed out"],
   [12, "server unreachable (ready per the hub, but api/status failed)"],
-  [13, "stop failed: server left running"],
+  [13, "stop failed: server left running (or --fresh-user's user not deleted)"],
   [14, "kernel failed: no kernel started, or it did not run the test code (--check-kernel)"],
   [15, "storage failed: a file could not be saved, read back or deleted in the home (--check-storage)"],
   [16, "notebook failed: a cell of --notebook raised or did not finish"],
