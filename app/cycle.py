@@ -255,7 +255,7 @@ class Canary:
 
     def spawn_cause(self, failure: SpawnFailed | SpawnTimeout) -> str:
         """Why the spawn failed, from its events and the failure's words (app/spawn_causes.py)."""
-        told = [(event.message, event.reason) for event in self.timeline.events] if self.timeline else []
+        told = [(event.message, event.reason, event.field_path) for event in self.timeline.events] if self.timeline else []
         return spawn_causes.classify(told, failure.message, timed_out=isinstance(failure, SpawnTimeout))
 
     def cleanup(self, *, after_outage: bool = False) -> None:
@@ -583,6 +583,7 @@ class Canary:
                     message=message,
                     t_ms=recorded.t_ms,
                     **({"event_reason": recorded.reason} if recorded.reason else {}),
+                    **({"field_path": recorded.field_path} if recorded.field_path else {}),
                 )
                 if event.failed:
                     raise SpawnFailed(f"the spawner reported failure: {message}", progress_message=self.last_progress_message)

@@ -15,7 +15,6 @@ claim, no pod.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re
@@ -26,7 +25,6 @@ from pathlib import Path
 
 import pytest
 
-from app.cycle import Canary
 from app.exit_codes import ExitCode
 from app.token_command import least_scopes
 from tests import userimage
@@ -202,9 +200,6 @@ def test_a_server_that_runs_then_exits_is_no_crash_to_kubespawners_stream(kubesp
 # --- fresh users (issue 20): a new user every run, with a home on a claim of its own ---
 
 ROOT = Path(__file__).resolve().parent.parent
-# The init container's cause needs the events' field paths in the classification (app/cycle.py's
-# Canary.spawn_cause passes event.field_path to spawn_causes.classify).
-CAUSE_SEES_FIELD_PATHS = "field_path" in inspect.getsource(Canary.spawn_cause)
 HOME = {"behaviour": "home"}
 
 
@@ -299,8 +294,6 @@ def test_a_claim_with_no_volume_to_bind_is_a_volume_failure_and_leaves_nothing(k
     assert_nothing_left(hub, user, run)
 
 
-@pytest.mark.xfail(not CAUSE_SEES_FIELD_PATHS, strict=True,
-                   reason="app/cycle.py's Canary.spawn_cause does not pass the events' field paths yet: the cause is crash")
 def test_an_init_container_that_fails_on_a_new_home_is_its_cause(kubespawner_hub, home_volumes, tmp_path):
     """The init container (tests/kubespawner_config.py, "home_init") passes on a home that holds its marker
     (a user who has been here before) and fails on a new one: init_container, not crash."""
