@@ -48,7 +48,7 @@ from app.hub import (
     server_name_allowed,
 )
 from app.models import ApiStatus, ProgressEvent, ServerModel, TokenOwner, WrongShape, loads
-from app.provenance import WriteRequest, skew_note
+from app.provenance import WriteRequest, skew_note, youngest_age_s
 from app.signals import Shield, no_shield
 from app.spawn_progress import ProgressFollower
 from app.timeline import Event
@@ -437,12 +437,7 @@ class Canary:
             self.stop_server(deadline, stale=False, model=model)
             return
         started = model.started
-        age_s = None
-        if started is not None:
-            try:  # the youngest it may be, when the hub's answers prove its clock off (HubClock)
-                age_s = round((self._utcnow() - (started - self.client.hub_clock.ahead()[0])).total_seconds(), 1)
-            except OverflowError:
-                age_s = None  # a `started` at an end of the calendar: not provably stale
+        age_s = youngest_age_s(started, self._utcnow(), self.client.hub_clock.ahead())
         lifetime = self.config.deadline + self.config.stop_timeout
         if age_s is None or age_s < lifetime:
             log.warning(

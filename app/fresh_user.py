@@ -39,7 +39,7 @@ from app import logs
 from app.deadline import Deadline
 from app.errors import CanaryError, ConcurrentRun, ConfigError, UserLeftBehind
 from app.models import UserModel
-from app.provenance import WriteRequest, skew_note
+from app.provenance import WriteRequest, skew_note, youngest_age_s
 
 if TYPE_CHECKING:  # app.config checks the name rule with this module's name_allowed
     from app.config import Config
@@ -136,12 +136,7 @@ class FreshUser:
         servers, app/cycle.py `clear_stale_server`): a younger one may be a live run's, or unknown."""
         lifetime = self.config.deadline + self.config.stop_timeout
         created = model.created
-        age_s = None
-        if created is not None:
-            try:  # the youngest it may be, when the hub's answers prove its clock off (HubClock)
-                age_s = round((self._utcnow() - (created - self.client.hub_clock.ahead()[0])).total_seconds(), 1)
-            except OverflowError:
-                age_s = None
+        age_s = youngest_age_s(created, self._utcnow(), self.client.hub_clock.ahead())
         if age_s is None or age_s < lifetime:
             log.warning("concurrent_run_found", user=self.user, created=created.isoformat() if created else None,
                         user_age_s=age_s, stale_after_s=lifetime)

@@ -65,3 +65,15 @@ def skew_note(hub_ahead: tuple[timedelta, timedelta]) -> str:
     if least == most == 0:
         return ""
     return f" (the hub's clock is {least:g} to {most:g} s ahead of this run's, as its answers' Date tells: a second's precision)"
+
+
+def youngest_age_s(made: datetime | None, now: datetime, hub_ahead: tuple[timedelta, timedelta]) -> float | None:
+    """The youngest a server started (a user created) at `made` by the hub's clock may be, in seconds on this
+    run's clock (`now`), when the hub's answers prove its clock off by `hub_ahead` (HubClock.ahead); None
+    when unknown: no time, or one at an end of the calendar. The stale rules compare it with a run's lifetime."""
+    if made is None:
+        return None
+    try:
+        return round((now - (made - hub_ahead[0])).total_seconds(), 1)
+    except OverflowError:
+        return None

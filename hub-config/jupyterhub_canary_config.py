@@ -268,21 +268,32 @@ def _canary_oauthenticator_version():
     return canary_version_tuple(getattr(oauthenticator, "__version__", "0"))
 
 
+def _canary_running_hub_version():
+    import jupyterhub
+
+    return jupyterhub.__version__
+
+
+def _canary_list(section, trait):
+    """The trait's list, to append to: a list already, traitlets' lazy value (which appends to whatever
+    an earlier or later file sets), or a tuple made a list."""
+    value = getattr(section, trait)
+    if isinstance(value, tuple):
+        value = list(value)
+        setattr(section, trait, value)
+    return value
+
+
 def canary_configure(config, service_accounts, hub_version=None, oauthenticator_version=...):
     """Add the role and the refresh hook to a traitlets Config. Idempotent."""
     if not service_accounts:
         canary_log.warning("jupyterhub-canary: %s names no service accounts", CANARY_ACCOUNTS_VARIABLE)
         return
-    if hub_version is None:
-        import jupyterhub
-
-        hub_version = jupyterhub.__version__
+    hub_version = hub_version or _canary_running_hub_version()
 
     # (1) the role, appended: `load_roles` may be a list already or traitlets' lazy value (which
     # appends to whatever an earlier or later file sets).
-    roles = config.JupyterHub.load_roles
-    if isinstance(roles, tuple):
-        roles = config.JupyterHub.load_roles = list(roles)
+    roles = _canary_list(config.JupyterHub, "load_roles")
     if CANARY_ROLE_NAME not in _canary_spec_names(roles):
         assign_users = not _canary_manages_roles(config)
         if not assign_users:
@@ -380,14 +391,9 @@ def canary_configure_fresh_users(config, fresh_users, service_token, service_nam
             CANARY_SERVICE_TOKEN_VARIABLE, service_name, ", ".join(fresh_users),
         )
         return
-    if hub_version is None:
-        import jupyterhub
+    hub_version = hub_version or _canary_running_hub_version()
 
-        hub_version = jupyterhub.__version__
-
-    services = config.JupyterHub.services
-    if isinstance(services, tuple):
-        services = config.JupyterHub.services = list(services)
+    services = _canary_list(config.JupyterHub, "services")
     existing = [spec for spec in _canary_specs(services) if spec.get("name") == service_name]
     if not existing:
         services.append({"name": service_name, "api_token": service_token})
@@ -397,9 +403,7 @@ def canary_configure_fresh_users(config, fresh_users, service_token, service_nam
             service_name, CANARY_SERVICE_TOKEN_VARIABLE,
         )
 
-    roles = config.JupyterHub.load_roles
-    if isinstance(roles, tuple):
-        roles = config.JupyterHub.load_roles = list(roles)
+    roles = _canary_list(config.JupyterHub, "load_roles")
     if CANARY_FRESH_ROLE_NAME not in _canary_spec_names(roles):
         role = canary_fresh_users_role(hub_version, service_name, fresh_users)
         roles.append(role)
