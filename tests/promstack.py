@@ -1,5 +1,6 @@
-"""A real alerting stack on 127.0.0.1 for tests/test_alert_chain.py: Prometheus, Alertmanager and a
-webhook receiver that records what Alertmanager sends (the Pushgateway is tests/test_metrics.py's).
+"""A real alerting stack on 127.0.0.1 for tests/test_alert_chain.py: the Pushgateway (also
+tests/test_metrics.py's and tests/test_alerts.py's), Prometheus, Alertmanager and a webhook receiver
+that records what Alertmanager sends.
 
 - Prometheus is Debian's (`make tools` unpacks it into .tools/prometheus, or $PROMETHEUS): it scrapes the
   Pushgateway with honor_labels, evaluates the rule files written with `load_rules` (a reload through its
@@ -20,7 +21,7 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +31,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.localhub import _free_ports, wait_for
 
@@ -92,6 +94,44 @@ class _Server:
         response = requests.get(self.url + path, params=params, timeout=10)
         response.raise_for_status()
         return response.json()
+
+
+def pushgateway_binary() -> str:
+    for candidate in (os.environ.get("PUSHGATEWAY"), ROOT / ".tools" / "bin" / "pushgateway", "/usr/bin/prometheus-pushgateway"):
+        if candidate and os.access(candidate, os.X_OK):
+            return str(candidate)
+    pytest.fail("no Pushgateway binary: run `make tools` (or set PUSHGATEWAY)", pytrace=False)
+
+
+class Pushgateway(_Server):
+    """The real Pushgateway (Debian's prometheus-pushgateway, from `make tools`), without persistence."""
+
+    name = "pushgateway"
+
+    def __init__(self, binary: str, workdir: Path):
+        (port,) = _free_ports(1)
+        super().__init__(
+            [binary, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file=", "--log.level=warn"], workdir, port
+        )
+
+    def scrape(self) -> str:
+        response = requests.get(self.url + "/metrics", timeout=5)
+        response.raise_for_status()
+        return response.text
+
+    def samples(
+        self, hub: str, user: str, probe: str = "default"
+    ) -> dict[tuple[str, str | None], tuple[float, dict[str, str]]]:
+        """The canary's samples of one group: {(metric name, phase label): (value, labels)}."""
+        found = {}
+        group = {"hub": hub, "user": user, "probe": probe}
+        for family in text_string_to_metric_families(self.scrape()):
+            if not family.name.startswith("jupyterhub_canary_"):
+                continue
+            for sample in family.samples:
+                if all(sample.labels.get(k) == v for k, v in group.items()):
+                    found[(sample.name, sample.labels.get("phase"))] = (sample.value, sample.labels)
+        return found
 
 
 class Prometheus(_Server):
@@ -269,19 +309,18 @@ class WebhookReceiver:
 
 @dataclass
 class Stack:
-    pushgateway: object  # tests.test_metrics.Pushgateway
+    pushgateway: Pushgateway
     prometheus: Prometheus
     alertmanager: Alertmanager
     receiver: WebhookReceiver
 
 
 @contextmanager
-def running_stack(workdir: Path, pushgateway_factory: Callable[[Path], object]) -> Iterator[Stack]:
-    """The Pushgateway (made by `pushgateway_factory`), the receiver, Alertmanager and Prometheus, stopped
-    in the reverse order."""
+def running_stack(workdir: Path) -> Iterator[Stack]:
+    """The Pushgateway, the receiver, Alertmanager and Prometheus, stopped in the reverse order."""
     started: list = []
     try:
-        gateway = pushgateway_factory(_mkdir(workdir / "pushgateway"))
+        gateway = Pushgateway(pushgateway_binary(), _mkdir(workdir / "pushgateway"))
         started.append(gateway)
         receiver = WebhookReceiver()
         started.append(receiver)

@@ -32,7 +32,6 @@ from tests.localhub import LocalHub, wait_for
 from tests.promstack import INTERVAL, Stack, running_stack
 from tests.runner import Run, run_main
 from tests.test_alerts import CHART, NAMESPACE, RELEASE, kinds, render
-from tests.test_metrics import Pushgateway, pushgateway_binary
 
 pytestmark = pytest.mark.hub
 
@@ -125,7 +124,7 @@ def cronjob_env(cronjob: dict) -> dict[str, str]:
 def chain(helm, hub, tmp_path_factory) -> Iterator[Chain]:
     workdir = tmp_path_factory.mktemp("alert-chain")
     users = {name: f"chain-{name}-{secrets.token_hex(3)}" for name in PROBES}
-    with running_stack(workdir, lambda d: Pushgateway(pushgateway_binary(), d)) as stack:
+    with running_stack(workdir) as stack:
         docs, started_at = {}, time.time()  # before the rules load: the absent-success alerts count from then
         for spelling, slash in SPELLINGS.items():
             docs[spelling] = render(helm, *chart_values(hub.url.rstrip("/") + slash, spelling, users, stack.pushgateway.url))

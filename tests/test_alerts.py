@@ -19,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.exit_codes import MEANING, ExitCode
 from tests.fakehub import FakeHub
+from tests.promstack import Pushgateway, pushgateway_binary
 from tests.runner import run_main
-from tests.test_metrics import Pushgateway, pushgateway_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "chart"

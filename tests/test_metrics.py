@@ -6,7 +6,6 @@ the local hub, and a push to a dead URL must only warn.
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 import time
@@ -15,74 +14,14 @@ from pathlib import Path
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from app import metrics, timeline
 from app.exit_codes import ExitCode
-from tests.localhub import _free_ports, wait_for
+from tests.promstack import Pushgateway, pushgateway_binary
 from tests.runner import run_main
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUP_LABELS = {"job", "hub", "user", "probe", "instance"}  # the Pushgateway adds instance="" to every group
-
-
-def pushgateway_binary() -> str:
-    for candidate in (os.environ.get("PUSHGATEWAY"), ROOT / ".tools" / "bin" / "pushgateway", "/usr/bin/prometheus-pushgateway"):
-        if candidate and os.access(candidate, os.X_OK):
-            return str(candidate)
-    pytest.fail("no Pushgateway binary: run `make tools` (or set PUSHGATEWAY)", pytrace=False)
-
-
-class Pushgateway:
-    def __init__(self, binary: str, workdir: Path):
-        (self.port,) = _free_ports(1)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = workdir / "pushgateway.log"
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [binary, f"--web.listen-address=127.0.0.1:{self.port}", "--persistence.file=", "--log.level=warn"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )
-        try:
-            wait_for(self._ready, 20, f"the Pushgateway at {self.url}")
-        except BaseException:
-            self.stop()
-            raise
-
-    def _ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"the Pushgateway exited: {self.log.read_text()}")
-        try:
-            return requests.get(self.url + "/-/ready", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def scrape(self) -> str:
-        response = requests.get(self.url + "/metrics", timeout=5)
-        response.raise_for_status()
-        return response.text
-
-    def samples(
-        self, hub: str, user: str, probe: str = "default"
-    ) -> dict[tuple[str, str | None], tuple[float, dict[str, str]]]:
-        """The canary's samples of one group: {(metric name, phase label): (value, labels)}."""
-        found = {}
-        group = {"hub": hub, "user": user, "probe": probe}
-        for family in text_string_to_metric_families(self.scrape()):
-            if not family.name.startswith("jupyterhub_canary_"):
-                continue
-            for sample in family.samples:
-                if all(sample.labels.get(k) == v for k, v in group.items()):
-                    found[(sample.name, sample.labels.get("phase"))] = (sample.value, sample.labels)
-        return found
 
 
 @pytest.fixture(scope="module")
