@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -84,21 +85,14 @@ def assert_pending_spawn_refused(run):
     assert run.named("server_left_running")
 
 
-def test_a_hub_restart_mid_cycle_is_waited_out_and_leaves_nothing_running(hub_keeps_servers, hub_user, tmp_path):
-    """The hub goes away for ~12 s during the ready wait and comes back to its running servers: the
-    attempt that lost the hub is 20, its stop keeps trying until the hub is back and stops the
-    server, and the next attempt passes."""
-    hub = hub_keeps_servers
-    user, token = new_account(hub, hub_user("slow5-"))
-    process = start_process(
-        ["--hub-url", hub.url, "--user", user, "--termination-log", str(tmp_path / "term"),
-         "--deadline", "150", "--stop-timeout", "60", "--spawn-timeout", "60", "--attempts", "2"],
-        env=child_env(token),
-    )
+def run_through_a_restart(hub, token: str, args: list[str], restart: Callable[[], None]) -> Run:
+    """The canary as a child process (real signals, its own process), `restart()` run once it has sent its
+    spawn request; its output read all along, so that it never blocks on a full pipe."""
+    process = start_process(["--hub-url", hub.url, *args], env=child_env(token))
     lines: list[str] = []
     spawn_requested = threading.Event()
 
-    def read() -> None:  # all along, so the canary never blocks on a full pipe
+    def read() -> None:
         for line in process.stdout:
             lines.append(line)
             if '"spawn_requested"' in line:
@@ -108,10 +102,8 @@ def test_a_hub_restart_mid_cycle_is_waited_out_and_leaves_nothing_running(hub_ke
     reader.start()
     try:
         assert spawn_requested.wait(60), "".join(lines)
-        hub.stop_hub_process()
-        time.sleep(12)
-        hub.start()
-        process.wait(timeout=150)
+        restart()
+        process.wait(timeout=180)
         reader.join(timeout=10)
     finally:
         if process.poll() is None:
@@ -119,6 +111,27 @@ def test_a_hub_restart_mid_cycle_is_waited_out_and_leaves_nothing_running(hub_ke
     output = "".join(lines)
     run = Run(process.returncode, output, parse_events(output))
     run.assert_no_secret(token, hub.admin_token)
+    return run
+
+
+def test_a_hub_restart_mid_cycle_is_waited_out_and_leaves_nothing_running(hub_keeps_servers, hub_user, tmp_path):
+    """The hub goes away for ~12 s during the ready wait and comes back to its running servers: the
+    attempt that lost the hub is 20, its stop keeps trying until the hub is back and stops the
+    server, and the next attempt passes."""
+    hub = hub_keeps_servers
+    user, token = new_account(hub, hub_user("slow5-"))
+
+    def restart() -> None:  # away for ~12 s during the ready wait
+        hub.stop_hub_process()
+        time.sleep(12)
+        hub.start()
+
+    run = run_through_a_restart(
+        hub, token,
+        ["--user", user, "--termination-log", str(tmp_path / "term"),
+         "--deadline", "150", "--stop-timeout", "60", "--spawn-timeout", "60", "--attempts", "2"],
+        restart,
+    )
     assert run.exit_code == ExitCode.OK, run.output
     assert run.result["attempts"] == 2
     (failed,) = run.named("attempt_failed")
@@ -135,35 +148,18 @@ def test_a_hub_restart_during_a_slow_spawn_leaves_no_server_of_the_run_and_no_18
     ("pending": "check") and stops it; no later attempt calls it another run's (18)."""
     hub = hub_keeps_servers
     user, token = new_account(hub, hub_user("slow10-"))
-    process = start_process(
-        ["--hub-url", hub.url, "--user", user, "--termination-log", str(tmp_path / "term"),
-         "--attempts", "3", "--deadline", "150", "--stop-timeout", "30", "--spawn-timeout", "60"],
-        env=child_env(token),
-    )
-    lines: list[str] = []
-    spawn_requested = threading.Event()
 
-    def read() -> None:  # all along, so the canary never blocks on a full pipe
-        for line in process.stdout:
-            lines.append(line)
-            if '"spawn_requested"' in line:
-                spawn_requested.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        assert spawn_requested.wait(60), "".join(lines)
+    def restart() -> None:  # 2.5 s into the spawn; the new proxy has no route to the hub for 10 s
         time.sleep(2.5)
         hub.stop_hub_process()
         hub.start(hub_route_delay=10)
-        process.wait(timeout=180)
-        reader.join(timeout=10)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    output = "".join(lines)
-    run = Run(process.returncode, output, parse_events(output))
-    run.assert_no_secret(token, hub.admin_token)
+
+    run = run_through_a_restart(
+        hub, token,
+        ["--user", user, "--termination-log", str(tmp_path / "term"),
+         "--attempts", "3", "--deadline", "150", "--stop-timeout", "30", "--spawn-timeout", "60"],
+        restart,
+    )
     try:
         assert run.exit_code == ExitCode.OK, run.output
         assert run.named("attempt_failed")[0]["reason"] == "hub_unavailable", run.output
