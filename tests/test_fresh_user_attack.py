@@ -461,3 +461,35 @@ def test_a_person_who_logged_in_and_used_a_server_is_not_deleted(fresh_hub, tmp_
         f"the person's account was deleted (tokens while the server ran: {notes_running}, after its stop: "
         f"{notes_stopped}):\n{run.output}"
     )
+
+
+def test_a_hub_restart_between_the_create_and_the_delete_leaves_no_user(fresh_hub, tmp_path):
+    """A restart of the hub (its servers stopped with it) while the run verifies its server: the run fails, and still
+    deletes the user it created. Last in the module: it restarts the module's hub (from this thread: the hub dies with
+    the thread that started it, PR_SET_PDEATHSIG)."""
+    import threading
+
+    user = fresh_name()
+    reached, go = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        reached.set()
+        go.wait(120)
+
+    with FaultProxy(fresh_hub.url) as proxy:
+        proxy.watch_next(1, path_contains=f"/user/{user}/api/status", method="GET", before=hold)
+        process = start_process(args_for(proxy.url, user, tmp_path, "--stop-timeout", "30"),
+                                env=child_env(fresh_hub.service_token))
+        try:
+            assert reached.wait(60), "the run never verified its server"
+            fresh_hub.stop_hub_process()
+            fresh_hub.start()
+            go.set()
+            run = finish_process(process, timeout=120)
+        finally:
+            go.set()
+            if process.poll() is None:
+                process.kill()
+    run.assert_no_secret(fresh_hub.service_token)
+    assert run.exit_code not in (ExitCode.OK, ExitCode.STOP_FAILED, 1), run.output
+    assert run.result["user_deleted"] is True and not user_exists(fresh_hub, user), run.output
