@@ -247,6 +247,31 @@ def test_sigterm_at_each_moment_leaves_nothing(fresh_hub, tmp_path, moment):
     assert not user_exists(fresh_hub, user), run.output
 
 
+def test_sigterm_during_a_stale_leftovers_delete_leaves_nothing(fresh_hub, tmp_path):
+    """Held: SIGTERM while the stale leftover is deleted: the create still happens in the shield, then the signal is
+    acted on and the new user is deleted too: 143, no user."""
+    user = fresh_name()
+    fresh_hub.create_user(user)
+    wait_until_stale(fresh_hub, user)
+    box = {}
+
+    def term() -> None:
+        box["p"].send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+
+    with FaultProxy(fresh_hub.url) as proxy:
+        proxy.watch_next(1, path_contains=f"/hub/api/users/{user}", exact=True, method="DELETE", before=term)
+        box["p"] = process = start_process(args_for(proxy.url, user, tmp_path, *SHORT), env=child_env(fresh_hub.service_token))
+        try:
+            run = finish_process(process, timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert "Traceback" not in run.output, run.output
+    assert run.exit_code == ExitCode.SIGTERM, run.output
+    assert not user_exists(fresh_hub, user), run.output
+
+
 def test_a_lost_answer_to_the_delete_still_ends_with_the_user_deleted(fresh_hub, tmp_path):
     """Held: the DELETE's answer lost (no other run): resent, 404, the run passes, the user is gone."""
     user = fresh_name()
