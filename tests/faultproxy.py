@@ -59,13 +59,15 @@ class _Fault:
     method: str | None
     cut_after: int | None = None  # forward, then cut the body mid-chunk after this many bytes
     before: Callable[[], None] | None = None  # run first, before the request goes upstream
+    lose: bool = False  # no byte of the answer reaches the client: the connection is reset
+    forward: bool = True  # with `lose`: the request reaches the upstream first (else it never does)
+    after: Callable[[], None] | None = None  # with `lose`: run once the upstream answered, before the reset
+    pass_through: bool = False  # forward as is (after `before`): a rule only to act at that moment
+    exact: bool = False  # path_contains is the whole path (the query aside)
 
     def matches(self, method: str, path: str) -> bool:
-        return (
-            self.remaining > 0
-            and self.path_contains in path
-            and (self.method is None or self.method.upper() == method)
-        )
+        found = path.split("?", 1)[0] == self.path_contains if self.exact else self.path_contains in path
+        return self.remaining > 0 and found and (self.method is None or self.method.upper() == method)
 
 
 class FaultProxy:
@@ -121,8 +123,9 @@ class FaultProxy:
         retry_after: float | None = None,
         path_contains: str = "",
         method: str | None = None,
+        exact: bool = False,
     ) -> None:
-        """Answer the next `count` requests whose path contains `path_contains` (and whose
+        """Answer the next `count` requests whose path contains `path_contains` (is it, with `exact`; and whose
         method is `method`, if given) with `status` instead of forwarding them.
 
         `retry_after` adds a Retry-After header in seconds, written as given (`1`, `0.2`):
@@ -130,7 +133,7 @@ class FaultProxy:
         request takes the first rule it matches.
         """
         with self._lock:
-            self._faults.append(_Fault(count, status, retry_after, path_contains, method))
+            self._faults.append(_Fault(count, status, retry_after, path_contains, method, exact=exact))
 
     def cut_next(
         self,
@@ -146,6 +149,32 @@ class FaultProxy:
         `before()` runs first, while the client waits: what another client does meanwhile."""
         with self._lock:
             self._faults.append(_Fault(count, 0, None, path_contains, method, cut_after=after_bytes, before=before))
+
+    def lose_next(
+        self,
+        count: int,
+        *,
+        path_contains: str = "",
+        method: str | None = None,
+        exact: bool = False,
+        forward: bool = True,
+        after: Callable[[], None] | None = None,
+    ) -> None:
+        """Lose the answers of the next `count` matching requests: each is forwarded (unless not `forward`:
+        then it never reaches the upstream), the upstream's whole answer read, `after()` run (what another
+        client does meanwhile), and the client's connection reset without a byte of the answer. Unlike
+        `cut_next`, this loses an answer without a body too (a 204). `exact`: `path_contains` is the path."""
+        with self._lock:
+            self._faults.append(
+                _Fault(count, 0, None, path_contains, method, lose=True, forward=forward, after=after, exact=exact)
+            )
+
+    def watch_next(
+        self, count: int, *, before: Callable[[], None], path_contains: str = "", method: str | None = None, exact: bool = False
+    ) -> None:
+        """Run `before()` when the next `count` matching requests arrive, then forward them as is."""
+        with self._lock:
+            self._faults.append(_Fault(count, 0, None, path_contains, method, before=before, pass_through=True, exact=exact))
 
     def statuses(self, path_contains: str = "") -> list[int]:
         """The answered statuses of the requests seen so far whose path contains `path_contains`."""
@@ -180,7 +209,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         fault = self.owner._take_fault(self.command, self.path)
         if fault is not None and fault.before is not None:
             fault.before()
+        if fault is not None and fault.lose:
+            self._lose(fault, arrived, body)
+            return
         cut_after = fault.cut_after if fault is not None else None
+        if fault is not None and fault.pass_through:
+            fault = None
         if fault is not None and cut_after is None:
             self.owner._record(arrived, self.command, self.path, fault.status)
             self._answer_fault(fault)
@@ -216,6 +250,27 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             with self.owner._lock:
                 self.owner._open_upstreams.discard(conn)
             conn.close()
+
+    def _lose(self, fault: _Fault, arrived: float, body: bytes | None) -> None:
+        """The request forwarded (or not), its answer read to the end and dropped, then a reset (see lose_next)."""
+        status = 0
+        if fault.forward:
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "host"}
+            conn = http.client.HTTPConnection(self.owner.upstream_host, self.owner.upstream_port, timeout=UPSTREAM_TIMEOUT)
+            try:
+                conn.request(self.command, self.path, body=body, headers=headers)
+                upstream = conn.getresponse()
+                upstream.read()
+                status = upstream.status
+            except (OSError, http.client.HTTPException):
+                status = 502
+            finally:
+                conn.close()
+        self.owner._record(arrived, self.command, self.path, status)
+        if fault.after is not None:
+            fault.after()
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
 
     def _forward_then_cut(self, upstream: http.client.HTTPResponse, cut_after: int) -> None:
         """The answer as HTTP/1.1 chunks, until `cut_after` bytes: then half a chunk and a reset."""

@@ -236,6 +236,38 @@ def test_fault_proxy_injects_faults_then_forwards(hub, hub_user):
 
 
 @pytest.mark.hub
+def test_fault_proxy_loses_whole_answers_and_watches_requests(hub, hub_user):
+    name, token = new_account(hub, hub_user())
+    token_path = f"/hub/api/users/{name}/tokens"
+    with FaultProxy(hub.url) as proxy:
+        made = requests.post(proxy.url + token_path.lstrip("/"), headers=auth(token), json={"note": "lost"}, timeout=10)
+        token_id = made.json()["id"]
+        meanwhile = []
+        # A 204 (no body, which cut_next cannot lose): it reaches the hub, its answer never reaches the client.
+        proxy.lose_next(1, path_contains=f"{token_path}/{token_id}", exact=True, method="DELETE",
+                        after=lambda: meanwhile.append("after"))
+        with pytest.raises(requests.ConnectionError):
+            requests.delete(proxy.url + f"{token_path}/{token_id}".lstrip("/"), headers=auth(token), timeout=10)
+        assert meanwhile == ["after"]
+        assert requests.get(hub.api_url + f"users/{name}/tokens/{token_id}", headers=auth(token), timeout=10).status_code == 404
+        # Not forwarded: the hub never sees it.
+        proxy.lose_next(1, path_contains=token_path, exact=True, method="POST", forward=False)
+        with pytest.raises(requests.ConnectionError):
+            requests.post(proxy.url + token_path.lstrip("/"), headers=auth(token), json={"note": "never"}, timeout=10)
+        listed = requests.get(hub.api_url + f"users/{name}/tokens", headers=auth(token), timeout=10).json()["api_tokens"]
+        assert "never" not in [t["note"] for t in listed]
+        # Watched: the hook runs first, the request is forwarded as is; `exact` spares the longer paths.
+        proxy.watch_next(1, path_contains=f"/hub/api/users/{name}", exact=True, method="GET",
+                         before=lambda: meanwhile.append("before"))
+        assert requests.get(proxy.url + token_path.lstrip("/"), headers=auth(token), timeout=10).status_code == 200
+        assert meanwhile == ["after"]
+        assert requests.get(proxy.url + f"hub/api/users/{name}", headers=auth(token), timeout=10).status_code == 200
+        assert meanwhile == ["after", "before"]
+        seen = [(method, status) for _, method, _, status in proxy.requests_seen]
+    assert seen == [("POST", 201), ("DELETE", 204), ("POST", 0), ("GET", 200), ("GET", 200)]
+
+
+@pytest.mark.hub
 def test_fault_proxy_streams_progress_events_unbuffered(hub_202, hub_user):
     name, token = new_account(hub_202, hub_user("slow1-"))
     with FaultProxy(hub_202.url) as proxy:
