@@ -113,7 +113,7 @@ class Canary:
         # them started is this run's, to stop, never another run's (see WriteRequest).
         self.spawn_requests: list[WriteRequest] = []
         # --fresh-user: the user each attempt creates and deletes (app/fresh_user.py).
-        self.fresh = FreshUser(config, client, utcnow=utcnow) if config.fresh_user else None
+        self.fresh = FreshUser(config, client, utcnow=utcnow, sleep=sleep) if config.fresh_user else None
 
     # --- the run: attempts with retries ---
 
@@ -192,21 +192,21 @@ class Canary:
         self._spawn_cut_short = False
         with logs.bound(attempt=number):
             self.preflight()
-            with self._shield():
-                if self.fresh is not None:
-                    self.make_fresh_user()
-                else:
-                    self.clear_stale_server()
-            spawn_budget = self.deadline.remaining() - self.config.stop_timeout
-            if spawn_budget <= 0:
-                raise SpawnTimeout("no time left within --deadline to spawn and still stop the server")
-            self._spawn_cut_short = spawn_budget < self.config.spawn_timeout
-            spawn_deadline = Deadline(min(self.config.spawn_timeout, spawn_budget), self._clock)
-            # A request lost in flight may still start a server: from here on, always stop.
-            self.server_may_be_running = True
-            self.timeline = timeline.Timeline(self._clock)
             failure: BaseException | None = None
             try:
+                with self._shield():
+                    if self.fresh is not None:
+                        self.make_fresh_user()  # from here on the cleanup deletes the user it made
+                    else:
+                        self.clear_stale_server()
+                spawn_budget = self.deadline.remaining() - self.config.stop_timeout
+                if spawn_budget <= 0:
+                    raise SpawnTimeout("no time left within --deadline to spawn and still stop the server")
+                self._spawn_cut_short = spawn_budget < self.config.spawn_timeout
+                spawn_deadline = Deadline(min(self.config.spawn_timeout, spawn_budget), self._clock)
+                # A request lost in flight may still start a server: from here on, always stop.
+                self.server_may_be_running = True
+                self.timeline = timeline.Timeline(self._clock)
                 try:
                     self.spawn(spawn_deadline)
                 except (SpawnFailed, SpawnTimeout) as exc:

@@ -7,7 +7,8 @@ whose home exists. With --fresh-user each attempt:
 1. makes sure no user of that name is left: one left by an earlier run (killed before it could
    delete it) is deleted, once the guard below proves it the canary's own, its server stopped first
    under the stale rules (a young server may be a live run's: 18, nothing touched);
-2. creates the user (POST /hub/api/users/<name>);
+2. creates the user (POST /hub/api/users/<name>) and marks it: a token with the MARKER note and no
+   scopes (it can read its own name, nothing else; its value is dropped at once);
 3. spawns, verifies, runs the checks, stops (app/cycle.py, as for any probe);
 4. deletes the user (DELETE /hub/api/users/<name>): the hub calls the spawner's delete_forever, and
    KubeSpawner deletes the user's PVC there. Nothing accumulates: no user, no PVC, no token.
@@ -16,30 +17,35 @@ The token cannot be the user's own (its owner is deleted every run): it is a Jup
 with scopes filtered to that one name (hub-config/jupyterhub_canary_config.py).
 
 The guard: the canary deletes only a user it can prove its own. What proves it:
-- the name: it starts with PREFIX, which no person's account has (the chart's schema and the hub-side
-  configuration refuse any other name for a fresh user, and the hub blocks logins as it);
-- a user this run created is its own by the hub's answer (the `created` it answered, or, that answer
-  lost, a `created` between the request's send and its outcome: app/provenance.py);
-- a user found before the run: only what the canary makes, and nothing a person leaves: not an admin,
-  in no group, no role but `user`, no server but the probe's, and no token but the ones the hub
-  gives the probe's server while it runs ("Server at <its path>"; a login's OAuth tokens, a token
-  made on the token page or by `jupyterhub-canary token` all fail the proof). Anything else is 78:
-  the user is not touched, and the message names what failed the proof;
-- and old enough: a user younger than --deadline plus --stop-timeout may be another live run's (18).
+- the name: it starts with PREFIX (the chart's schema and the hub-side configuration refuse any other
+  name for a fresh user, and the hub blocks logins as it);
+- a user this run created is its own by the hub's answer (the `created` it answered). A create whose
+  answer is lost is decided by reading the user: under the probe's Lease (--lease) a user there now is
+  this run's (no other run of the probe can make it, and it looked just before: no user); without a
+  Lease another run may have made it meanwhile, so it is left alone (18), for a later run to remove
+  once stale;
+- a user found before the run (a killed run's) must carry the canary's mark and nothing a person
+  leaves: the MARKER token, made within MARK_WINDOW of the user; no other token but the one the hub
+  gives the probe's running server (its exact note, made since that server started); not an admin, in
+  no group, no role but `user`, no server but the probe's. A person's account has no marker, whatever
+  it did or did not leave. Anything else is 78, and nothing is touched;
+- and it must be older than --deadline plus --stop-timeout: a younger one may be a live run's (18).
+A run killed between the create and the mark (a few milliseconds) leaves an unmarked user: 78 names it
+for a human to remove.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
 from app import logs
 from app.deadline import Deadline
-from app.errors import CanaryError, ConcurrentRun, ConfigError, UserLeftBehind
-from app.models import UserModel
-from app.provenance import WriteRequest, skew_note, youngest_age_s
+from app.errors import ConcurrentRun, ConfigError, HubUnavailable, PermissionDenied, UserLeftBehind, UserNotCreated
+from app.models import ApiToken, ServerModel, UserModel
+from app.provenance import CLOCK_SLACK, WriteRequest, youngest_age_s
 
 if TYPE_CHECKING:  # app.config checks the name rule with this module's name_allowed
     from app.config import Config
@@ -47,11 +53,15 @@ if TYPE_CHECKING:  # app.config checks the name rule with this module's name_all
 
 PREFIX = "jupyterhub-canary-fresh-"
 NAME_RULE = f"a fresh user's name starts with {PREFIX!r}, followed by at least one more character"
-# The note JupyterHub gives the token of a server it starts ("Server at /user/<name>/[<server>/]"),
-# deleted when the server stops.
+# The canary's mark on a user it made: a token with this note (and a run's own suffix), no scopes.
+MARKER = "jupyterhub-canary fresh-user mark"
+# The mark is made right after the user: a marker made later than this after the user is not the canary's.
+MARK_WINDOW = timedelta(seconds=60)
+# The note JupyterHub gives the token of a server it starts ("Server at <the server's path>").
 SERVER_TOKEN_NOTE = "Server at "
-# The only role a user the hub created through the API has.
+# The only role a user the hub created through the API has (a blocked user's roles are stripped: none).
 DEFAULT_ROLES = frozenset({"user"})
+DELETE_RETRY_INTERVAL = 1.0  # s between tries of a delete the hub refused or did not answer
 
 log = logs.get_logger()
 
@@ -63,29 +73,32 @@ def name_allowed(name: str) -> bool:
 class FreshUser:
     """The fresh user of one run: the guard, its creation and its deletion (see the module's docstring)."""
 
-    def __init__(self, config: Config, client: HubClient, *, utcnow: Callable[[], datetime]):
+    def __init__(
+        self, config: Config, client: HubClient, *, utcnow: Callable[[], datetime], sleep: Callable[[float], None]
+    ):
         if not name_allowed(config.user):  # config.py refuses it first: this is the last line of defence
             raise ConfigError(f"--fresh-user with --user {config.user!r}: {NAME_RULE}")
         self.config = config
         self.client = client
         self.user = config.user
         self._utcnow = utcnow
-        # Each create request of this run: a user one of them made is this run's to delete.
-        self.requests: list[WriteRequest] = []
-        # A create request was sent and its user not yet deleted: the cleanup deletes it.
+        self._sleep = sleep
+        # The `created` of each user this run made (the hub's answer): such a user is this run's to delete.
+        self.made_at: list[datetime] = []
+        # A create of this run may have made a user not yet deleted: the cleanup deletes it, or decides
+        # a lost create (`_decide_lost_create`).
         self.to_delete = False
+        self._undecided: WriteRequest | None = None  # a create whose answer was lost, not yet decided
         self.deleted: bool | None = None  # the last attempt's user deleted at its end (None: not reached)
 
     def made(self, model: UserModel) -> bool:
-        """Whether a create request of this run made this user (its `created`, app/provenance.py)."""
-        created = model.created
-        hub_ahead = self.client.hub_clock.ahead()
-        return created is not None and any(request.made_it(created, hub_ahead) for request in self.requests)
+        """Whether this run made this user: its `created` is one the hub answered this run's create with."""
+        return model.created is not None and model.created in self.made_at
 
     # --- before the attempt: a user left by an earlier run ---
 
     def leftover(self, deadline: Deadline) -> UserModel | None:
-        """The user of that name if the hub has one: proven this run's, or the canary's and stale; else
+        """The user of that name if the hub has one: this run's, or proven the canary's and stale; else
         ConfigError (78) naming what fails the proof, or ConcurrentRun (18) when it may be a live run's."""
         model = self.client.user_record(self.user, deadline)
         if model is None or self.made(model):
@@ -95,24 +108,32 @@ class FreshUser:
         return model
 
     def prove_own(self, model: UserModel, deadline: Deadline) -> None:
-        """ConfigError unless the user holds only what the canary makes (see the module's docstring)."""
+        """ConfigError unless the user carries the canary's mark and nothing a person leaves (the docstring)."""
         failed = []
-        if model.admin:
-            failed.append("it is an admin")
-        if model.groups:
+        if model.admin is not False:
+            failed.append("it is an admin" if model.admin else "the hub does not show whether it is an admin")
+        if model.groups is None:
+            failed.append("the hub does not show its groups")
+        elif model.groups:
             failed.append(f"it is in the group{'s' * (len(model.groups) > 1)} {', '.join(sorted(model.groups))}")
         if model.roles is None:
             failed.append("the hub does not show its roles to this token (it needs admin:users!user=<name>)")
         elif set(model.roles) - DEFAULT_ROLES:
-            failed.append(f"it has the role{'s' * (len(model.roles) > 2)} {', '.join(sorted(set(model.roles) - DEFAULT_ROLES))}")
+            extra = sorted(set(model.roles) - DEFAULT_ROLES)
+            failed.append(f"it has the role{'s' * (len(extra) > 1)} {', '.join(extra)}")
         servers = model.servers
         if servers is None:
             failed.append("the hub does not show its servers to this token")
         else:
-            others = sorted(name for name in servers if name != self.config.server_name)
+            others = sorted(name for name, server in servers.items() if name != self.config.server_name
+                            and not (name == "" and _never_ran(server)))  # the hub shows a default server that never ran
             if others:
                 failed.append(f"it has the server{'s' * (len(others) > 1)} {', '.join(repr(name) for name in others)}")
-        foreign = [token for token in self.client.tokens(self.user, deadline) if not self._servers_token(token.note)]
+        tokens = self.client.tokens(self.user, deadline)
+        marks = [token for token in tokens if self._is_mark(token, model)]
+        foreign = [token for token in tokens if token not in marks and not self._is_servers_token(token, model)]
+        if not marks:
+            failed.append(f"it carries no mark of the canary's (a token noted {MARKER!r} made with the user)")
         if foreign:
             notes = ", ".join(repr(token.note or "") for token in foreign[:3])
             failed.append(f"it has {len(foreign)} token{'s' * (len(foreign) > 1)} the canary did not make (notes {notes})")
@@ -124,12 +145,19 @@ class FreshUser:
                 "if it is a leftover"
             )
 
-    def _servers_token(self, note: str | None) -> bool:
-        """The token the hub gives the probe's server while it runs ("Server at /user/<name>/[<server>/]")."""
-        if not note or not note.startswith(SERVER_TOKEN_NOTE):
+    @staticmethod
+    def _is_mark(token: ApiToken, model: UserModel) -> bool:
+        if not token.note or not token.note.startswith(MARKER) or token.created is None or model.created is None:
             return False
-        server = f"{quote(self.config.server_name, safe='')}/" if self.config.server_name else ""
-        return any(note.endswith(f"/user/{name}/{server}") for name in {self.user, quote(self.user, safe="")})
+        return model.created - CLOCK_SLACK <= token.created <= model.created + MARK_WINDOW
+
+    def _is_servers_token(self, token: ApiToken, model: UserModel) -> bool:
+        """The token the hub gives the probe's server while it runs: its exact note ("Server at <the server's
+        path>"), made since that server started. The hub deletes it when the server stops."""
+        server = (model.servers or {}).get(self.config.server_name)
+        if server is None or not server.url or server.started is None or token.created is None:
+            return False
+        return token.note == SERVER_TOKEN_NOTE + server.url and token.created >= server.started - CLOCK_SLACK
 
     def check_stale(self, model: UserModel) -> None:
         """ConcurrentRun unless the user is older than a run of the probe can live (the stale rule of
@@ -150,58 +178,101 @@ class FreshUser:
     # --- the attempt's own user ---
 
     def create(self, deadline: Deadline) -> None:
-        """Create the user; a lost answer is decided by reading the user (made by this request, or 18)."""
+        """Create the user and mark it. A lost answer is decided by reading the user (the docstring)."""
         request = WriteRequest(self._utcnow(), self._utcnow(), answered=False)
         self.to_delete = True  # from the send on: a request lost in flight may still create it
+        self._undecided = request
 
         def find_outcome() -> UserModel | None:
             model = self.client.user_record(self.user, deadline)
             request.settled_at = self._utcnow()
             if model is None:
                 return None  # it made nothing: sent again
-            if model.created is not None and request.made_it(model.created, self.client.hub_clock.ahead()):
-                self.requests.append(request)
-                return model
-            raise ConcurrentRun(
-                f"--fresh-user: the answer to creating {self.user!r} was lost, and the user the hub has was created "
-                f"{'at ' + model.created.isoformat() if model.created else 'at an unknown time'} (the hub's clock), not "
-                f"provably by that request{skew_note(self.client.hub_clock.ahead())}: another run's, left alone"
-            )
+            if not self._decide_lost_create(model):
+                raise ConcurrentRun(
+                    f"--fresh-user: the answer to creating {self.user!r} was lost, and without --lease (the probe's "
+                    "Lease) the user the hub has now may be another run's: left alone (a later run removes it once stale)"
+                )
+            return model
 
         try:
             model = self.client.create_fresh_user(self.user, deadline, find_outcome)
-        except BaseException:
-            if not self.requests:
-                self.to_delete = False  # refused, or another's: nothing of this run's to delete
+        except (PermissionDenied, UserNotCreated, ConcurrentRun):
+            # Decided: the hub refused it (nothing made), or the user there is not provably this run's (left alone).
+            self.to_delete, self._undecided = False, None
             raise
-        if request not in self.requests:
-            request.settled_at = self._utcnow()
-            request.answered = True
-            request.started = model.created
-            self.requests.append(request)
+        # Anything else (the hub away, a signal) leaves the create undecided: the cleanup decides it.
+        self._undecided = None
+        if model.created is not None and model.created not in self.made_at:
+            self.made_at.append(model.created)
         log.info("fresh_user_created", user=self.user, created=model.created.isoformat() if model.created else None)
+        self.mark(deadline)
+
+    def _decide_lost_create(self, model: UserModel) -> bool:
+        """Whether a user found after this run's create lost its answer is this run's: yes under the probe's
+        Lease; without it another run may have made it meanwhile, and it is left alone (logged
+        `user_left_behind`: a later run removes it once it is stale)."""
+        self._undecided = None
+        if self.config.lease is None:
+            self.to_delete, self.deleted = False, False
+            log.error("user_left_behind", user=self.user, stale=False,
+                      message="the create's answer was lost, and without --lease the user there may be another run's: "
+                              "left alone; a later run removes it once stale")
+            return False
+        if model.created is not None and model.created not in self.made_at:
+            self.made_at.append(model.created)
+        return True
+
+    def mark(self, deadline: Deadline) -> None:
+        """The canary's mark on the user it made: a token with MARKER's note and no scopes, its value dropped."""
+        note = f"{MARKER} {secrets.token_hex(4)}"
+        try:
+            minted = self.client.mint_token(self.user, {"note": note, "scopes": []}, deadline)
+        except PermissionDenied as exc:
+            raise PermissionDenied(
+                f"marking the fresh user {self.user!r} (a token with no scopes): {exc.message}; the service needs "
+                f"tokens!user={self.user}"
+            ) from None
+        logs.add_secret(str(minted.get("token", "")))  # never used, never shown
+        log.info("fresh_user_marked", user=self.user, token_id=minted.get("id"))
 
     def delete(self, deadline: Deadline, *, stale: bool = False) -> None:
-        """Delete the user: this run's, or (`stale`) a leftover the guard proved the canary's. A user left
-        behind is logged `user_left_behind` and raised as UserLeftBehind (13): never a silent success."""
-        try:
-            if not stale:
+        """Delete the user: this run's, or (`stale`) a leftover the guard proved the canary's. Tried for the
+        whole budget: each try reads the user first (gone: done; not this run's: left alone), and a DELETE
+        whose answer is lost is decided by the next read, never resent blindly. A user left behind is
+        logged `user_left_behind` and raised as UserLeftBehind (13): never a silent success."""
+        last = "no answer"
+        existed = False
+        leftover_created: datetime | None = None
+        while True:
+            try:
                 model = self.client.user_record(self.user, deadline)
                 if model is None:
-                    self._deleted(stale, existed=False)
+                    self._deleted(stale, existed=existed)
                     return
-                if not self.made(model):  # the request's user is gone; this one is another's
-                    log.warning("fresh_user_not_deleted", user=self.user, why="not made by this run: left alone")
-                    self.to_delete = False
-                    self.deleted = False
+                if stale:
+                    leftover_created = leftover_created or model.created
+                    if model.created != leftover_created:  # another run's user since: not the one proven
+                        self._left_alone(stale, "a user of that name made since the leftover was deleted")
+                        return
+                elif self._undecided is not None and not self._decide_lost_create(model):
+                    return  # left alone, and said so
+                elif not self.made(model):
+                    self._left_alone(stale, "not made by this run")
                     return
-            existed = self.client.delete_user(self.user, deadline)
-        except Exception as exc:
-            self.deleted = False
-            message = exc.message if isinstance(exc, CanaryError) else f"{type(exc).__name__}: {exc}"
-            log.error("user_left_behind", user=self.user, stale=stale, message=message)
-            raise UserLeftBehind(f"the fresh user {self.user!r} could not be deleted: {message}") from None
-        self._deleted(stale, existed=existed)
+                outcome, words = self.client.delete_user_once(self.user, deadline)
+                existed = True
+                if outcome in ("deleted", "absent"):
+                    continue  # the next read confirms it
+                last = words
+            except PermissionDenied as exc:
+                self._left_behind(stale, exc.message)
+            except HubUnavailable as exc:  # a lost answer included: the next read decides
+                last = exc.message
+            if deadline.expired():
+                self._left_behind(stale, f"not deleted within {deadline.seconds:g}s: {last}")
+            log.warning("user_delete_retry", user=self.user, message=last)
+            self._sleep(min(DELETE_RETRY_INTERVAL, max(deadline.remaining(), 0.0)))
 
     def _deleted(self, stale: bool, *, existed: bool) -> None:
         if not stale:
@@ -209,7 +280,25 @@ class FreshUser:
             self.deleted = True
         log.info("fresh_user_deleted", user=self.user, stale=stale, **({} if existed else {"already_gone": True}))
 
+    def _left_alone(self, stale: bool, why: str) -> None:
+        log.warning("fresh_user_not_deleted", user=self.user, stale=stale, why=f"{why}: left alone")
+        if not stale:
+            self.to_delete = False
+            self.deleted = False
+
+    def _left_behind(self, stale: bool, message: str) -> None:
+        self.deleted = False if not stale else self.deleted
+        self.to_delete = False
+        log.error("user_left_behind", user=self.user, stale=stale, message=message)
+        raise UserLeftBehind(f"the fresh user {self.user!r} could not be deleted: {message}")
+
     def left_behind(self, why: str) -> None:
         """The user is not deleted: its server could not be stopped (the hub would refuse or hang)."""
         self.deleted = False
+        self.to_delete = False
         log.error("user_left_behind", user=self.user, stale=False, message=why)
+
+
+def _never_ran(server: ServerModel) -> bool:
+    return not server.ready and not server.pending and server.started is None and server.last_activity is None
+

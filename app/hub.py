@@ -356,30 +356,26 @@ class HubClient(Transport):
             raise UserNotCreated(f"{what}: the hub answered {status} {hub_message(answer)}")
         return self.parsed(answer, f"{what} (answered 201)", UserModel.parse)
 
-    def delete_user(self, user: str, deadline: Deadline) -> bool:
-        """DELETE /hub/api/users/<user>, trying for the whole budget: True when this call deleted it, False
-        when there was no such user. The hub stops a running server first and calls the spawner's
-        delete_forever (KubeSpawner deletes the user's PVC there); while a stop is pending it answers 400
-        and is asked again. A resend is safe: a user already deleted is 404. Raises StopFailed with the
-        hub's last word when the user is still there at the deadline, PermissionDenied on 403."""
+    def delete_user_once(self, user: str, deadline: Deadline) -> tuple[str, str]:
+        """One DELETE /hub/api/users/<user>, never resent: a resend after a lost answer could delete a user
+        another run created since (OutcomeUnknown: the caller reads the user to decide). The hub stops a
+        running server first and calls the spawner's delete_forever (KubeSpawner deletes the user's PVC).
+
+        Returns ("deleted", ""), ("absent", "") for the hub's own 404, or ("refused", the hub's words): 400
+        while a stop is pending, 500 when the authenticator's delete_user fails. PermissionDenied on 401/403;
+        HubUnavailable when the hub could not be reached or a proxy answered without it.
+        """
         path = self.user_path(user)
-        last = "no answer"
-        while True:
-            try:
-                response = self.api("DELETE", path, deadline, tries=None)
-                status = response.status_code
-                self.raise_for_auth(response, f"deleting the fresh user {user!r}")
-                if status == 204:
-                    return True
-                if status == 404 and hub_error(response):
-                    return False
-                last = f"DELETE /hub/api/{path} answered {status} {hub_message(response)}"
-            except HubUnavailable as exc:
-                last = str(exc)
-            if deadline.expired():
-                raise StopFailed(f"the fresh user {user!r} was not deleted within {deadline.seconds:g}s: {last}")
-            log.warning("user_delete_retry", message=last)
-            self._sleep(min(STOP_POLL_INTERVAL * 2, deadline.remaining()))
+        response = self.api("DELETE", path, deadline, idempotent=False)
+        self.raise_for_auth(response, f"deleting the fresh user {user!r}")
+        status = response.status_code
+        if status == 204:
+            return "deleted", ""
+        if status == 404 and hub_error(response):
+            return "absent", ""
+        if status == 404:
+            raise HubUnavailable(f"DELETE /hub/api/{path} answered 404 {hub_message(response)!r}, not the hub's own answer")
+        return "refused", f"DELETE /hub/api/{path} answered {status} {hub_message(response)}"
 
     # --- tokens ---
 

@@ -214,6 +214,7 @@ class ServerModel:
     pending: str | None = None  # "spawn", "stop" or None
     url: str | None = None  # the server's path through the proxy, as the hub writes it
     started: datetime | None = None
+    last_activity: datetime | None = None  # None: never active (a stopped server that never ran)
 
     def log_fields(self) -> dict[str, Any]:
         """What a log line says of the server: its state and when it started."""
@@ -226,6 +227,7 @@ class ServerModel:
             pending=fields.text("pending"),
             url=fields.text("url") or None,
             started=fields.time("started"),
+            last_activity=fields.time("last_activity"),
         )
 
 
@@ -236,7 +238,7 @@ class UserModel:
 
     # None: the hub left `servers` out, as it does for a token without read:servers.
     servers: Mapping[str, ServerModel] | None = None
-    admin: bool = False
+    admin: bool | None = None  # None: the hub left it out
     # None: the hub left them out (a token without read:users / read:roles:users).
     roles: tuple[str, ...] | None = None
     groups: tuple[str, ...] | None = None
@@ -246,7 +248,7 @@ class UserModel:
     def parse(cls, raw: Any, what: str) -> UserModel:
         fields = Fields(raw, what)
         described = {
-            "admin": fields.flag("admin"),
+            "admin": None if fields.raw.get("admin") is None else fields.flag("admin"),
             "roles": fields.texts("roles"),
             "groups": fields.texts("groups"),
             "created": fields.time("created"),
@@ -281,6 +283,7 @@ class ApiToken:
 
     id: str
     note: str | None
+    created: datetime | None = None
 
     @classmethod
     def parse_list(cls, raw: Any, what: str) -> tuple[ApiToken, ...]:
@@ -296,7 +299,7 @@ class ApiToken:
         parsed = []
         for index, entry in enumerate(tokens):
             fields = Fields(entry, what, f"{path}[{index}]")
-            parsed.append(cls(fields.nonempty_text("id"), fields.text("note")))
+            parsed.append(cls(fields.nonempty_text("id"), fields.text("note"), fields.time("created")))
         return tuple(parsed)
 
 

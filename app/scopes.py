@@ -27,10 +27,10 @@ USES = {
     "delete:servers": "stop the server",
     "access:servers": "reach the server through the proxy",
     "admin:users": "create and delete the fresh user (--fresh-user)",
-    "read:tokens": "prove a user left by an earlier run the canary's before deleting it (--fresh-user)",
+    "tokens": "mark the fresh user the canary's (a token with no scopes) and read a leftover's tokens (--fresh-user)",
 }
 # Needed for the whole user: a server filter does not cover them.
-USER_WIDE = frozenset({"read:servers", "admin:users", "read:tokens"})
+USER_WIDE = frozenset({"read:servers", "admin:users", "tokens"})
 IMPLIES: dict[str, tuple[str, ...]] = {
     "admin:servers": ("admin:server_state", "servers"),
     "admin:users": ("admin:auth_state", "users", "read:roles:users", "admin:server_state"),
@@ -45,7 +45,7 @@ def needed(hub_version: str, *, fresh_user: bool = False) -> tuple[str, ...]:
     """The scopes the cycle needs on a hub of this version, in the order they are used; with --fresh-user
     also those that create, prove and delete the user (app/fresh_user.py)."""
     start = "start:servers" if _major(hub_version) >= 6 else "servers"
-    fresh = ("admin:users", "read:tokens") if fresh_user else ()
+    fresh = ("admin:users", "tokens") if fresh_user else ()
     return (*fresh, "read:servers", start, "delete:servers", "access:servers")
 
 

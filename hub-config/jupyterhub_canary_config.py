@@ -39,8 +39,8 @@ list configures nothing.
    the hub's own): a JupyterHub *service*, `jupyterhub-canary-service` (JUPYTERHUB_CANARY_SERVICE_NAME
    renames it), with that token, and a role, `jupyterhub-canary-fresh-users`, that gives the service
    the least scopes a fresh-user run needs, each filtered `!user=<name>` for each fresh user:
-   `admin:users` (create and delete the user; there is no `create:users`), `read:tokens` (the
-   canary's ownership guard), `access:servers`, and the server scopes of the hub's version (as in 1).
+   `admin:users` (create and delete the user; there is no `create:users`), `tokens` (the canary's
+   mark on the user it made, and its ownership guard), `access:servers`, and the server scopes of the hub's version (as in 1).
    A `!user=` filter matches by name, so the role works for a user who does not exist yet. The
    fresh users' names come from JUPYTERHUB_CANARY_FRESH_USERS, comma-separated (default: none),
    or a Python variable of the same name, which wins as in 1. Every name must start with
@@ -179,14 +179,15 @@ def canary_fresh_user_scopes(hub_version, fresh_users):
     """The fresh-user service's scopes: each scope a fresh-user run needs, for each fresh user by name.
 
     admin:users creates the user (there is no create:users) and holds read:users and delete:users;
-    read:tokens lets the canary prove a leftover user is its own; access:servers reaches the server;
+    tokens lets the canary mark the user it made (a token with no scopes) and read a leftover user's
+    tokens to prove it its own; access:servers reaches the server;
     the server scopes follow the hub's version as canary_role_scopes does.
     """
     if canary_version_tuple(hub_version)[0] >= 6:
         server_scopes = ["start:servers", "delete:servers", "read:servers"]
     else:
         server_scopes = ["servers"]
-    per_user = ["admin:users", "read:tokens", "access:servers", *server_scopes]
+    per_user = ["admin:users", "tokens", "access:servers", *server_scopes]
     return [f"{scope}!user={name}" for name in fresh_users for scope in per_user]
 
 

@@ -165,5 +165,5 @@ c.JupyterHub.load_roles = [*c.JupyterHub.load_roles, {
     "name": _settings["fresh_service"],
     "services": [_settings["fresh_service"]],
     "scopes": [f"{scope}!user={name}" for name in _settings["fresh_users"]
-               for scope in ("admin:users", "read:tokens", "access:servers", *_server_scopes)],
+               for scope in ("admin:users", "tokens", "access:servers", *_server_scopes)],
 }]

@@ -929,6 +929,6 @@ def test_the_readme_explains_fresh_user_probes():
     section = readme.partition("## Fresh-user probes")[2].partition("\n## ")[0]
     assert section, "chart/README.md has a Fresh-user probes section"
     for needed in ("jupyterhub-canary-service", "JUPYTERHUB_CANARY_SERVICE_TOKEN", "JUPYTERHUB_CANARY_FRESH_USERS",
-                   "admin:users!user=", "read:tokens!user=", "access:servers!user=", "blocked_users",
+                   "admin:users!user=", "tokens!user=", "access:servers!user=", "blocked_users",
                    "kubectl", "consecutive_failure_limit", "delete_pvc", "freshUser"):
         assert needed in section, needed

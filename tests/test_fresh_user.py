@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from app.exit_codes import ExitCode
-from app.fresh_user import PREFIX
+from app.fresh_user import MARKER, PREFIX
 from tests.conftest import _running_hub
 from tests.localhub import LocalHub, wait_for
 from tests.runner import finish_process, run_main, start_process
@@ -47,7 +47,7 @@ c.JupyterHub.services.append({"name": settings["service"], "api_token": settings
 c.JupyterHub.services.append({"name": "canary-weak", "api_token": settings["weak_token"]})
 c.JupyterHub.load_roles.append({
     "name": "jupyterhub-canary-fresh",
-    "scopes": filtered(["admin:users", "read:tokens", "access:servers", *server_scopes]),
+    "scopes": filtered(["admin:users", "tokens", "access:servers", *server_scopes]),
     "services": [settings["service"]],
 })
 c.JupyterHub.load_roles.append({
@@ -84,9 +84,9 @@ def fresh_hub(tmp_path_factory) -> Iterator[LocalHub]:
     settings = {"service": SERVICE, "token": token, "weak_token": weak, "names": NAMES, "admin": ADMIN, "roled": ROLED}
     for hub in _running_hub(tmp_path_factory, "fresh_hub", extra_config=FRESH_HUB_CONFIG, settings=settings):
         hub.service_token, hub.weak_token = token, weak
-        # What a run killed (SIGKILL) after creating its user leaves: the user, nothing else. Made now, so
-        # that it is old by the module's last test (test_a_stale_leftover_...).
-        hub.create_user(LEFTOVER)
+        # What a run killed (SIGKILL) after creating its user leaves. Made now, so that it is old by the
+        # module's last test (test_a_stale_leftover_...).
+        left_by_a_killed_run(hub, LEFTOVER)
         hub.leftover_made = time.monotonic()
         yield hub
 
@@ -102,6 +102,12 @@ def canary(hub: LocalHub, user: str, tmp_path: Path, *extra: str, token: str | N
     run = run_main(args, env={"JUPYTERHUB_API_TOKEN": token})
     run.assert_no_secret(token, hub.admin_token, hub.service_token)
     return run
+
+
+def left_by_a_killed_run(hub: LocalHub, user: str) -> None:
+    """What a run killed (SIGKILL) right after creating and marking its user leaves: the user and its mark."""
+    hub.create_user(user)
+    hub.new_token(user, scopes=[], note=f"{MARKER} 0badc0de")
 
 
 def user_exists(hub: LocalHub, user: str) -> bool:
@@ -169,7 +175,7 @@ def test_the_guard_refuses_a_user_in_a_group_with_a_role_or_an_admin(fresh_hub, 
 
 def test_a_young_leftover_may_be_a_live_runs_and_is_left_alone(fresh_hub, tmp_path):
     user = fresh_name()
-    fresh_hub.create_user(user)  # as a run would that was killed before it could delete it: no token, no group
+    left_by_a_killed_run(fresh_hub, user)
     run = canary(fresh_hub, user, tmp_path)
     assert run.exit_code == ExitCode.CONCURRENT_RUN, run.output
     assert "may be another live run's" in run.result["message"]
@@ -230,19 +236,39 @@ def test_a_user_that_cannot_be_deleted_is_13_user_left_behind_never_a_silent_suc
     assert user_exists(fresh_hub, user) and fresh_hub.servers(user) == {}
 
 
-def test_a_lost_answer_to_the_create_is_decided_by_reading_the_user(fresh_hub, tmp_path):
+def lose_the_creates_answer(hub: LocalHub, user: str, tmp_path: Path, *extra: str):
     from tests.faultproxy import FaultProxy
 
-    user = fresh_name()
-    with FaultProxy(fresh_hub.url) as proxy:
+    with FaultProxy(hub.url) as proxy:
         proxy.cut_next(1, after_bytes=10, path_contains=f"/hub/api/users/{user}", method="POST")
         args = ["--hub-url", proxy.url, "--user", user, "--fresh-user", "--attempts", "1",
-                "--termination-log", str(tmp_path / "termination-log")]
-        run = run_main(args, env={"JUPYTERHUB_API_TOKEN": fresh_hub.service_token})
-    run.assert_no_secret(fresh_hub.service_token)
+                "--termination-log", str(tmp_path / "termination-log"), *extra]
+        run = run_main(args, env={"JUPYTERHUB_API_TOKEN": hub.service_token})
+    run.assert_no_secret(hub.service_token)
+    assert run.named("request_outcome_unknown"), run.output
+    return run
+
+
+def test_a_lost_answer_to_the_create_under_the_probes_lease_is_this_runs(fresh_hub, secret_stub, tmp_path, monkeypatch):
+    """Under the probe's Lease no other run can have made the user it finds: it is this run's, marked,
+    spawned on and deleted."""
+    secret_stub.put_lease("hub-ns", "fresh-probe")
+    monkeypatch.setenv("KUBECONFIG", str(secret_stub.write_kubeconfig(tmp_path / "kubeconfig", token="kc", namespace="hub-ns")))
+    user = fresh_name()
+    run = lose_the_creates_answer(fresh_hub, user, tmp_path, "--lease", "fresh-probe", "--lease-namespace", "hub-ns")
     assert run.exit_code == ExitCode.OK, run.output
-    assert run.named("request_outcome_unknown") and run.named("request_outcome_found")
+    assert run.named("request_outcome_found") and run.named("fresh_user_marked")
     assert run.result["user_deleted"] is True and not user_exists(fresh_hub, user)
+
+
+def test_a_lost_answer_to_the_create_without_a_lease_leaves_the_user_alone_and_says_so(fresh_hub, tmp_path):
+    """Without the Lease another run may have made the user meanwhile: 18, the user left alone, and logged."""
+    user = fresh_name()
+    run = lose_the_creates_answer(fresh_hub, user, tmp_path)
+    assert run.exit_code == ExitCode.CONCURRENT_RUN, run.output
+    assert run.named("user_left_behind") and not run.named("spawn_requested") and not run.named("fresh_user_deleted")
+    assert user_exists(fresh_hub, user)
+    fresh_hub.api("DELETE", f"users/{user}")
 
 
 def test_sigterm_mid_spawn_deletes_the_user_and_ends_143(fresh_hub, tmp_path):

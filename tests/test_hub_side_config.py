@@ -328,7 +328,7 @@ def test_the_services_token_is_the_service_with_only_the_fresh_users_scopes(fres
     assert model["kind"] == "service" and model["name"] == FRESH_SERVICE
     servers = ["servers"] if _major_minor(fresh_hub.version)[0] < 6 else ["read:servers", "start:servers", "delete:servers"]
     for name in (FRESH_USER, OTHER_FRESH_USER):
-        for scope in ["admin:users", "read:tokens", "access:servers", *servers]:
+        for scope in ["admin:users", "tokens", "access:servers", *servers]:
             assert f"{scope}!user={name}" in model["scopes"], (scope, model["scopes"])
     # Everything else the hub lists is implied by those, for those users (or about the service itself).
     for scope in model["scopes"]:

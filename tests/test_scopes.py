@@ -80,20 +80,20 @@ def fresh_check(*granted: str, version: str = "6.1.1") -> tuple[list[str], list[
 
 
 def test_a_fresh_user_needs_admin_users_and_read_tokens_first():
-    assert needed("6.1.1", fresh_user=True)[:2] == ("admin:users", "read:tokens")
+    assert needed("6.1.1", fresh_user=True)[:2] == ("admin:users", "tokens")
 
 
 @pytest.mark.parametrize("version", ["6.1.1", "5.5.4"])
 def test_the_services_least_scopes_filtered_to_the_name_are_enough(version):
     servers = ("read:servers", "start:servers", "delete:servers") if version.startswith("6") else ("servers",)
-    scopes = ("admin:users", "read:tokens", "access:servers", *servers)
+    scopes = ("admin:users", "tokens", "access:servers", *servers)
     assert fresh_check(*(f"{scope}!user={FRESH}" for scope in scopes), version=version) == ([], [])
 
 
 def test_scopes_on_another_name_or_a_server_filter_do_not_make_or_delete_the_user():
-    other = ("admin:users!user=alice", "read:tokens!user=alice")
-    server_only = (f"admin:users!server={FRESH}/", f"read:tokens!server={FRESH}/")
+    other = ("admin:users!user=alice", "tokens!user=alice")
+    server_only = (f"admin:users!server={FRESH}/", f"tokens!server={FRESH}/")
     rest = (f"servers!user={FRESH}", f"access:servers!user={FRESH}")
-    assert fresh_check(*other, *rest) == (["admin:users", "read:tokens"], [])
-    assert fresh_check(*server_only, *rest) == (["admin:users", "read:tokens"], [])
-    assert fresh_check("admin:users!group=canaries", "tokens!group=canaries", *rest) == ([], ["admin:users", "read:tokens"])
+    assert fresh_check(*other, *rest) == (["admin:users", "tokens"], [])
+    assert fresh_check(*server_only, *rest) == (["admin:users", "tokens"], [])
+    assert fresh_check("admin:users!group=canaries", "tokens!group=canaries", *rest) == ([], ["admin:users", "tokens"])
