@@ -53,8 +53,11 @@ test-compat-%: node_modules/.installed
 	# to jupyter-server and JupyterLab, the same versions on every line; the way there (the proxy, the
 	# single-user server's token auth) is tested on each line by tests/test_kernel.py. Keeps CI in budget.
 	# Nor the alert chain (tests/test_alert_chain.py): it tests the chart's rules, Prometheus and
-	# Alertmanager, the same on every line; the canary's runs are those of tests/test_cycle.py.
-	.venv-compat-$*/bin/pytest -m hub --ignore=tests/test_checks.py --ignore=tests/test_alert_chain.py $(DURATIONS)
+	# Alertmanager, the same on every line; the canary's runs are those of tests/test_cycle.py. Nor the
+	# attacks on --fresh-user (tests/test_fresh_user_attack.py): the canary's own logic on faults it
+	# injects; tests/test_fresh_user.py runs the fresh-user cycle, its guard and codes on each line.
+	.venv-compat-$*/bin/pytest -m hub --ignore=tests/test_checks.py --ignore=tests/test_alert_chain.py \
+		--ignore=tests/test_fresh_user_attack.py $(DURATIONS)
 
 # Python style and likely bugs (ruff: pycodestyle, pyflakes, isort, bugbear, pyupgrade; pyproject.toml).
 lint: install

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from app.exit_codes import ExitCode
 from app.fresh_user import PREFIX
@@ -85,14 +86,50 @@ def wait_until_stale(hub: LocalHub, user: str, lifetime: float = SHORT_LIFETIME)
     time.sleep(max(0.0, lifetime + 1.5 - (datetime.now(UTC) - made).total_seconds()))
 
 
+# The stale-leftover tests' users, made at once when the module's first such test starts: each is stale
+# (older than SHORT_LIFETIME) by the time its test runs, and the module waits once, not six times.
+HAND_NOTES = ["Server at /user/{user}/", "Server at /elsewhere/user/{user}/"]
+
+
+@pytest.fixture(scope="module")
+def leftovers(fresh_hub) -> dict:
+    made: dict = {}
+    for note in HAND_NOTES:
+        user = fresh_name()
+        left_by_a_killed_run(fresh_hub, user)  # the canary's mark is there: only the hand-made token fails the proof
+        made[note] = (user, fresh_hub.new_token(user, note=note.format(user=user)))
+    made["named"] = fresh_name()
+    left_by_a_killed_run(fresh_hub, made["named"])
+    fresh_hub.user_model(made["named"])  # any read of the user (the canary's own included) makes the default spawner
+    made["other_server"] = fresh_name()
+    fresh_hub.create_user(made["other_server"])
+    fresh_hub.start_server(made["other_server"], "other")
+    fresh_hub.stop_all_servers(made["other_server"])
+    made["sigterm"] = fresh_name()
+    left_by_a_killed_run(fresh_hub, made["sigterm"])
+    made["person"] = person = fresh_name()
+    browser = requests.Session()
+    login = fresh_hub.url + "hub/login"
+    browser.get(login, timeout=30)
+    answer = browser.post(login, data={"username": person, "password": "x", "_xsrf": browser.cookies.get("_xsrf", "")},
+                          timeout=30)
+    assert answer.status_code == 200 and user_exists(fresh_hub, person), answer.status_code
+    fresh_hub.start_server(person)
+    page = browser.get(fresh_hub.url + f"user/{person}/lab", timeout=30)
+    assert page.status_code == 200, (page.status_code, page.url)
+    made["person_notes_running"] = token_notes(fresh_hub, person)
+    fresh_hub.stop_all_servers(person)
+    made["person_notes_stopped"] = token_notes(fresh_hub, person)
+    (fresh_hub.workdir / "home" / person / "thesis.tex").write_text("four years of work\n", encoding="utf-8")
+    return made
+
+
 # --- 1. never deletes what it cannot prove its own ---
 
 
-@pytest.mark.parametrize("note", ["Server at /user/{user}/", "Server at /elsewhere/user/{user}/"])
-def test_a_token_made_by_hand_with_a_server_like_note_is_not_the_canarys(fresh_hub, tmp_path, note):
-    user = fresh_name()
-    left_by_a_killed_run(fresh_hub, user)  # the canary's mark is there: only the hand-made token fails the proof
-    person_token = fresh_hub.new_token(user, note=note.format(user=user))
+@pytest.mark.parametrize("note", HAND_NOTES)
+def test_a_token_made_by_hand_with_a_server_like_note_is_not_the_canarys(fresh_hub, leftovers, tmp_path, note):
+    user, person_token = leftovers[note]
     wait_until_stale(fresh_hub, user)
     before = created(fresh_hub, user)
     run = canary(fresh_hub, user, tmp_path, *SHORT)
@@ -104,10 +141,8 @@ def test_a_token_made_by_hand_with_a_server_like_note_is_not_the_canarys(fresh_h
     assert "the canary did not make" in run.result["message"], run.result["message"]
 
 
-def test_a_named_server_probes_stale_leftover_is_deleted(fresh_hub, tmp_path):
-    user = fresh_name()
-    left_by_a_killed_run(fresh_hub, user)
-    fresh_hub.user_model(user)  # any read of the user (the canary's own included) makes the hub's default spawner
+def test_a_named_server_probes_stale_leftover_is_deleted(fresh_hub, leftovers, tmp_path):
+    user = leftovers["named"]
     wait_until_stale(fresh_hub, user)
     run = canary(fresh_hub, user, tmp_path, *SHORT, "--server-name", "probe")
     assert run.exit_code == ExitCode.OK, run.output
@@ -115,12 +150,9 @@ def test_a_named_server_probes_stale_leftover_is_deleted(fresh_hub, tmp_path):
     assert not user_exists(fresh_hub, user)
 
 
-def test_stopped_named_servers_and_a_young_user_are_refused(fresh_hub, tmp_path):
+def test_stopped_named_servers_and_a_young_user_are_refused(fresh_hub, leftovers, tmp_path):
     """Held: a stale user with another (stopped) named server is 78; nothing touched."""
-    user = fresh_name()
-    fresh_hub.create_user(user)
-    fresh_hub.start_server(user, "other")
-    fresh_hub.stop_all_servers(user)
+    user = leftovers["other_server"]
     wait_until_stale(fresh_hub, user)
     run = canary(fresh_hub, user, tmp_path, *SHORT)
     assert run.exit_code == ExitCode.CONFIGURATION, run.output
@@ -241,11 +273,10 @@ def test_sigterm_at_each_moment_leaves_nothing(fresh_hub, tmp_path, moment):
     assert not user_exists(fresh_hub, user), run.output
 
 
-def test_sigterm_during_a_stale_leftovers_delete_leaves_nothing(fresh_hub, tmp_path):
+def test_sigterm_during_a_stale_leftovers_delete_leaves_nothing(fresh_hub, leftovers, tmp_path):
     """Held: SIGTERM while the stale leftover is deleted: the create still happens in the shield, then the signal is
     acted on and the new user is deleted too: 143, no user."""
-    user = fresh_name()
-    left_by_a_killed_run(fresh_hub, user)
+    user = leftovers["sigterm"]
     wait_until_stale(fresh_hub, user)
     box = {}
 
@@ -442,25 +473,11 @@ def test_a_leftover_without_created_is_never_deleted():
         fresh.leftover(None)
 
 
-def test_a_person_who_logged_in_and_used_a_server_is_not_deleted(fresh_hub, tmp_path):
+def test_a_person_who_logged_in_and_used_a_server_is_not_deleted(fresh_hub, leftovers, tmp_path):
     """A person's account (the name's login not blocked): logged in through the browser, opened the server (the OAuth
-    dance), stopped it. The guard must not take the account for the canary's leftover."""
-    import requests
-
-    user = fresh_name()
-    browser = requests.Session()
-    login = fresh_hub.url + "hub/login"
-    browser.get(login, timeout=30)
-    answer = browser.post(login, data={"username": user, "password": "x", "_xsrf": browser.cookies.get("_xsrf", "")},
-                          timeout=30)
-    assert answer.status_code == 200 and user_exists(fresh_hub, user), answer.status_code
-    fresh_hub.start_server(user)
-    page = browser.get(fresh_hub.url + f"user/{user}/lab", timeout=30)
-    assert page.status_code == 200, (page.status_code, page.url)
-    notes_running = token_notes(fresh_hub, user)
-    fresh_hub.stop_all_servers(user)
-    notes_stopped = token_notes(fresh_hub, user)
-    (fresh_hub.workdir / "home" / user / "thesis.tex").write_text("four years of work\n", encoding="utf-8")
+    dance), stopped it (the fixture). The guard must not take the account for the canary's leftover: no mark."""
+    user = leftovers["person"]
+    notes_running, notes_stopped = leftovers["person_notes_running"], leftovers["person_notes_stopped"]
     wait_until_stale(fresh_hub, user)
     run = canary(fresh_hub, user, tmp_path, *SHORT)
     assert user_exists(fresh_hub, user), (
