@@ -57,7 +57,11 @@ def test_real_answers_parse_into_typed_values():
     assert (owner.name, owner.kind, owner.token_id, owner.is_user) == ("canary", "user", "a17", True)
     assert owner.scopes == tuple(WHOAMI["scopes"])
     user = UserModel.parse({"name": "canary", "servers": {"": SERVER}}, "u")
-    assert user.servers == {"": ServerModel(True, None, "/user/canary/", datetime(2026, 12, 1, 7, 0, 1, 4000, tzinfo=UTC))}
+    assert user.servers == {"": ServerModel(
+        True, None, "/user/canary/", datetime(2026, 12, 1, 7, 0, 1, 4000, tzinfo=UTC),
+        last_activity=datetime(2026, 12, 1, 7, 0, 3, 120000, tzinfo=UTC),
+    )}
+    assert (user.admin, user.roles, user.groups) == (None, None, None), "left out: unknown, never taken for proof"
     assert UserModel.parse({"name": "canary"}, "u").servers is None, "no read:servers: not the same as no server"
     assert TokenModel.parse({"id": "a17", "expires_at": None}, "t").expires_at is None
     assert TokenModel.parse({"expires_at": "2027-03-01T00:00:00Z"}, "t").expires_at == datetime(2027, 3, 1, tzinfo=UTC)
