@@ -215,7 +215,7 @@ def fresh_run(hub: KubeSpawnerHub, user: str, tmp_path, options: dict, *args: st
     assert run.result["fresh_user"] is True, run.output
     # Created by this run, deleted by it at the end (nothing stale before it: each test's name is its own).
     assert [e["event"] for e in run.events if e["event"].startswith("fresh_user_")] == [
-        "fresh_user_created", "fresh_user_deleted"], run.output
+        "fresh_user_created", "fresh_user_marked", "fresh_user_deleted"], run.output
     return run
 
 
