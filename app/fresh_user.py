@@ -90,6 +90,8 @@ class FreshUser:
         self.to_delete = False
         self._undecided: WriteRequest | None = None  # a create whose answer was lost, not yet decided
         self.deleted: bool | None = None  # the last attempt's user deleted at its end (None: not reached)
+        # The `created` of the leftover `leftover` proved the canary's and stale: the only user `delete(stale=True)` deletes.
+        self._proven: datetime | None = None
 
     def made(self, model: UserModel) -> bool:
         """Whether this run made this user: its `created` is one the hub answered this run's create with."""
@@ -103,8 +105,10 @@ class FreshUser:
         model = self.client.user_record(self.user, deadline)
         if model is None or self.made(model):
             return model
+        self._proven = None
         self.prove_own(model, deadline)
         self.check_stale(model)
+        self._proven = model.created
         return model
 
     def prove_own(self, model: UserModel, deadline: Deadline) -> None:
@@ -243,7 +247,6 @@ class FreshUser:
         logged `user_left_behind` and raised as UserLeftBehind (13): never a silent success."""
         last = "no answer"
         existed = False
-        leftover_created: datetime | None = None
         while True:
             try:
                 model = self.client.user_record(self.user, deadline)
@@ -251,9 +254,8 @@ class FreshUser:
                     self._deleted(stale, existed=existed)
                     return
                 if stale:
-                    leftover_created = leftover_created or model.created
-                    if model.created != leftover_created:  # another run's user since: not the one proven
-                        self._left_alone(stale, "a user of that name made since the leftover was deleted")
+                    if self._proven is None or model.created != self._proven:  # another run's user since: not the one proven
+                        self._left_alone(stale, "a user of that name made since the guard proved the leftover")
                         return
                 elif self._undecided is not None and not self._decide_lost_create(model):
                     return  # left alone, and said so

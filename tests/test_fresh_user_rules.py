@@ -146,10 +146,9 @@ def test_held_a_stale_marked_leftover_is_deleted():
     assert fresh.deleted is None and not fresh.to_delete  # the run's own user is not reached yet
 
 
-@pytest.mark.xfail(strict=True, reason="break 1: the stale delete takes the identity of the user its own first read "
-                                       "finds, not the one the guard proved: another run's new user is deleted")
 def test_a_user_another_run_made_between_the_guard_and_the_delete_is_not_deleted():
-    """Without a Lease (or beside a manual run) two runs find the same stale leftover. Run A deletes it and creates its
+    """Break 1 (fixed): the stale delete took the identity of the user its own first read found, not the one the guard
+    proved. Without a Lease (or beside a manual run) two runs find the same stale leftover. Run A deletes it and creates its
     own user; run B, which proved the leftover a moment before (and stopped its stale server meanwhile), then reads
     A's new user in its delete loop and deletes it: a live run's user, young, never proven by B's guard."""
     record, tokens = stale_leftover()
