@@ -186,8 +186,10 @@ class FreshUser:
         request = WriteRequest(self._utcnow(), self._utcnow(), answered=False)
         self.to_delete = True  # from the send on: a request lost in flight may still create it
         self._undecided = request
+        lost: list[bool] = []  # an answer was lost: a refusal of the POST sent again may meet the lost one's user
 
         def find_outcome() -> UserModel | None:
+            lost.append(True)
             model = self.client.user_record(self.user, deadline)
             request.settled_at = self._utcnow()
             if model is None:
@@ -202,8 +204,11 @@ class FreshUser:
         try:
             model = self.client.create_fresh_user(self.user, deadline, find_outcome)
         except (PermissionDenied, UserNotCreated, ConcurrentRun):
-            # Decided: the hub refused it (nothing made), or the user there is not provably this run's (left alone).
-            self.to_delete, self._undecided = False, None
+            # Decided: the hub refused the only POST (nothing made), or the user there is not provably this run's
+            # (left alone, said so). After a lost answer a refusal decides nothing (a 409 to the POST sent again may
+            # meet the lost one's user, made late; the read itself may be refused): the cleanup reads and decides.
+            if not lost or self._undecided is None:
+                self.to_delete, self._undecided = False, None
             raise
         # Anything else (the hub away, a signal) leaves the create undecided: the cleanup decides it.
         self._undecided = None

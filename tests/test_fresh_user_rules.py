@@ -229,13 +229,12 @@ def test_held_a_lost_delete_answer_is_decided_by_the_next_read_never_resent_blin
 # --- 2. the create: is to_delete right on every path? ---
 
 
-@pytest.mark.xfail(strict=True, reason="break 2: a 409 to the resent create (the lost POST made the user late) is taken "
-                                       "for another run's: the run's own user is left behind, unmarked and unlogged")
 def test_a_409_to_the_resent_create_after_a_lost_answer_leaves_no_user_under_the_lease():
-    """A slow hub: the POST's answer is lost (a read timeout) while the hub is still making the user; the read that
-    decides it comes before the hub's commit (no user), so the POST is resent, and meets the user the first POST
-    made: 409. Under the Lease no other run can have made it: it is this run's. It is left behind, unmarked: every
-    later run's guard refuses it (78, "no mark") until a human removes it."""
+    """Break 2 (fixed): the 409 was taken for another run's. The POST's answer is lost (a read timeout) while the
+    request is still on its way to the hub (queued at an ingress); the read that decides it comes first (no user), so
+    the POST is resent, and meets the user the first POST made: 409. Under the Lease no other run can have made it:
+    it is this run's. It was left behind, unmarked: every later run's guard refuses it (78, "no mark") until a human
+    removes it. Now the cleanup reads and decides it (the attempt still ends 18)."""
     hub = FakeHub()
 
     def slow_hub(find_outcome):
@@ -251,9 +250,8 @@ def test_a_409_to_the_resent_create_after_a_lost_answer_leaves_no_user_under_the
     assert hub.record is None, "the run's own user (its POST made it) is left behind"
 
 
-@pytest.mark.xfail(strict=True, reason="break 2b: without the Lease the same 409 leaves the user without "
-                                       "`user_left_behind`: a silent leave-behind")
 def test_a_409_to_the_resent_create_without_the_lease_is_logged_user_left_behind(log):
+    """Break 2b (fixed): without the Lease the same 409 left the user without `user_left_behind`."""
     hub = FakeHub()
 
     def slow_hub(find_outcome):
@@ -287,9 +285,9 @@ def test_held_a_409_to_the_first_post_is_another_runs_and_left_alone():
     assert hub.record is theirs and "DELETE" not in hub.calls
 
 
-@pytest.mark.xfail(strict=True, reason="break 3: a read that cannot decide a lost create (403 to the GET) is taken for "
-                                       "a decision: the user the POST may have made is left behind with no word")
 def test_a_lost_create_whose_read_is_refused_leaves_no_user_silently(log):
+    """Break 3 (fixed): a read that could not decide a lost create (403 to the GET) was taken for a decision: the user
+    the POST may have made was left behind with no word. Now the cleanup reads again and decides."""
     hub = FakeHub()
 
     def lost_then_refused_read(find_outcome):
