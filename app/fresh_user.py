@@ -264,6 +264,8 @@ class FreshUser:
                         return
                 elif self._undecided is not None and not self._decide_lost_create(model):
                     return  # left alone, and said so
+                elif model.created is None:  # this run's user, or another's: the hub does not tell; never in silence
+                    self._left_behind(stale, "the hub shows no `created` of the user there: not provably this run's, left alone")
                 elif not self.made(model):
                     self._left_alone(stale, "not made by this run")
                     return

@@ -340,9 +340,9 @@ def test_held_a_lost_create_and_a_hub_away_is_decided_by_the_cleanup():
     assert hub.record is None and fresh.deleted is True
 
 
-@pytest.mark.xfail(strict=True, reason="break 4: a 201 without `created` makes a user the run cannot recognise at its "
-                                       "end: left behind with a warning only, and the run passes")
-def test_a_created_user_the_hub_shows_without_created_is_not_left_behind_in_silence():
+def test_a_created_user_the_hub_shows_without_created_is_not_left_behind_in_silence(log):
+    """Break 4 (fixed): a 201 without `created` made a user the run could not recognise at its end: left behind with a
+    warning only (`fresh_user_not_deleted`), and the run passed. Now it is `user_left_behind`, 13."""
     hub = FakeHub()
 
     def no_created(find_outcome):
@@ -352,11 +352,9 @@ def test_a_created_user_the_hub_shows_without_created_is_not_left_behind_in_sile
     hub.on_create.append(no_created)
     fresh, deadline = fresh_for(hub, lease="canary-default")
     fresh.create(deadline)
-    try:
+    with pytest.raises(UserLeftBehind):  # before: no word but a warning, and the run passed (exit 0, user_deleted false)
         cleanup(fresh, deadline)
-    except UserLeftBehind:
-        return  # said so: 13
-    assert hub.record is None, "the run's own user is left, and the run would pass (exit 0, user_deleted false)"
+    assert fresh.deleted is False and "user_left_behind" in log.getvalue()
 
 
 # --- 3. the mark and the guard ---
