@@ -40,6 +40,7 @@ import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from app import logs
 from app.deadline import Deadline
@@ -157,11 +158,13 @@ class FreshUser:
 
     def _is_servers_token(self, token: ApiToken, model: UserModel) -> bool:
         """The token the hub gives the probe's server while it runs: its exact note ("Server at <the server's
-        path>"), made since that server started. The hub deletes it when the server stops."""
+        path>"), made since that server started. The hub deletes it when the server stops. The server's `url` is a
+        path, or with subdomain_host a full URL (https://<user>.<domain>/user/<user>/): its path is the note's."""
         server = (model.servers or {}).get(self.config.server_name)
         if server is None or not server.url or server.started is None or token.created is None:
             return False
-        return token.note == SERVER_TOKEN_NOTE + server.url and token.created >= server.started - CLOCK_SLACK
+        path = urlsplit(server.url).path
+        return token.note == SERVER_TOKEN_NOTE + path and token.created >= server.started - CLOCK_SLACK
 
     def check_stale(self, model: UserModel) -> None:
         """ConcurrentRun unless the user is older than a run of the probe can live (the stale rule of

@@ -546,11 +546,10 @@ def test_a_leftover_deleted_by_another_run_meanwhile_is_not_a_configuration_erro
     assert hub.calls.count("POST") == 1
 
 
-@pytest.mark.xfail(strict=True, reason="break 6: on a hub with subdomain_host the server model's url is a full URL "
-                                       "(https://<user>.<domain>/user/<user>/) while the hub notes the server's token "
-                                       "'Server at /user/<user>/': a killed run's leftover with its server running is 78")
 def test_a_subdomain_hubs_running_servers_token_is_the_servers():
-    """JupyterHub's User.url is host + base_url with subdomain_host (jupyterhub/user.py), and the API's server `url` is
+    """Break 6 (fixed): on a hub with subdomain_host the server model's url is a full URL while the hub notes the
+    server's token "Server at /user/<user>/": a killed run's leftover with its server running was 78 on every run.
+    JupyterHub's User.url is host + base_url with subdomain_host (jupyterhub/user.py), and the API's server `url` is
     built from it (apihandlers/base.py); the token's note is f"Server at {base_url}" (user.py, spawn): a path."""
     servers = {"": ServerModel(ready=True, url=f"https://{USER}.hub.example.org/user/{USER}/", started=STARTED)}
     tokens = (mark(LONG_AGO + timedelta(seconds=1)), ApiToken(id="s", note=f"Server at /user/{USER}/", created=STARTED))
