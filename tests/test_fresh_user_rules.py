@@ -554,3 +554,23 @@ def test_a_subdomain_hubs_running_servers_token_is_the_servers():
     servers = {"": ServerModel(ready=True, url=f"https://{USER}.hub.example.org/user/{USER}/", started=STARTED)}
     tokens = (mark(LONG_AGO + timedelta(seconds=1)), ApiToken(id="s", note=f"Server at /user/{USER}/", created=STARTED))
     guard(user(LONG_AGO, servers=servers), tokens)
+
+
+# --- 6. the result's user_deleted (cli.py `_finish`: canary.fresh.deleted) ---
+
+
+@pytest.mark.xfail(strict=True, reason="break 7: user_deleted is the last attempt's, but an attempt that makes no user "
+                                       "keeps the one before's `true`")
+def test_user_deleted_is_the_last_attempts_even_when_it_made_no_user():
+    """Attempt 1 made its user and deleted it (then failed, e.g. the spawn); attempt 2 meets another run's young user
+    (18) and makes none: the result says user_deleted true, of a user this attempt never had."""
+    hub = FakeHub()
+    fresh, deadline = fresh_for(hub)
+    assert fresh.leftover(deadline) is None
+    fresh.create(deadline)
+    cleanup(fresh, deadline)
+    assert fresh.deleted is True
+    hub.another_run_creates()  # attempt 2: another run's user, made just now
+    with pytest.raises(ConcurrentRun):
+        fresh.leftover(deadline)
+    assert fresh.deleted is None, "the result would say user_deleted: true for an attempt that made no user"
