@@ -103,6 +103,7 @@ class FreshUser:
     def leftover(self, deadline: Deadline) -> UserModel | None:
         """The user of that name if the hub has one: this run's, or proven the canary's and stale; else
         ConfigError (78) naming what fails the proof, or ConcurrentRun (18) when it may be a live run's."""
+        self.deleted = None  # this attempt's user: not reached yet (the result's user_deleted is the last attempt's)
         model = self.client.user_record(self.user, deadline)
         if model is None or self.made(model):
             return model

@@ -559,10 +559,9 @@ def test_a_subdomain_hubs_running_servers_token_is_the_servers():
 # --- 6. the result's user_deleted (cli.py `_finish`: canary.fresh.deleted) ---
 
 
-@pytest.mark.xfail(strict=True, reason="break 7: user_deleted is the last attempt's, but an attempt that makes no user "
-                                       "keeps the one before's `true`")
 def test_user_deleted_is_the_last_attempts_even_when_it_made_no_user():
-    """Attempt 1 made its user and deleted it (then failed, e.g. the spawn); attempt 2 meets another run's young user
+    """Break 7 (fixed): user_deleted is the last attempt's, but an attempt that made no user kept the one before's.
+    Attempt 1 made its user and deleted it (then failed, e.g. the spawn); attempt 2 meets another run's young user
     (18) and makes none: the result says user_deleted true, of a user this attempt never had."""
     hub = FakeHub()
     fresh, deadline = fresh_for(hub)
