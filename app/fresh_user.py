@@ -250,10 +250,12 @@ class FreshUser:
         log.info("fresh_user_marked", user=self.user, token_id=minted.get("id"))
 
     def delete(self, deadline: Deadline, *, stale: bool = False) -> None:
-        """Delete the user: this run's, or (`stale`) a leftover the guard proved the canary's. Tried for the
-        whole budget: each try reads the user first (gone: done; not this run's: left alone), and a DELETE
-        whose answer is lost is decided by the next read, never resent blindly. A user left behind is
-        logged `user_left_behind` and raised as UserLeftBehind (13): never a silent success."""
+        """Delete the user: this run's, or (`stale`) a leftover the guard proved the canary's. Tried for the whole budget (a
+        stale leftover's: --stop-timeout at most): each try reads the user first (gone: done; not this run's: left alone),
+        and a DELETE whose answer is lost is decided by the next read, never resent blindly. A user left behind is logged
+        `user_left_behind` and raised as UserLeftBehind (13): never a silent success."""
+        if stale:  # nothing of this run's at stake, signals held (app/cycle.py): bounded like the stale server's stop
+            deadline = deadline.within(self.config.stop_timeout)
         last = "no answer"
         existed = False
         while True:

@@ -578,16 +578,14 @@ def test_user_deleted_is_the_last_attempts_even_when_it_made_no_user():
 # --- 7. how long signals are held ---
 
 
-@pytest.mark.xfail(strict=True, reason="break 8: a stale leftover's delete that the hub keeps refusing is retried for "
-                                       "all of the run's budget but the stop's, with SIGTERM held (make_fresh_user runs "
-                                       "in the shield): far beyond the pod's grace period (the chart: ~--stop-timeout)")
 def test_a_stale_leftovers_refused_delete_is_bounded_like_a_stale_servers_stop():
-    """The authenticator's delete_user fails (500, the README's row) for the leftover: the run retries the DELETE for
-    its whole budget before the stop (780 s by default), signals held. A SIGTERM then (a node drain, helm uninstall)
-    waits past terminationGracePeriodSeconds (the chart derives it from --stop-timeout): SIGKILL, no result line, and a
-    SIGKILL that lands between the create that follows and its mark leaves an unmarked user: 78 on every later run.
-    Nothing of this run's is at stake in that delete (its own user is not made yet): it is bounded like the stale
-    server's stop before it (clear_stale_server: --stop-timeout)."""
+    """Break 8 (fixed): a stale leftover's delete that the hub kept refusing was retried for all of the run's budget but the
+    stop's, with SIGTERM held (make_fresh_user runs in the shield). The authenticator's delete_user fails (500, the
+    README's row) for the leftover: the run retries the DELETE for its whole budget before the stop (780 s by default),
+    signals held. A SIGTERM then (a node drain, helm uninstall) waits past terminationGracePeriodSeconds (the chart
+    derives it from --stop-timeout): SIGKILL, no result line, and a SIGKILL that lands between the create that follows
+    and its mark leaves an unmarked user: 78 on every later run. Nothing of this run's is at stake in that delete (its
+    own user is not made yet): it is bounded like the stale server's stop before it (clear_stale_server: --stop-timeout)."""
     record, tokens = stale_leftover()
     hub = FakeHub(record, tokens)
     hub.on_delete.extend([lambda: ("refused", "DELETE answered 500 Failed to delete user")] * 10_000)
