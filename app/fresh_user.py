@@ -104,10 +104,10 @@ class FreshUser:
         """The user of that name if the hub has one: this run's, or proven the canary's and stale; else
         ConfigError (78) naming what fails the proof, or ConcurrentRun (18) when it may be a live run's."""
         self.deleted = None  # this attempt's user: not reached yet (the result's user_deleted is the last attempt's)
+        self._proven = None
         model = self.client.user_record(self.user, deadline)
         if model is None or self.made(model):
             return model
-        self._proven = None
         self.prove_own(model, deadline)
         self.check_stale(model)
         self._proven = model.created
