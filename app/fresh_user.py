@@ -40,6 +40,7 @@ import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from app import logs
 from app.deadline import Deadline
@@ -90,6 +91,8 @@ class FreshUser:
         self.to_delete = False
         self._undecided: WriteRequest | None = None  # a create whose answer was lost, not yet decided
         self.deleted: bool | None = None  # the last attempt's user deleted at its end (None: not reached)
+        # The `created` of the leftover `leftover` proved the canary's and stale: the only user `delete(stale=True)` deletes.
+        self._proven: datetime | None = None
 
     def made(self, model: UserModel) -> bool:
         """Whether this run made this user: its `created` is one the hub answered this run's create with."""
@@ -100,11 +103,14 @@ class FreshUser:
     def leftover(self, deadline: Deadline) -> UserModel | None:
         """The user of that name if the hub has one: this run's, or proven the canary's and stale; else
         ConfigError (78) naming what fails the proof, or ConcurrentRun (18) when it may be a live run's."""
+        self.deleted = None  # this attempt's user: not reached yet (the result's user_deleted is the last attempt's)
+        self._proven = None
         model = self.client.user_record(self.user, deadline)
         if model is None or self.made(model):
             return model
         self.prove_own(model, deadline)
         self.check_stale(model)
+        self._proven = model.created
         return model
 
     def prove_own(self, model: UserModel, deadline: Deadline) -> None:
@@ -153,11 +159,13 @@ class FreshUser:
 
     def _is_servers_token(self, token: ApiToken, model: UserModel) -> bool:
         """The token the hub gives the probe's server while it runs: its exact note ("Server at <the server's
-        path>"), made since that server started. The hub deletes it when the server stops."""
+        path>"), made since that server started. The hub deletes it when the server stops. The server's `url` is a
+        path, or with subdomain_host a full URL (https://<user>.<domain>/user/<user>/): its path is the note's."""
         server = (model.servers or {}).get(self.config.server_name)
         if server is None or not server.url or server.started is None or token.created is None:
             return False
-        return token.note == SERVER_TOKEN_NOTE + server.url and token.created >= server.started - CLOCK_SLACK
+        path = urlsplit(server.url).path
+        return token.note == SERVER_TOKEN_NOTE + path and token.created >= server.started - CLOCK_SLACK
 
     def check_stale(self, model: UserModel) -> None:
         """ConcurrentRun unless the user is older than a run of the probe can live (the stale rule of
@@ -182,8 +190,10 @@ class FreshUser:
         request = WriteRequest(self._utcnow(), self._utcnow(), answered=False)
         self.to_delete = True  # from the send on: a request lost in flight may still create it
         self._undecided = request
+        lost: list[bool] = []  # an answer was lost: a refusal of the POST sent again may meet the lost one's user
 
         def find_outcome() -> UserModel | None:
+            lost.append(True)
             model = self.client.user_record(self.user, deadline)
             request.settled_at = self._utcnow()
             if model is None:
@@ -198,8 +208,11 @@ class FreshUser:
         try:
             model = self.client.create_fresh_user(self.user, deadline, find_outcome)
         except (PermissionDenied, UserNotCreated, ConcurrentRun):
-            # Decided: the hub refused it (nothing made), or the user there is not provably this run's (left alone).
-            self.to_delete, self._undecided = False, None
+            # Decided: the hub refused the only POST (nothing made), or the user there is not provably this run's
+            # (left alone, said so). After a lost answer a refusal decides nothing (a 409 to the POST sent again may
+            # meet the lost one's user, made late; the read itself may be refused): the cleanup reads and decides.
+            if not lost or self._undecided is None:
+                self.to_delete, self._undecided = False, None
             raise
         # Anything else (the hub away, a signal) leaves the create undecided: the cleanup decides it.
         self._undecided = None
@@ -237,13 +250,14 @@ class FreshUser:
         log.info("fresh_user_marked", user=self.user, token_id=minted.get("id"))
 
     def delete(self, deadline: Deadline, *, stale: bool = False) -> None:
-        """Delete the user: this run's, or (`stale`) a leftover the guard proved the canary's. Tried for the
-        whole budget: each try reads the user first (gone: done; not this run's: left alone), and a DELETE
-        whose answer is lost is decided by the next read, never resent blindly. A user left behind is
-        logged `user_left_behind` and raised as UserLeftBehind (13): never a silent success."""
+        """Delete the user: this run's, or (`stale`) a leftover the guard proved the canary's. Tried for the whole budget (a
+        stale leftover's: --stop-timeout at most): each try reads the user first (gone: done; not this run's: left alone),
+        and a DELETE whose answer is lost is decided by the next read, never resent blindly. A user left behind is logged
+        `user_left_behind` and raised as UserLeftBehind (13): never a silent success."""
+        if stale:  # nothing of this run's at stake, signals held (app/cycle.py): bounded like the stale server's stop
+            deadline = deadline.within(self.config.stop_timeout)
         last = "no answer"
         existed = False
-        leftover_created: datetime | None = None
         while True:
             try:
                 model = self.client.user_record(self.user, deadline)
@@ -251,12 +265,13 @@ class FreshUser:
                     self._deleted(stale, existed=existed)
                     return
                 if stale:
-                    leftover_created = leftover_created or model.created
-                    if model.created != leftover_created:  # another run's user since: not the one proven
-                        self._left_alone(stale, "a user of that name made since the leftover was deleted")
+                    if self._proven is None or model.created != self._proven:  # another run's user since: not the one proven
+                        self._left_alone(stale, "a user of that name made since the guard proved the leftover")
                         return
                 elif self._undecided is not None and not self._decide_lost_create(model):
                     return  # left alone, and said so
+                elif model.created is None:  # this run's user, or another's: the hub does not tell; never in silence
+                    self._left_behind(stale, "the hub shows no `created` of the user there: not provably this run's, left alone")
                 elif not self.made(model):
                     self._left_alone(stale, "not made by this run")
                     return
