@@ -231,7 +231,10 @@ class Canary:
         deadline = self.budget_before_stop()
         leftover = self.fresh.leftover(deadline)
         if leftover is not None:
-            self.clear_stale_server()
+            try:
+                self.clear_stale_server()
+            except UserGone:
+                pass  # another run deleted it meanwhile: nothing to stop, and the delete finds it gone
             self.timed("delete_user", self.fresh.delete, deadline, stale=not self.fresh.made(leftover))
         self.timed("create_user", self.fresh.create, self.budget_before_stop())
 

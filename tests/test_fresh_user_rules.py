@@ -528,8 +528,6 @@ def test_held_a_stale_leftovers_server_that_cannot_be_stopped_is_13_and_nothing_
     assert canary.fresh.deleted is None  # the result's user_deleted: null, the run's own user never reached
 
 
-@pytest.mark.xfail(strict=True, reason="break 5 (app/cycle.py): a leftover another run deletes between the guard and "
-                                       "clear_stale_server makes the server read UserGone: 78 ('no such user')")
 def test_a_leftover_deleted_by_another_run_meanwhile_is_not_a_configuration_error():
     record, tokens = stale_leftover()
     hub = CycleHub(record, tokens)
