@@ -236,6 +236,7 @@ class Canary:
             except UserGone:
                 pass  # another run deleted it meanwhile: nothing to stop, and the delete finds it gone
             self.timed("delete_user", self.fresh.delete, deadline, stale=not self.fresh.made(leftover))
+        self.fresh.hub_version = self.hub_version
         self.timed("create_user", self.fresh.create, self.budget_before_stop())
 
     def spawn(self, deadline: Deadline) -> None:

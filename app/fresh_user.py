@@ -45,6 +45,7 @@ from urllib.parse import urlsplit
 from app import logs
 from app.deadline import Deadline
 from app.errors import ConcurrentRun, ConfigError, HubUnavailable, PermissionDenied, UserLeftBehind, UserNotCreated
+from app.hub import version_tuple
 from app.models import ApiToken, ServerModel, UserModel
 from app.provenance import CLOCK_SLACK, WriteRequest, youngest_age_s
 
@@ -90,6 +91,7 @@ class FreshUser:
         # a lost create (`_decide_lost_create`).
         self.to_delete = False
         self._undecided: WriteRequest | None = None  # a create whose answer was lost, not yet decided
+        self.hub_version: str | None = None  # the preflight's (app/cycle.py): the mark's way depends on it
         self.deleted: bool | None = None  # the last attempt's user deleted at its end (None: not reached)
         # The `created` of the leftover `leftover` proved the canary's and stale: the only user `delete(stale=True)` deletes.
         self._proven: datetime | None = None
@@ -242,6 +244,15 @@ class FreshUser:
         try:
             minted = self.client.mint_token(self.user, {"note": note, "scopes": []}, deadline)
         except PermissionDenied as exc:
+            if version_tuple(self.hub_version or "")[:1] < (5,):
+                # JupyterHub 4 checks a `tokens!user=` filter against the service itself, not the user (fixed in 5):
+                # a least-scope service cannot make the mark there. The run goes on; only a leftover of a run killed
+                # before its delete cannot be proven the canary's later (78 names it for a human).
+                log.warning(
+                    "fresh_user_not_marked", user=self.user, hub_version=self.hub_version, message=exc.message,
+                    why="JupyterHub before 5 lets a service with tokens!user=<name> make no token of that user",
+                )
+                return
             raise PermissionDenied(
                 f"marking the fresh user {self.user!r} (a token with no scopes): {exc.message}; the service needs "
                 f"tokens!user={self.user}"

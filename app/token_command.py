@@ -8,7 +8,7 @@ rotate: mint a new token, update the Secret (only if nobody wrote it since this 
 
 A JupyterHub *service* (a fresh-user probe's token owner) cannot get a token this way: the hub mints
 through its API for users only, and a service's token is the one the hub's configuration gives it.
-When --user names a service (GET /hub/api/services/<name> answers 200 to the admin token), the
+When --user names a service (GET /hub/api/services lists it to the admin token), the
 command ends with 78 before it creates or mints anything, and says where the token comes from.
 
 Neither the admin token nor the minted one is ever logged; logs go to stderr, stdout carries only
@@ -187,16 +187,17 @@ class TokenCommand:
         and the command goes on as for a user, which it logs.
         """
         assert self.client is not None
-        response = self.client.api("GET", f"services/{quote(self.user, safe='')}", self.deadline)
+        # The list, not GET services/<name>: JupyterHub 4.1 answers that 500 for a name that is no service.
+        response = self.client.api("GET", "services", self.deadline)
         if response.status_code == 200:
-            raise ServiceTokenNotMintable(f"--user {self.user!r} is a JupyterHub service, not a user: {SERVICE_TOKEN_WAY}")
-        if response.status_code in (401, 403):
+            services = self.client.json_object(response, "GET /hub/api/services")
+            if self.user in services:
+                raise ServiceTokenNotMintable(f"--user {self.user!r} is a JupyterHub service, not a user: {SERVICE_TOKEN_WAY}")
+        elif response.status_code in (401, 403):
             log.info("service_lookup_forbidden",
                      hint="the admin token lacks read:services: whether --user names a JupyterHub service is unknown")
-        elif response.status_code != 404:
-            raise HubUnavailable(
-                f"GET /hub/api/services/{self.user} answered {response.status_code} {hub_message(response)}"
-            )
+        else:
+            raise HubUnavailable(f"GET /hub/api/services answered {response.status_code} {hub_message(response)}")
 
     def ensure_user(self) -> None:
         assert self.client is not None

@@ -424,7 +424,8 @@ def test_nobody_can_log_in_as_a_fresh_user(fresh_hub):
     while any other name logs in, as this hub lets anyone."""
     for name in (FRESH_USER, OTHER_FRESH_USER):
         refused = login(fresh_hub, name)
-        assert refused.status_code == 403, (name, refused.status_code, refused.text[:300])
+        # 403 from JupyterHub 5 on; 4.1 shows the login form again (200): either way no redirect into the hub.
+        assert refused.status_code in (200, 403) and "Location" not in refused.headers, (name, refused.status_code)
         assert fresh_hub.api("GET", f"users/{name}").status_code == 404
     walk_in = login(fresh_hub, "walk-in")
     assert walk_in.status_code == 302, walk_in.text[:300]
@@ -434,8 +435,9 @@ def test_nobody_can_log_in_as_a_fresh_user(fresh_hub):
 def test_without_the_token_the_hub_has_no_service_but_blocks_the_name(tmp_path):
     with running_with_env(tmp_path / "hub", ADMIN_READS_SERVICES + LOAD_CANARY_CONFIG, fresh_env(FRESH_USER, None)) as hub:
         assert hub.api("GET", "services").json().keys() == {"localhub-admin"}
-        assert hub.api("GET", f"services/{FRESH_SERVICE}").status_code == 404
-        assert login(hub, FRESH_USER).status_code == 403
+        assert hub.api("GET", f"services/{FRESH_SERVICE}").status_code in (404, 500)  # 4.1: 500 for no such service
+        refused = login(hub, FRESH_USER)
+        assert refused.status_code in (200, 403) and "Location" not in refused.headers, refused.status_code
 
 
 def test_a_name_outside_the_rule_stops_the_hub_at_start(tmp_path):
