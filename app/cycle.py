@@ -48,7 +48,7 @@ from app.hub import (
     server_name_allowed,
 )
 from app.models import ApiStatus, ProgressEvent, ServerModel, TokenOwner, WrongShape, loads
-from app.provenance import WriteRequest, skew_note, youngest_age_s
+from app.provenance import SpawnRequest, skew_note, youngest_age_s
 from app.signals import Shield, no_shield
 from app.spawn_progress import ProgressFollower
 from app.timeline import Event
@@ -110,8 +110,8 @@ class Canary:
         self._spawn_cut_short = False  # this attempt's spawn budget was cut by the deadline
         self._progress: ProgressFollower | None = None  # this attempt's progress stream (app/spawn_progress.py)
         # Every spawn request of this run, of any attempt, that may have started a server: a server one of
-        # them started is this run's, to stop, never another run's (see WriteRequest).
-        self.spawn_requests: list[WriteRequest] = []
+        # them started is this run's, to stop, never another run's (see SpawnRequest).
+        self.spawn_requests: list[SpawnRequest] = []
         # --fresh-user: the user each attempt creates and deletes (app/fresh_user.py).
         self.fresh = FreshUser(config, client, utcnow=utcnow, sleep=sleep) if config.fresh_user else None
 
@@ -236,8 +236,7 @@ class Canary:
             except UserGone:
                 pass  # another run deleted it meanwhile: nothing to stop, and the delete finds it gone
             self.timed("delete_user", self.fresh.delete, deadline, stale=not self.fresh.made(leftover))
-        self.fresh.hub_version = self.hub_version
-        self.timed("create_user", self.fresh.create, self.budget_before_stop())
+        self.timed("create_user", self.fresh.create, self.budget_before_stop(), hub_version=self.hub_version or "")
 
     def spawn(self, deadline: Deadline) -> None:
         """Request the server and wait until it is ready, following its progress stream all along."""
@@ -278,7 +277,6 @@ class Canary:
                     self.timed("stop", self.stop_server, budget, stale=False, after_outage=after_outage)
                 except StopFailed:
                     if fresh is not None:  # deleting the user would only meet the server again
-                        fresh.to_delete = False
                         fresh.left_behind("its server could not be stopped")
                     raise
                 self.server_may_be_running = False
@@ -286,10 +284,10 @@ class Canary:
                 self.timed("delete_user", fresh.delete, budget)
 
     def owns(self, model: ServerModel) -> bool:
-        """Whether a spawn request of this run (any attempt) started this server (see WriteRequest)."""
+        """Whether a spawn request of this run (any attempt) started this server (see SpawnRequest)."""
         started = model.started
         hub_ahead = self.client.hub_clock.ahead()
-        return started is not None and any(request.made_it(started, hub_ahead) for request in self.spawn_requests)
+        return started is not None and any(request.started_it(started, hub_ahead) for request in self.spawn_requests)
 
     def ensure_own_server_gone(self) -> None:
         """Before the run ends: no server this run started is running. A stop that read "no server" from a
@@ -490,14 +488,14 @@ class Canary:
             raise SpawnFailed(refused.message) from None
         finally:
             self._progress.request_answered()
-        request = WriteRequest(sent_at, self._utcnow(), answered=outcome.accepted)
+        request = SpawnRequest(sent_at, self._utcnow(), answered=outcome.accepted)
         if outcome.accepted:
             self.spawn_requests.append(request)
             self._note_identity(request, deadline)
             return outcome.ready
         return self._adopt(request, outcome)
 
-    def _note_identity(self, request: WriteRequest, deadline: Deadline) -> None:
+    def _note_identity(self, request: SpawnRequest, deadline: Deadline) -> None:
         """The hub's `started` of the server it has just accepted: the server's identity for this run."""
         try:
             model = self.client.server_model(self.user, self.server_name, deadline)
@@ -513,14 +511,14 @@ class Canary:
         if model.url:
             self.server_url = self.client.server_url(self.user, self.server_name, model)
 
-    def _adopt(self, request: WriteRequest, outcome: SpawnOutcome) -> bool:
+    def _adopt(self, request: SpawnRequest, outcome: SpawnOutcome) -> bool:
         """A server found after the request's answer was lost: followed only when this request started it."""
         found = outcome.found
         if found is None:
             raise SpawnFailed("the server that met the resent spawn request stopped before it could be followed")
         started = found.started
         hub_ahead = self.client.hub_clock.ahead()
-        if started is None or not request.made_it(started, hub_ahead):
+        if started is None or not request.started_it(started, hub_ahead):
             self.server_may_be_running = False  # the server there is another's: this request started none
             log.warning(
                 "concurrent_run_found", **found.log_fields(),

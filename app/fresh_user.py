@@ -47,7 +47,7 @@ from app.deadline import Deadline
 from app.errors import ConcurrentRun, ConfigError, HubUnavailable, PermissionDenied, UserLeftBehind, UserNotCreated
 from app.hub import version_tuple
 from app.models import ApiToken, ServerModel, UserModel
-from app.provenance import CLOCK_SLACK, WriteRequest, youngest_age_s
+from app.provenance import CLOCK_SLACK, youngest_age_s
 
 if TYPE_CHECKING:  # app.config checks the name rule with this module's name_allowed
     from app.config import Config
@@ -90,8 +90,7 @@ class FreshUser:
         # A create of this run may have made a user not yet deleted: the cleanup deletes it, or decides
         # a lost create (`_decide_lost_create`).
         self.to_delete = False
-        self._undecided: WriteRequest | None = None  # a create whose answer was lost, not yet decided
-        self.hub_version: str | None = None  # the preflight's (app/cycle.py): the mark's way depends on it
+        self._undecided = False  # a create was sent and its outcome is not decided yet (its answer may be lost)
         self.deleted: bool | None = None  # the last attempt's user deleted at its end (None: not reached)
         # The `created` of the leftover `leftover` proved the canary's and stale: the only user `delete(stale=True)` deletes.
         self._proven: datetime | None = None
@@ -187,17 +186,17 @@ class FreshUser:
 
     # --- the attempt's own user ---
 
-    def create(self, deadline: Deadline) -> None:
-        """Create the user and mark it. A lost answer is decided by reading the user (the docstring)."""
-        request = WriteRequest(self._utcnow(), self._utcnow(), answered=False)
+    def create(self, deadline: Deadline, *, hub_version: str) -> None:
+        """Create the user and mark it (how depends on the hub's version, `mark`). A lost answer is decided by
+        reading the user (the docstring)."""
         self.to_delete = True  # from the send on: a request lost in flight may still create it
-        self._undecided = request
-        lost: list[bool] = []  # an answer was lost: a refusal of the POST sent again may meet the lost one's user
+        self._undecided = True
+        lost = False  # an answer was lost: a refusal of the POST sent again may meet the lost one's user
 
         def find_outcome() -> UserModel | None:
-            lost.append(True)
+            nonlocal lost
+            lost = True
             model = self.client.user_record(self.user, deadline)
-            request.settled_at = self._utcnow()
             if model is None:
                 return None  # it made nothing: sent again
             if not self._decide_lost_create(model):
@@ -213,43 +212,46 @@ class FreshUser:
             # Decided: the hub refused the only POST (nothing made), or the user there is not provably this run's
             # (left alone, said so). After a lost answer a refusal decides nothing (a 409 to the POST sent again may
             # meet the lost one's user, made late; the read itself may be refused): the cleanup reads and decides.
-            if not lost or self._undecided is None:
-                self.to_delete, self._undecided = False, None
+            if not lost or not self._undecided:
+                self.to_delete, self._undecided = False, False
             raise
         # Anything else (the hub away, a signal) leaves the create undecided: the cleanup decides it.
-        self._undecided = None
-        if model.created is not None and model.created not in self.made_at:
-            self.made_at.append(model.created)
+        self._undecided = False
+        self._note_made(model)
         log.info("fresh_user_created", user=self.user, created=model.created.isoformat() if model.created else None)
-        self.mark(deadline)
+        self.mark(deadline, hub_version)
 
     def _decide_lost_create(self, model: UserModel) -> bool:
         """Whether a user found after this run's create lost its answer is this run's: yes under the probe's
         Lease; without it another run may have made it meanwhile, and it is left alone (logged
         `user_left_behind`: a later run removes it once it is stale)."""
-        self._undecided = None
+        self._undecided = False
         if self.config.lease is None:
             self.to_delete, self.deleted = False, False
             log.error("user_left_behind", user=self.user, stale=False,
                       message="the create's answer was lost, and without --lease the user there may be another run's: "
                               "left alone; a later run removes it once stale")
             return False
-        if model.created is not None and model.created not in self.made_at:
-            self.made_at.append(model.created)
+        self._note_made(model)
         return True
 
-    def mark(self, deadline: Deadline) -> None:
+    def _note_made(self, model: UserModel) -> None:
+        """This run made the user: its `created` proves it later (`made`)."""
+        if model.created is not None and model.created not in self.made_at:
+            self.made_at.append(model.created)
+
+    def mark(self, deadline: Deadline, hub_version: str) -> None:
         """The canary's mark on the user it made: a token with MARKER's note and no scopes, its value dropped."""
         note = f"{MARKER} {secrets.token_hex(4)}"
         try:
             minted = self.client.mint_token(self.user, {"note": note, "scopes": []}, deadline)
         except PermissionDenied as exc:
-            if version_tuple(self.hub_version or "")[:1] < (5,):
+            if version_tuple(hub_version)[:1] < (5,):
                 # JupyterHub 4 checks a `tokens!user=` filter against the service itself, not the user (fixed in 5):
                 # a least-scope service cannot make the mark there. The run goes on; only a leftover of a run killed
                 # before its delete cannot be proven the canary's later (78 names it for a human).
                 log.warning(
-                    "fresh_user_not_marked", user=self.user, hub_version=self.hub_version, message=exc.message,
+                    "fresh_user_not_marked", user=self.user, hub_version=hub_version, message=exc.message,
                     why="JupyterHub before 5 lets a service with tokens!user=<name> make no token of that user",
                 )
                 return
@@ -279,7 +281,7 @@ class FreshUser:
                     if self._proven is None or model.created != self._proven:  # another run's user since: not the one proven
                         self._left_alone(stale, "a user of that name made since the guard proved the leftover")
                         return
-                elif self._undecided is not None and not self._decide_lost_create(model):
+                elif self._undecided and not self._decide_lost_create(model):
                     return  # left alone, and said so
                 elif model.created is None:  # this run's user, or another's: the hub does not tell; never in silence
                     self._left_behind(stale, "the hub shows no `created` of the user there: not provably this run's, left alone")
@@ -313,16 +315,16 @@ class FreshUser:
             self.deleted = False
 
     def _left_behind(self, stale: bool, message: str) -> None:
-        self.deleted = False if not stale else self.deleted
-        self.to_delete = False
-        log.error("user_left_behind", user=self.user, stale=stale, message=message)
+        self.left_behind(message, stale=stale)
         raise UserLeftBehind(f"the fresh user {self.user!r} could not be deleted: {message}")
 
-    def left_behind(self, why: str) -> None:
-        """The user is not deleted: its server could not be stopped (the hub would refuse or hang)."""
-        self.deleted = False
+    def left_behind(self, why: str, *, stale: bool = False) -> None:
+        """The user is not deleted (logged `user_left_behind`): e.g. its server could not be stopped (the hub
+        would refuse or hang). A stale leftover's leaves this run's own `deleted` as it was."""
+        if not stale:
+            self.deleted = False
         self.to_delete = False
-        log.error("user_left_behind", user=self.user, stale=False, message=why)
+        log.error("user_left_behind", user=self.user, stale=stale, message=why)
 
 
 def _never_ran(server: ServerModel) -> bool:

@@ -1,10 +1,10 @@
-"""What proves a server or a user this run's: the requests of this run that may have made one.
+"""What proves a server this run's, and how old a server or a user may be, by the hub's clock.
 
-The canary stops, and --fresh-user deletes, only what it can prove it made (never another run's
-server, never a person's account). The proof is the hub's own word: what it answered to the request,
-the `started` of the server (the `created` of the user) it showed right after, or, an answer lost,
-that the hub dates the thing between the request's send and its outcome (HubClock: its answers'
-`Date` headers bound how far its clock is from this run's).
+The canary stops only a server it can prove it started (never another run's): the hub's own word is
+what it answered to the spawn request, the `started` it showed right after, or, the answer lost, that
+the hub dates the server between the request's send and its outcome (HubClock: its answers' `Date`
+headers bound how far its clock is from this run's). The stale rules of servers (app/cycle.py) and of
+--fresh-user's users (app/fresh_user.py) read the same clock: `youngest_age_s`.
 """
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ CLOCK_SLACK = timedelta(seconds=1)
 
 
 @dataclass
-class WriteRequest:
-    """A request of this run that may have made something on the hub (a spawn request: a server; --fresh-user's
-    POST: a user), and what proves a server (a user) its. Told of a spawn request below; a user's
-    `created` stands for a server's `started`.
+class SpawnRequest:
+    """A spawn request of this run that may have started a server, and what proves a server its.
 
     `sent_at` and `settled_at` are this run's clock (UTC): when the request left, and when its answer (or,
     the answer lost, the server model that decided it) came. `answered`: the hub answered it 201/202, so
@@ -41,7 +39,7 @@ class WriteRequest:
     # or stopped), and no server found later is its (one in its time window is a later request's).
     ended: bool = False
 
-    def made_it(self, started: datetime, hub_ahead: tuple[timedelta, timedelta] = (timedelta(0), timedelta(0))) -> bool:
+    def started_it(self, started: datetime, hub_ahead: tuple[timedelta, timedelta] = (timedelta(0), timedelta(0))) -> bool:
         """`hub_ahead`: how far the hub's clock is ahead of this run's, at least and at most (HubClock):
         on this run's clock the server started between `started` minus the most and minus the least.
         A request whose answer was lost claims a server only when it provably started after the send."""

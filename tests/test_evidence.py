@@ -26,7 +26,7 @@ import pytest
 from app.cycle import Canary
 from app.exit_codes import ExitCode
 from app.hub import HubClient, HubClock
-from app.provenance import WriteRequest
+from app.provenance import SpawnRequest
 from tests import test_cycle
 from tests.fakehub import FakeHub, Fault
 from tests.test_faults import SERVER, USER_MODEL, canary
@@ -341,9 +341,9 @@ def test_a_hub_answer_of_any_date_never_breaks_the_run(date):
     clock.observe(SimpleNamespace(headers=headers, elapsed=timedelta(milliseconds=5)), datetime.now(UTC))
     now = datetime.now(UTC)
     for answered in (True, False):
-        request = WriteRequest(now, now, answered=answered)
+        request = SpawnRequest(now, now, answered=answered)
         for started in (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC), now):
-            assert request.made_it(started, clock.ahead()) in (True, False)
+            assert request.started_it(started, clock.ahead()) in (True, False)
 
 
 @pytest.mark.parametrize("when", ["look", "stop"])

@@ -187,7 +187,7 @@ def test_held_a_delete_refused_400_is_tried_within_the_budget_then_13():
     hub = FakeHub()
     clock = FakeClock()
     fresh, _ = fresh_for(hub, clock=clock)
-    fresh.create(Deadline(30.0, clock))
+    fresh.create(Deadline(30.0, clock), hub_version="6.1.1")
     hub.on_delete.extend([lambda: ("refused", "DELETE answered 400 stop pending")] * 1000)
     budget = Deadline(10.0, clock)
     with pytest.raises(UserLeftBehind) as raised:
@@ -201,7 +201,7 @@ def test_held_a_delete_refused_400_is_tried_within_the_budget_then_13():
 def test_held_permission_denied_on_the_delete_is_13_at_once():
     hub = FakeHub()
     fresh, deadline = fresh_for(hub)
-    fresh.create(deadline)
+    fresh.create(deadline, hub_version="6.1.1")
 
     def forbidden() -> tuple[str, str]:
         raise PermissionDenied("403")
@@ -215,7 +215,7 @@ def test_held_permission_denied_on_the_delete_is_13_at_once():
 def test_held_a_lost_delete_answer_is_decided_by_the_next_read_never_resent_blindly():
     hub = FakeHub()
     fresh, deadline = fresh_for(hub)
-    fresh.create(deadline)
+    fresh.create(deadline, hub_version="6.1.1")
 
     def lost() -> tuple[str, str]:
         hub.record = None  # it did delete
@@ -245,7 +245,7 @@ def test_a_409_to_the_resent_create_after_a_lost_answer_leaves_no_user_under_the
     hub.on_create.append(slow_hub)
     fresh, deadline = fresh_for(hub, lease="canary-default")
     with pytest.raises(ConcurrentRun):
-        fresh.create(deadline)
+        fresh.create(deadline, hub_version="6.1.1")
     cleanup(fresh, deadline)
     assert hub.record is None, "the run's own user (its POST made it) is left behind"
 
@@ -262,7 +262,7 @@ def test_a_409_to_the_resent_create_without_the_lease_is_logged_user_left_behind
     hub.on_create.append(slow_hub)
     fresh, deadline = fresh_for(hub)
     with pytest.raises(ConcurrentRun):
-        fresh.create(deadline)
+        fresh.create(deadline, hub_version="6.1.1")
     cleanup(fresh, deadline)
     assert hub.record is not None  # left alone: it may be another run's
     assert "user_left_behind" in log.getvalue()
@@ -279,7 +279,7 @@ def test_held_a_409_to_the_first_post_is_another_runs_and_left_alone():
     hub.on_create.append(other_run)
     fresh, deadline = fresh_for(hub, lease="canary-default")
     with pytest.raises(ConcurrentRun):
-        fresh.create(deadline)
+        fresh.create(deadline, hub_version="6.1.1")
     theirs = hub.record
     cleanup(fresh, deadline)
     assert hub.record is theirs and "DELETE" not in hub.calls
@@ -302,7 +302,7 @@ def test_a_lost_create_whose_read_is_refused_leaves_no_user_silently(log):
     hub.on_create.append(lost_then_refused_read)
     fresh, deadline = fresh_for(hub, lease="canary-default")
     with pytest.raises(PermissionDenied):
-        fresh.create(deadline)
+        fresh.create(deadline, hub_version="6.1.1")
     cleanup(fresh, deadline)
     out = log.getvalue()
     assert hub.record is None or "user_left_behind" in out, "the POST's user is left behind in silence"
@@ -317,7 +317,7 @@ def test_held_a_lost_create_under_the_lease_is_adopted_marked_and_deleted():
 
     hub.on_create.append(lost)
     fresh, deadline = fresh_for(hub, lease="canary-default")
-    fresh.create(deadline)
+    fresh.create(deadline, hub_version="6.1.1")
     assert "mint" in hub.calls
     cleanup(fresh, deadline)
     assert hub.record is None and fresh.deleted is True
@@ -334,7 +334,7 @@ def test_held_a_lost_create_and_a_hub_away_is_decided_by_the_cleanup():
     hub.on_create.append(lost_and_away)
     fresh, deadline = fresh_for(hub, lease="canary-default")
     with pytest.raises(HubUnavailable):
-        fresh.create(deadline)
+        fresh.create(deadline, hub_version="6.1.1")
     assert fresh.to_delete
     cleanup(fresh, deadline)
     assert hub.record is None and fresh.deleted is True
@@ -351,7 +351,7 @@ def test_a_created_user_the_hub_shows_without_created_is_not_left_behind_in_sile
 
     hub.on_create.append(no_created)
     fresh, deadline = fresh_for(hub, lease="canary-default")
-    fresh.create(deadline)
+    fresh.create(deadline, hub_version="6.1.1")
     with pytest.raises(UserLeftBehind):  # before: no word but a warning, and the run passed (exit 0, user_deleted false)
         cleanup(fresh, deadline)
     assert fresh.deleted is False and "user_left_behind" in log.getvalue()
@@ -564,7 +564,7 @@ def test_user_deleted_is_the_last_attempts_even_when_it_made_no_user():
     hub = FakeHub()
     fresh, deadline = fresh_for(hub)
     assert fresh.leftover(deadline) is None
-    fresh.create(deadline)
+    fresh.create(deadline, hub_version="6.1.1")
     cleanup(fresh, deadline)
     assert fresh.deleted is True
     hub.another_run_creates()  # attempt 2: another run's user, made just now
