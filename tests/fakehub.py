@@ -125,6 +125,8 @@ class FakeHub:
         # failed spawn future, and its progress stream tells it).
         self.last_failure: dict[tuple[str, str], str] = {}
         self.tokens: dict[str, dict[str, Any]] = {}
+        # GET /hub/api/services: the hub's services, name -> model (JupyterHub's shape); none by default.
+        self.services: dict[str, dict[str, Any]] = {}
         self.token_numbers = itertools.count(1)
         self.kernels: list[dict[str, Any]] = []
         self.files: dict[str, str] = {}  # the server's contents API: path -> text
@@ -343,6 +345,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, {"version": hub.version}, fault)
         if method == "GET" and path == "/hub/api/user":
             return self._json(200, {"name": "canary", "kind": "user", "scopes": hub.scopes}, fault)
+        if method == "GET" and path == "/hub/api/services":
+            return self._json(200, hub.services, fault)
         m = re.fullmatch(r"/hub/api/users/([^/]+)(/server|/servers/([^/]+))?(/progress)?", path)
         if m:
             user, server_name = unquote(m.group(1)), unquote(m.group(3) or "")
