@@ -102,14 +102,21 @@ class ProgressFollower:
     def _follow(self) -> None:
         end = _End()
         pause = RETRY_PAUSE
+        # What earlier tries' streams told: a stream asked for again (one cut before the request's
+        # answer) tells the spawn from its start, and what the timeline has already is not recorded twice.
+        told: set[ProgressEvent] = set()
         try:
             while not self._stopping.is_set() and not self._deadline.expired():
                 answered = self._answered.is_set()  # before the try: its answer may come meanwhile
                 self.opened_before_answer = not answered
+                earlier, told = told, set(told)
                 try:
                     for event in self._client.progress_events(
                         self._user, self._server_name, self._deadline, on_open=self._opened
                     ):
+                        if event in earlier:
+                            continue
+                        told.add(event)
                         self._queue.put((event, self._timeline.record(event)))
                     return
                 except StreamUnavailable as exc:

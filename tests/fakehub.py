@@ -105,6 +105,7 @@ class FakeHub:
         server_origin: str = "",
         lab_scripts: tuple[str, ...] = (),
         post_delay: float = 0.0,
+        answer_delay: float = 0.0,
         clock_skew: float = 0.0,
     ):
         self.version = version
@@ -118,6 +119,9 @@ class FakeHub:
         self.keepalive = keepalive
         self.stop_mode = stop  # "now" (204), "pending_spawn_400" (JupyterHub 4.1: 400 while pending)
         self.post_delay = post_delay
+        # s a spawn request's answer is held once the spawn is taken in (JupyterHub holds it open while the
+        # spawn is pending, up to its slow_spawn_timeout): a stream asked for meanwhile tells this spawn.
+        self.answer_delay = answer_delay
         # s the hub's clock is ahead of the canary's (behind when negative): in its `started` and `Date`.
         self.clock_skew = clock_skew
         self.servers: dict[tuple[str, str], Server] = {}
@@ -358,6 +362,7 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "POST":
                 hub.hold(hub.post_delay)
                 status = self._spawn(key)
+                hub.hold(hub.answer_delay)
                 messages = {400: "already running", 500: "Internal Server Error"}
                 return self._json(status, {"status": status, "message": messages[status]} if status in messages else None, fault)
             if method == "DELETE":

@@ -219,6 +219,17 @@ def test_a_progress_event_of_the_wrong_shape_is_not_read_the_model_is_polled(tmp
         assert fake.servers == {}
 
 
+def test_a_stream_cut_before_the_spawns_answer_is_asked_again_and_nothing_is_in_the_timeline_twice(tmp_path):
+    """The hub holds the spawn request while the spawn is pending: a stream read then and cut (here by an
+    event of the wrong shape) is asked for again, and tells the spawn from its start once more."""
+    with FakeHub(spawn="pending", ready_after=2.0, answer_delay=1.0) as fake:
+        fake.progress_extra = [{"progress": 50, "message": ["Pulling", "image"]}]
+        run, _ = canary(fake, tmp_path, *ARGS)
+        assert run.exit_code == ExitCode.OK, run.output
+        assert fake.count("GET", "/hub/api/users/canary/server/progress") >= 2, "the stream was asked for once"
+        assert [e["message"] for e in run.result["timeline"]] == ["Server requested"]
+
+
 @pytest.mark.parametrize(
     ("metadata", "words"),
     [([], "`metadata` of type list, not an object"), ({"kernelspec": ["python3"]}, "`metadata.kernelspec` of type list")],
