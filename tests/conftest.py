@@ -233,12 +233,25 @@ def tier(item: pytest.Item) -> int:
     return FAST
 
 
+def pytest_addoption(parser):
+    parser.addoption("--tier", action="append", choices=TIER_NAMES, default=[],
+                     help="run only this tier's tests (repeatable; see tests/conftest.py `tier`). make test runs "
+                          "the fast and hub tiers on two workers (pytest-xdist), then the Kubernetes tiers in one")
+
+
 def pytest_collection_modifyitems(session, config, items):
     """Tiers in order (see `tier`); within a tier, the collection's order (a stable sort), so that each
-    module's tests of one tier stay together and a module's fixture starts once."""
+    module's tests of one tier stay together and a module's fixture starts once. With --tier, only
+    those tiers."""
     for item in items:
         item.stash[_TIER] = tier(item)
     items.sort(key=lambda item: (item.stash[_TIER], item.originalname != NODE_LIFECYCLE_TEST))
+    wanted = {TIER_NAMES.index(name) for name in config.getoption("tier")}
+    if wanted:
+        others = [item for item in items if item.stash[_TIER] not in wanted]
+        if others:
+            config.hook.pytest_deselected(items=others)
+            items[:] = [item for item in items if item.stash[_TIER] in wanted]
 
 
 _TIER_TIMES = pytest.StashKey[dict]()
@@ -258,6 +271,24 @@ def pytest_runtest_protocol(item, nextitem):
 
 def _minutes(seconds: float) -> str:
     return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
+def pytest_sessionfinish(session):
+    """An xdist worker hands its tiers' times to the controller (the monotonic clock is the machine's)."""
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["tier_times"] = session.config.stash.get(_TIER_TIMES, {})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """The controller merges its workers' tier times: a tier spans from its first start to its last end."""
+    times = node.config.stash.setdefault(_TIER_TIMES, {})
+    for key, (first, end, count) in getattr(node, "workeroutput", {}).get("tier_times", {}).items():
+        tier_ = int(key)
+        if tier_ in times:
+            first0, end0, count0 = times[tier_]
+            first, end, count = min(first, first0), max(end, end0), count + count0
+        times[tier_] = (first, end, count)
 
 
 def pytest_terminal_summary(terminalreporter, config):
