@@ -102,21 +102,27 @@ class ProgressFollower:
     def _follow(self) -> None:
         end = _End()
         pause = RETRY_PAUSE
-        # What earlier tries' streams told: a stream asked for again (one cut before the request's
-        # answer) tells the spawn from its start, and what the timeline has already is not recorded twice.
-        told: set[ProgressEvent] = set()
+        # What the stream told so far, in order. A stream asked for again (one cut before the request's
+        # answer) tells the spawn from its start, then what happened since: what it tells again in the same
+        # place is not recorded twice; from its first event that is new or differs, all is (a spawner may
+        # say the same thing twice: KubeSpawner's back-offs, BatchSpawner's "Pending in queue...").
+        told: list[ProgressEvent] = []
         try:
             while not self._stopping.is_set() and not self._deadline.expired():
                 answered = self._answered.is_set()  # before the try: its answer may come meanwhile
                 self.opened_before_answer = not answered
-                earlier, told = told, set(told)
+                replayed: int | None = 0  # events this try told again, in order; None once it tells anew
                 try:
                     for event in self._client.progress_events(
                         self._user, self._server_name, self._deadline, on_open=self._opened
                     ):
-                        if event in earlier:
-                            continue
-                        told.add(event)
+                        if replayed is not None:
+                            if replayed < len(told) and event == told[replayed]:
+                                replayed += 1
+                                continue
+                            del told[replayed:]  # told otherwise this time: a next try would tell it this way
+                            replayed = None
+                        told.append(event)
                         self._queue.put((event, self._timeline.record(event)))
                     return
                 except StreamUnavailable as exc:

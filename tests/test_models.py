@@ -10,6 +10,7 @@ place of the real answer. tests/test_fuzz.py generates the odd shapes; these are
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -31,7 +32,7 @@ from app.models import (
     loads,
 )
 from tests.fakehub import FakeHub
-from tests.test_faults import USER_MODEL, canary
+from tests.test_faults import PROGRESS, USER_MODEL, canary
 
 WHAT = "GET /hub/api/user"
 WHOAMI = {  # JupyterHub 6.1.1, a user's token
@@ -216,6 +217,30 @@ def test_a_progress_event_of_the_wrong_shape_is_not_read_the_model_is_polled(tmp
         (unavailable,) = run.named("progress_stream_unavailable")
         assert "a progress event: `message` of type list, not a string" in unavailable["reason"]
         assert [e["message"] for e in run.result["timeline"]] == ["Server requested"]
+
+
+def test_what_the_stream_asked_again_tells_anew_is_recorded_though_an_earlier_event_said_the_same(tmp_path):
+    """The stream asked for again tells the spawn from its start, then what happened since: a repeated
+    event (KubeSpawner's back-offs, BatchSpawner's "Pending in queue..." once a second) is the spawn's
+    own, and is recorded; only what the earlier stream told, in the same place, is not recorded twice."""
+    backoff = {"progress": 50, "message": "Back-off restarting failed container"}
+    with FakeHub(spawn="pending", ready_after=2.0, answer_delay=1.0) as fake:
+        fake.progress_extra = [backoff]
+        key = ("canary", "")
+
+        def once_pending() -> None:  # the stream to cut is this spawn's, not a 404 before it is taken in
+            deadline = time.monotonic() + 5
+            while key not in fake.servers and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+        fake.fault("GET", PROGRESS, "cut_chunk", call=once_pending)
+        fake.fault("GET", PROGRESS, "signal", call=lambda: fake.progress_extra.append(backoff))  # told once more
+        run, _ = canary(fake, tmp_path, *ARGS)
+        assert run.exit_code == ExitCode.OK, run.output
+        assert fake.count("GET", PROGRESS) >= 2, "the stream was asked for once"
+        told = [e["message"] for e in run.result["timeline"]]
+        assert told[:4] == ["Server requested", backoff["message"], backoff["message"], "Server ready"], told
+        assert [e["message"] for e in run.named("spawn_progress")][:4] == told[:4]
         assert fake.servers == {}
 
 

@@ -91,3 +91,34 @@ def test_the_deadline_ends_the_stream_without_stop():
         finally:
             progress.stop()
             client.close()
+
+
+def test_a_stream_asked_again_that_tells_the_spawn_otherwise_is_recorded_from_where_it_differs():
+    """Each stream cut before the request's answer is asked for again and tells the spawn from its start.
+    What it tells in the same place as the last telling is not recorded twice; from where it differs
+    (a back-off told again with its new time) it is, and the next telling is compared with this one."""
+    first, again, new = ("Back-off (1)", 50), ("Back-off (2)", 50), ("Pulled", 60)
+    with FakeHub() as fake:
+        fake.add_server("canary", ready=False)
+        server = fake.servers[("canary", "")]
+        fake.progress_extra = [{"message": first[0], "progress": first[1]}]
+
+        def told_otherwise() -> None:
+            fake.progress_extra[:] = [{"message": again[0], "progress": again[1]}]
+
+        def then_more() -> None:
+            fake.progress_extra.append({"message": new[0], "progress": new[1]})
+            server.ready, server.pending = True, None
+
+        fake.fault("GET", PROGRESS, "cut_chunk")
+        fake.fault("GET", PROGRESS, "cut_chunk", call=told_otherwise)
+        fake.fault("GET", PROGRESS, "signal", call=then_more)
+        progress, client, timeline = follower(fake)
+        try:
+            told = [(event.message, event.progress) for event, _ in progress.events(Deadline(10))]
+        finally:
+            progress.stop()
+            client.close()
+        assert fake.count("GET", PROGRESS) == 3
+        assert told == [("Server requested", 0), first, again, new, ("Server ready", 100)]
+        assert [(e.message, e.progress) for e in timeline.events] == told
