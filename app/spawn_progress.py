@@ -18,8 +18,9 @@ its answer. It reads one whole stream, which ends with the spawn (ready or faile
 What a stream opened before the request's answer says may not be about this spawn: the hub answers a
 stream that comes before the new spawn is pending with the *previous* spawn's end ("Spawn failed: …",
 "Spawn cancelled": JupyterHub's SpawnProgressAPIHandler). `opened_before_answer` says which kind of
-stream the events came on, and `reopened()` follows the same spawn on a stream opened after the answer:
-the cycle (app/cycle.py) believes a failure only from such a stream.
+stream the event just read came on (its own stream's, kept with it in the queue), and `reopened()`
+follows the same spawn on a stream opened after the answer: the cycle (app/cycle.py) believes a
+failure only from such a stream.
 
 Bounds: the stream is cut at the spawn's deadline by its watchdog (app/hub.py); `stop()` cuts it at
 once and joins the thread, so nothing is left running when the spawn phase ends.
@@ -61,14 +62,16 @@ class ProgressFollower:
         self._server_name = server_name
         self._deadline = deadline
         self._timeline = timeline
-        self._queue: queue.Queue[tuple[ProgressEvent, Event] | _End] = queue.Queue()
+        # Each event, as recorded, and whether the stream it came on was asked for before the request's answer.
+        self._queue: queue.Queue[tuple[ProgressEvent, Event, bool] | _End] = queue.Queue()
         self._answered = threading.Event()  # the spawn request has its answer (or will get none)
         self._stopping = threading.Event()
         self._wake = threading.Event()  # ends a pause between tries: the answer came, or stop()
         self._lock = threading.Lock()
         self._cut: Callable[[], None] | None = None
-        # Whether the stream the events come on was asked for before the spawn request had its answer
-        # (set before each try; the events come from one stream only, the last try's).
+        # Whether the stream the last event read by events() came on was asked for before the spawn request
+        # had its answer: each event's own stream's, not the latest try's (an early stream cut after it told
+        # the previous spawn's end is asked for again, maybe after the answer).
         self.opened_before_answer = True
         # The thread logs with the attempt's bound context (hub, user, attempt).
         context = contextvars.copy_context()
@@ -110,7 +113,7 @@ class ProgressFollower:
         try:
             while not self._stopping.is_set() and not self._deadline.expired():
                 answered = self._answered.is_set()  # before the try: its answer may come meanwhile
-                self.opened_before_answer = not answered
+                before_answer = not answered
                 replayed: int | None = 0  # events this try told again, in order; None once it tells anew
                 try:
                     for event in self._client.progress_events(
@@ -123,7 +126,7 @@ class ProgressFollower:
                             del told[replayed:]  # told otherwise this time: a next try would tell it this way
                             replayed = None
                         told.append(event)
-                        self._queue.put((event, self._timeline.record(event)))
+                        self._queue.put((event, self._timeline.record(event), before_answer))
                     return
                 except StreamUnavailable as exc:
                     if answered:
@@ -139,7 +142,8 @@ class ProgressFollower:
             self._queue.put(end)
 
     def events(self, deadline: Deadline) -> Iterator[tuple[ProgressEvent, Event]]:
-        """Each event (as sent, and as recorded) until the stream ends or `deadline` passes.
+        """Each event (as sent, and as recorded) until the stream ends or `deadline` passes;
+        `opened_before_answer` tells, for the event just yielded, which kind of stream it came on.
 
         Raises StreamUnavailable when the stream could not be read. Can be called again: it goes on
         where the last call stopped, and an ended stream stays ended.
@@ -154,7 +158,8 @@ class ProgressFollower:
                 if item.error is not None:
                     raise item.error
                 return
-            yield item
+            event, recorded, self.opened_before_answer = item
+            yield event, recorded
 
     def stop(self) -> None:
         """End the stream now and wait for the thread. Idempotent."""

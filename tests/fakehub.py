@@ -469,6 +469,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._head(200, {"Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"})
             payload = {"progress": 100, "failed": True, "message": hub.last_failure[key]}
             self._chunk(b"data: " + json.dumps(payload).encode() + b"\n\n")
+            if fault is not None and fault.action == "cut_chunk":  # the failure told, the stream's end lost
+                self.wfile.write(b"5\r\n\n")
+                self.wfile.flush()
+                return self._reset()
             return self._end_stream()
         if server is None:
             return self._error(404, "no such server")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -60,6 +61,23 @@ def test_a_replayed_spawn_cancelled_before_the_answer_is_not_this_spawns_either(
     with FakeHub(spawn=fixed, post_delay=1.0) as fake:
         fake.last_failure[("canary", "")] = "Spawn cancelled"
         run, _ = canary(fake, tmp_path, "--attempts", "1")
+        assert run.exit_code == ExitCode.OK, run.output
+        (set_aside,) = run.named("progress_failure_set_aside")
+        assert set_aside["message"] == "Spawn cancelled"
+        assert not any(e["message"] == "Spawn cancelled" for e in run.result["timeline"]), run.result["timeline"]
+
+
+def test_a_replayed_failure_on_a_stream_cut_before_the_answer_is_set_aside_though_the_next_stream_comes_after(tmp_path):
+    """The early stream hears the old "Spawn cancelled" and is cut before its end; the answer comes while
+    the follower waits to ask again, so the next stream is asked for after it. The failure came on the
+    early stream all the same: set aside, and the run passes."""
+    heard = threading.Event()
+    with FakeHub(spawn="pending", post_delay=0.1) as fake:
+        fake.last_failure[("canary", "")] = "Spawn cancelled"
+        fake.fault("GET", r"/server/progress$", "cut_chunk", call=heard.set)
+        fake.fault("POST", r"/users/canary/server$", "signal", call=lambda: heard.wait(5))  # the stream first
+        run, _ = canary(fake, tmp_path, "--attempts", "1")
+        assert fake.count("GET", r"/server/progress$") >= 2, "the stream was asked for once"
         assert run.exit_code == ExitCode.OK, run.output
         (set_aside,) = run.named("progress_failure_set_aside")
         assert set_aside["message"] == "Spawn cancelled"
