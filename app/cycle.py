@@ -569,7 +569,7 @@ class Canary:
                 if event.failed and progress.opened_before_answer:
                     progress.stop()  # its thread done with the timeline before the event leaves it
                     self._set_aside(event, recorded)
-                    self._progress = progress.reopened()
+                    self._progress = progress.reopened(event)
                     break
                 message = event.message
                 if message:

@@ -73,6 +73,12 @@ class ProgressFollower:
         # had its answer: each event's own stream's, not the latest try's (an early stream cut after it told
         # the previous spawn's end is asked for again, maybe after the answer).
         self.opened_before_answer = True
+        # What the stream told so far, in order. A stream asked for again (one cut before the request's
+        # answer, or reopened()) tells the spawn from its start, then what happened since: what it tells
+        # again in the same place is not recorded twice; from its first event that is new or differs, all
+        # is (a spawner may say the same thing twice: KubeSpawner's back-offs, BatchSpawner's "Pending in
+        # queue..."). Written by the thread only, read by reopened() once the thread is stopped.
+        self._told: list[ProgressEvent] = []
         # The thread logs with the attempt's bound context (hub, user, attempt).
         context = contextvars.copy_context()
         self._thread = threading.Thread(
@@ -83,11 +89,24 @@ class ProgressFollower:
         self._thread.start()
         return self
 
-    def reopened(self) -> ProgressFollower:
+    def reopened(self, set_aside: ProgressEvent) -> ProgressFollower:
         """A follower of the same spawn whose stream is asked for now, after the request's answer (started);
-        this one is stopped. Its events are recorded in the same timeline."""
+        this one is stopped. Its events are recorded in the same timeline.
+
+        `set_aside` is the end this one told that was not this spawn's (the cycle took it out of the
+        timeline). What this one's streams told after it and was not read yet is read first from the new
+        one, and what they told is not recorded again when the new stream tells the spawn from its start.
+        """
         self.stop()
         follower = ProgressFollower(self._client, self._user, self._server_name, self._deadline, self._timeline)
+        follower._told = [event for event in self._told if event is not set_aside]
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if not isinstance(item, _End):
+                follower._queue.put(item)
         follower.request_answered()
         return follower.start()
 
@@ -105,11 +124,7 @@ class ProgressFollower:
     def _follow(self) -> None:
         end = _End()
         pause = RETRY_PAUSE
-        # What the stream told so far, in order. A stream asked for again (one cut before the request's
-        # answer) tells the spawn from its start, then what happened since: what it tells again in the same
-        # place is not recorded twice; from its first event that is new or differs, all is (a spawner may
-        # say the same thing twice: KubeSpawner's back-offs, BatchSpawner's "Pending in queue...").
-        told: list[ProgressEvent] = []
+        told = self._told
         try:
             while not self._stopping.is_set() and not self._deadline.expired():
                 answered = self._answered.is_set()  # before the try: its answer may come meanwhile

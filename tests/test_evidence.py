@@ -81,7 +81,26 @@ def test_a_replayed_failure_on_a_stream_cut_before_the_answer_is_set_aside_thoug
         assert run.exit_code == ExitCode.OK, run.output
         (set_aside,) = run.named("progress_failure_set_aside")
         assert set_aside["message"] == "Spawn cancelled"
-        assert not any(e["message"] == "Spawn cancelled" for e in run.result["timeline"]), run.result["timeline"]
+        assert [e["message"] for e in run.result["timeline"]][:2] == ["Server requested", "Server ready"], run.result["timeline"]
+
+
+def test_after_a_replayed_failure_is_set_aside_the_spawn_told_on_either_side_is_in_the_timeline_once(tmp_path):
+    """The early stream hears the old failure and is cut; asked for again while the request is still in
+    flight, it tells this spawn; the failure is set aside and the stream asked for after the answer tells
+    this spawn from its start once more. Each event is recorded and logged once."""
+    heard = threading.Event()
+    with FakeHub(spawn="pending", post_delay=0.1, answer_delay=1.0, ready_after=2.0) as fake:
+        fake.last_failure[("canary", "")] = "Spawn cancelled"
+        fake.progress_extra = [{"progress": 50, "message": "Pulling image"}]
+        fake.fault("GET", r"/server/progress$", "cut_chunk", call=heard.set)
+        fake.fault("POST", r"/users/canary/server$", "signal", call=lambda: heard.wait(5))  # the stream first
+        run, _ = canary(fake, tmp_path, "--attempts", "1")
+        assert fake.count("GET", r"/server/progress$") >= 3, "not asked for again, and again after the answer"
+        assert run.exit_code == ExitCode.OK, run.output
+        assert run.named("progress_failure_set_aside")
+        told = ["Server requested", "Pulling image", "Server ready"]
+        assert [e["message"] for e in run.result["timeline"]][:3] == told, run.result["timeline"]
+        assert [e["message"] for e in run.named("spawn_progress")] == told
 
 
 def test_a_refused_spawn_reports_its_own_reason_not_the_one_replayed_before_it(tmp_path):
