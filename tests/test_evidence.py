@@ -103,6 +103,22 @@ def test_after_a_replayed_failure_is_set_aside_the_spawn_told_on_either_side_is_
         assert [e["message"] for e in run.named("spawn_progress")] == told
 
 
+def test_this_spawns_own_failure_told_after_a_cut_early_stream_is_in_the_timeline_once(tmp_path):
+    """As above, and this spawn fails while its request is in flight: its failure, told on the early
+    stream, is set aside too, and the stream asked for after the answer tells it once more: recorded once."""
+    heard = threading.Event()
+    with FakeHub(spawn="fail", post_delay=0.1, answer_delay=1.0) as fake:
+        fake.last_failure[("canary", "")] = "Spawn cancelled"
+        fake.fault("GET", r"/server/progress$", "cut_chunk", call=heard.set)
+        fake.fault("POST", r"/users/canary/server$", "signal", call=lambda: heard.wait(5))  # the stream first
+        run, _ = canary(fake, tmp_path, "--attempts", "1")
+        assert run.exit_code == ExitCode.SPAWN_FAILED, run.output
+        failure = "Spawn failed: fakehub says no (spawn 1)"
+        assert run.result["last_progress_message"] == failure
+        assert [e["message"] for e in run.result["timeline"]] == ["Server requested", failure], run.result["timeline"]
+        assert [e["message"] for e in run.named("spawn_progress")] == ["Server requested", failure]
+
+
 def test_a_refused_spawn_reports_its_own_reason_not_the_one_replayed_before_it(tmp_path):
     """The hub's 500 proves the failure; its reason comes from a stream asked for after that answer."""
     with FakeHub(spawn=["fail", "refuse"], post_delay=1.0) as fake:
