@@ -248,10 +248,11 @@ def pytest_collection_modifyitems(session, config, items):
     items.sort(key=lambda item: (item.stash[_TIER], item.originalname != NODE_LIFECYCLE_TEST))
     wanted = {TIER_NAMES.index(name) for name in config.getoption("tier")}
     if wanted:
-        others = [item for item in items if item.stash[_TIER] not in wanted]
-        if others:
-            config.hook.pytest_deselected(items=others)
-            items[:] = [item for item in items if item.stash[_TIER] in wanted]
+        kept, others = [], []
+        for item in items:
+            (kept if item.stash[_TIER] in wanted else others).append(item)
+        config.hook.pytest_deselected(items=others)
+        items[:] = kept
 
 
 _TIER_TIMES = pytest.StashKey[dict]()

@@ -206,6 +206,11 @@ class FakeHub:
         return kind
 
 
+def _event(payload: Any) -> bytes:
+    """One server-sent event of a progress stream."""
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
 def _server_url(user: str, server_name: str) -> str:
     """As JupyterHub writes it: the name quoted, but `@` and `~` left as they are."""
     url = f"/user/{quote(user, safe='@~')}/"
@@ -277,6 +282,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.connection.close()
         self.close_connection = True
+
+    def _cut_chunk(self, data: bytes) -> None:
+        """A chunk announced at its full size, cut off halfway through by a reset."""
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data[: len(data) // 2])
+        self.wfile.flush()
+        self._reset()
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
@@ -467,31 +478,20 @@ class _Handler(BaseHTTPRequestHandler):
         if server is None and key in hub.last_failure:
             # Nothing pending, the last spawn failed: JupyterHub tells that failure, as one event.
             self._head(200, {"Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"})
-            payload = {"progress": 100, "failed": True, "message": hub.last_failure[key]}
-            self._chunk(b"data: " + json.dumps(payload).encode() + b"\n\n")
+            self._chunk(_event({"progress": 100, "failed": True, "message": hub.last_failure[key]}))
             if fault is not None and fault.action == "cut_chunk":  # the failure told, the stream's end lost
-                self.wfile.write(b"5\r\n\n")
-                self.wfile.flush()
-                return self._reset()
+                return self._cut_chunk(_event({"progress": 100, "message": "Spawn failed"}))
             return self._end_stream()
         if server is None:
             return self._error(404, "no such server")
         content_type = fault.content_type if fault is not None and fault.action == "content_type" else "text/event-stream"
         self._head(200, {"Content-Type": content_type, "Transfer-Encoding": "chunked"})
 
-        def event(payload: dict[str, Any]) -> bytes:
-            return b"data: " + json.dumps(payload).encode() + b"\n\n"
-
-        self._chunk(event({"progress": 0, "message": "Server requested"}))
+        self._chunk(_event({"progress": 0, "message": "Server requested"}))
         for extra in hub.progress_extra:
-            self._chunk(event(extra))
+            self._chunk(_event(extra))
         if fault is not None and fault.action == "cut_chunk":
-            # A chunk announced at its full size, cut off halfway through.
-            data = event({"progress": 50, "message": "Spawning server..."})
-            self.wfile.write(f"{len(data):x}\r\n".encode() + data[: len(data) // 2])
-            self.wfile.flush()
-            self._reset()
-            return
+            return self._cut_chunk(_event({"progress": 50, "message": "Spawning server..."}))
         if fault is not None and fault.action == "trickle":
             # Bytes that never make a line: no event, no keepalive, but never silent either.
             began = time.monotonic()
@@ -512,9 +512,9 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "fail":
             hub.servers.pop(key, None)
             hub.last_failure[key] = f"Spawn failed: fakehub says no (spawn {getattr(server, 'number', 0)})"
-            self._chunk(event({"progress": 100, "failed": True, "message": hub.last_failure[key]}))
+            self._chunk(_event({"progress": 100, "failed": True, "message": hub.last_failure[key]}))
         elif server.ready:
-            self._chunk(event({"progress": 100, "ready": True, "message": "Server ready", "url": "/user/x/"}))
+            self._chunk(_event({"progress": 100, "ready": True, "message": "Server ready", "url": "/user/x/"}))
         self._end_stream()
 
     def _end_stream(self) -> None:
